@@ -1,0 +1,39 @@
+/**
+ * The middlewares every endpoint group declares: who may call it (an `X-API-Key` mapped to a role) and the
+ * request validation whose failures (`InvalidRequest`, `PayloadTooLarge`) the client decodes as typed errors.
+ * Their server implementations live in `@aiki/server`; clients supply the key through `layerClient`.
+ */
+import { Context, Schema } from "effect"
+import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
+import { Forbidden, InvalidRequest, PayloadTooLarge, Unauthorized } from "./Errors.ts"
+
+/** What a key may do: `client` starts and reads runs, `worker` claims and reports them, `admin` does everything. */
+export const Role = Schema.Literals(["admin", "worker", "client"])
+export type Role = typeof Role.Type
+
+/** Who is calling, once their key was checked. */
+export class Principal extends Context.Service<Principal, {
+  readonly role: Role
+  /** A short, non-secret name of the key (its position in the configuration), safe to log. */
+  readonly keyName: string
+}>()("@aiki/contract/Access/Principal") {}
+
+const apiKey = HttpApiSecurity.apiKey({ in: "header", key: "X-API-Key" })
+
+/** Endpoints applications call: start, read and cancel runs (roles `client` and `admin`). */
+export class ClientAccess extends HttpApiMiddleware.Service<ClientAccess, { provides: Principal }>()(
+  "@aiki/contract/Access/ClientAccess",
+  { security: { apiKey }, error: [Unauthorized, Forbidden], requiredForClient: true }
+) {}
+
+/** Endpoints workers call: register, claim, heartbeat, report (roles `worker` and `admin`). */
+export class WorkerAccess extends HttpApiMiddleware.Service<WorkerAccess, { provides: Principal }>()(
+  "@aiki/contract/Access/WorkerAccess",
+  { security: { apiKey }, error: [Unauthorized, Forbidden], requiredForClient: true }
+) {}
+
+/** Turns request decoding failures into `InvalidRequest` (400) and oversized bodies into `PayloadTooLarge` (413). */
+export class RequestValidation extends HttpApiMiddleware.Service<RequestValidation>()(
+  "@aiki/contract/Access/RequestValidation",
+  { error: [InvalidRequest, PayloadTooLarge] }
+) {}

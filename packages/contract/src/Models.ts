@@ -1,0 +1,209 @@
+/**
+ * The records the API returns and accepts: runs, tasks and their attempts, state transitions, workers and
+ * workflow definitions. Payloads and results are JSON values; timestamps are UTC instants (ISO strings on the wire).
+ */
+import { Schema } from "effect"
+import {
+  IdempotencyKey,
+  LeaseEpoch,
+  RunId,
+  TaskAddress,
+  TaskName,
+  WorkerId,
+  WorkflowName,
+  WorkflowVersion
+} from "./Ids.ts"
+import { RunState } from "./RunState.ts"
+import { TaskState } from "./TaskState.ts"
+
+/** Any JSON value: payloads, results and error data. */
+export const Json = Schema.Json
+export type Json = Schema.Json
+
+/** What a failure looks like once it is stored: enough to show it and to rebuild a typed error in the SDK. */
+export class ErrorDetails extends Schema.Class<ErrorDetails>("ErrorDetails")({
+  name: Schema.String,
+  message: Schema.String,
+  stack: Schema.optionalKey(Schema.String),
+  /** The encoded typed error of an Effect workflow or task, when it has one. */
+  data: Schema.optionalKey(Json)
+}) {}
+
+export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
+  id: RunId,
+  workflowName: WorkflowName,
+  workflowVersion: WorkflowVersion,
+  state: RunState,
+  payload: Json,
+  result: Schema.optionalKey(Json),
+  error: Schema.optionalKey(ErrorDetails),
+  idempotencyKey: Schema.optionalKey(IdempotencyKey),
+  /** How many times a worker was granted this run. */
+  leaseEpoch: Schema.Int,
+  leaseOwner: Schema.optionalKey(WorkerId),
+  leaseExpiresAt: Schema.optionalKey(Schema.DateTimeUtc),
+  createdAt: Schema.DateTimeUtc,
+  updatedAt: Schema.DateTimeUtc,
+  startedAt: Schema.optionalKey(Schema.DateTimeUtc),
+  finishedAt: Schema.optionalKey(Schema.DateTimeUtc)
+}) {}
+
+/** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
+export class Transition extends Schema.Class<Transition>("Transition")({
+  id: Schema.Int,
+  runId: RunId,
+  taskAddress: Schema.optionalKey(TaskAddress),
+  fromState: Schema.optionalKey(Schema.String),
+  toState: Schema.String,
+  reason: Schema.String,
+  leaseEpoch: Schema.optionalKey(Schema.Int),
+  workerId: Schema.optionalKey(WorkerId),
+  at: Schema.DateTimeUtc
+}) {}
+
+export class TaskAttempt extends Schema.Class<TaskAttempt>("TaskAttempt")({
+  attempt: Schema.Int,
+  leaseEpoch: Schema.Int,
+  startedAt: Schema.DateTimeUtc,
+  finishedAt: Schema.optionalKey(Schema.DateTimeUtc),
+  error: Schema.optionalKey(ErrorDetails)
+}) {}
+
+/** A task of a run: one journal entry, with every attempt made at it. */
+export class Task extends Schema.Class<Task>("Task")({
+  address: TaskAddress,
+  name: TaskName,
+  state: TaskState,
+  payload: Json,
+  result: Schema.optionalKey(Json),
+  error: Schema.optionalKey(ErrorDetails),
+  attempts: Schema.Array(TaskAttempt),
+  createdAt: Schema.DateTimeUtc,
+  updatedAt: Schema.DateTimeUtc
+}) {}
+
+/** One page of runs, newest first; pass `nextCursor` back as `cursor` for the next page. */
+export class RunPage extends Schema.Class<RunPage>("RunPage")({
+  runs: Schema.Array(WorkflowRun),
+  nextCursor: Schema.optionalKey(Schema.String)
+}) {}
+
+/** A workflow version a worker can execute, as it registers it. */
+export class WorkflowDefinition extends Schema.Class<WorkflowDefinition>("WorkflowDefinition")({
+  name: WorkflowName,
+  version: WorkflowVersion,
+  /** JSON Schema of the payload, when the definition has one. */
+  payloadSchema: Schema.optionalKey(Json),
+  /** JSON Schema of the result, when the definition has one. */
+  resultSchema: Schema.optionalKey(Json)
+}) {}
+
+export const WorkerStatus = Schema.Literals(["healthy", "stale"])
+export type WorkerStatus = typeof WorkerStatus.Type
+
+export class WorkerHealth extends Schema.Class<WorkerHealth>("WorkerHealth")({
+  id: WorkerId,
+  status: WorkerStatus,
+  registeredAt: Schema.DateTimeUtc,
+  lastHeartbeatAt: Schema.DateTimeUtc,
+  heartbeatAgeMs: Schema.Int,
+  runsInFlight: Schema.Int,
+  workflows: Schema.Array(Schema.Struct({ name: WorkflowName, version: WorkflowVersion }))
+}) {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests and responses of the worker protocol
+
+export class StartRun extends Schema.Class<StartRun>("StartRun")({
+  payload: Json,
+  idempotencyKey: Schema.optionalKey(IdempotencyKey)
+}) {}
+
+export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
+  id: RunId,
+  state: RunState,
+  /** False when an idempotency key matched an existing run, which is returned instead. */
+  created: Schema.Boolean
+}) {}
+
+export class RegisterWorker extends Schema.Class<RegisterWorker>("RegisterWorker")({
+  workflows: Schema.Array(WorkflowDefinition),
+  maxConcurrentRuns: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)))
+}) {}
+
+/** Bounds on how long a lease lasts before another worker may take the run over. */
+export const LeaseMs = Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 3_600_000 }))
+
+export class ClaimRun extends Schema.Class<ClaimRun>("ClaimRun")({
+  workerId: WorkerId,
+  /** @default 60_000 */
+  leaseMs: Schema.optionalKey(LeaseMs)
+}) {}
+
+/** A granted lease: the run, its epoch and expiry, and its journal of tasks so far. */
+export class Lease extends Schema.Class<Lease>("Lease")({
+  run: WorkflowRun,
+  leaseEpoch: LeaseEpoch,
+  leaseExpiresAt: Schema.DateTimeUtc,
+  journal: Schema.Array(Task)
+}) {}
+
+export class HeldRun extends Schema.Class<HeldRun>("HeldRun")({
+  runId: RunId,
+  leaseEpoch: LeaseEpoch
+}) {}
+
+export class Heartbeat extends Schema.Class<Heartbeat>("Heartbeat")({
+  runs: Schema.Array(HeldRun),
+  /** @default 60_000 */
+  leaseMs: Schema.optionalKey(LeaseMs)
+}) {}
+
+/** Which held runs the worker must stop: cancelled ones, and ones whose lease another worker now holds. */
+export class HeartbeatReply extends Schema.Class<HeartbeatReply>("HeartbeatReply")({
+  extended: Schema.Array(RunId),
+  cancelled: Schema.Array(RunId),
+  lost: Schema.Array(RunId)
+}) {}
+
+export class StartTask extends Schema.Class<StartTask>("StartTask")({
+  leaseEpoch: LeaseEpoch,
+  address: TaskAddress,
+  name: TaskName,
+  payload: Json
+}) {}
+
+export class CompleteTask extends Schema.Class<CompleteTask>("CompleteTask")({
+  leaseEpoch: LeaseEpoch,
+  address: TaskAddress,
+  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  result: Json
+}) {}
+
+export class FailTask extends Schema.Class<FailTask>("FailTask")({
+  leaseEpoch: LeaseEpoch,
+  address: TaskAddress,
+  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+  error: ErrorDetails,
+  /** True when another attempt will follow (the task goes to `retrying`), false when it has failed for good. */
+  willRetry: Schema.Boolean
+}) {}
+
+export class CompleteRun extends Schema.Class<CompleteRun>("CompleteRun")({
+  leaseEpoch: LeaseEpoch,
+  result: Json
+}) {}
+
+export class FailRun extends Schema.Class<FailRun>("FailRun")({
+  leaseEpoch: LeaseEpoch,
+  error: ErrorDetails
+}) {}
+
+export class Health extends Schema.Class<Health>("Health")({
+  status: Schema.Literals(["ok"]),
+  version: Schema.String
+}) {}
+
+export class ReleaseRun extends Schema.Class<ReleaseRun>("ReleaseRun")({
+  leaseEpoch: LeaseEpoch
+}) {}

@@ -1,0 +1,188 @@
+/**
+ * Leases: how a run is handed to exactly one worker at a time. A claim grants the run (a new epoch, an owner, an
+ * expiry decided by the database's clock) when it is pending or its previous lease lapsed, and returns its journal.
+ * Heartbeats extend the leases a worker holds and tell it which runs were cancelled or lost. Finishing or releasing
+ * a run is fenced by the epoch: a stale one is rejected with `LeaseLost` and changes nothing.
+ */
+import { LeaseLost, RunNotClaimable, RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
+import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
+import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type WorkflowRun } from "@aiki/contract/Models"
+import type { RunState } from "@aiki/contract/RunState"
+import { Context, DateTime, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { holdLease } from "./internal/fence.ts"
+import { type RunRow, toRun } from "./internal/rows.ts"
+import { recordTransitions, selectTasks } from "./internal/sql.ts"
+import { Outbox } from "./Outbox.ts"
+import { RunEvents } from "./RunEvents.ts"
+import { ServerConfig } from "./ServerConfig.ts"
+
+export class RunLeases extends Context.Service<RunLeases, {
+  readonly claim: (
+    runId: RunId,
+    workerId: WorkerId,
+    leaseMs?: number
+  ) => Effect.Effect<Lease, RunNotFound | RunNotClaimable>
+  readonly heartbeat: (
+    workerId: WorkerId,
+    runs: ReadonlyArray<HeldRun>,
+    leaseMs?: number
+  ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
+  readonly complete: (runId: RunId, leaseEpoch: LeaseEpoch, result: Json) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
+  readonly fail: (runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
+  /** Gives the run back (graceful shutdown): it is pending again and requeued at once, no lease to wait out. */
+  readonly release: (runId: RunId, leaseEpoch: LeaseEpoch) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
+}>()("@aiki/server/RunLeases") {
+  static readonly layer = Layer.effect(
+    RunLeases,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const config = yield* ServerConfig
+      const outbox = yield* Outbox
+      const events = yield* RunEvents
+
+      const claim = Effect.fn("RunLeases.claim")(function*(runId: RunId, workerId: WorkerId, leaseMs?: number) {
+        const ms = leaseMs ?? config.defaultLeaseMs
+        const { journal, previous, row } = yield* sql.withTransaction(Effect.gen(function*() {
+          const [row] = yield* sql<RunRow & { readonly previous_state: RunState }>`
+            WITH previous AS (SELECT id, state FROM workflow_runs WHERE id = ${runId} FOR UPDATE)
+            UPDATE workflow_runs r
+            SET state = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = ${workerId},
+                lease_expires_at = now() + make_interval(secs => ${ms / 1000}),
+                started_at = COALESCE(r.started_at, now()), updated_at = now()
+            FROM previous
+            WHERE r.id = previous.id
+              AND (r.state = 'pending' OR (r.state = 'running' AND r.lease_expires_at < now()))
+            RETURNING r.*, previous.state AS previous_state`
+          if (row === undefined) {
+            const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${runId}`
+            if (current === undefined) return yield* RunNotFound.of(runId)
+            return yield* new RunNotClaimable({
+              runId,
+              state: current.state,
+              ...(current.lease_owner !== null && current.state === "running"
+                ? { leaseOwner: current.lease_owner as WorkerId }
+                : {}),
+              message: current.state === "running"
+                ? `Run ${runId} is leased to ${current.lease_owner} until ${current.lease_expires_at?.toISOString()}`
+                : `Run ${runId} is ${current.state} and cannot be claimed`
+            })
+          }
+          yield* recordTransitions(sql, [{
+            runId,
+            from: row.previous_state,
+            to: "running",
+            reason: row.previous_state === "running" ? "lease_taken_over" : "claimed",
+            leaseEpoch: row.lease_epoch,
+            workerId
+          }])
+          const journal = yield* selectTasks(sql, runId)
+          return { row, journal, previous: row.previous_state }
+        })).pipe(Effect.catchTag("SqlError", Effect.die))
+        const run = toRun(row)
+        if (previous !== "running") yield* events.publish(run, previous)
+        return new Lease({
+          run,
+          leaseEpoch: row.lease_epoch as LeaseEpoch,
+          leaseExpiresAt: DateTime.fromDateUnsafe(row.lease_expires_at!),
+          journal
+        }, { disableChecks: true })
+      })
+
+      const heartbeat = Effect.fn("RunLeases.heartbeat")(
+        function*(workerId: WorkerId, runs: ReadonlyArray<HeldRun>, leaseMs?: number) {
+          const ms = leaseMs ?? config.defaultLeaseMs
+          const touched = yield* sql`UPDATE workers SET last_heartbeat_at = now() WHERE id = ${workerId} RETURNING id`
+            .pipe(Effect.orDie)
+          if (touched.length === 0) {
+            return yield* new WorkerNotFound({
+              workerId,
+              message: `Worker ${workerId} is not registered; register it before sending heartbeats`
+            })
+          }
+          if (runs.length === 0) return new HeartbeatReply({ extended: [], cancelled: [], lost: [] })
+          const held = JSON.stringify(runs.map((r) => ({ run_id: r.runId, lease_epoch: r.leaseEpoch })))
+          const rows = yield* sql<{ readonly id: string; readonly state: RunState | "missing"; readonly extended: boolean }>`
+            WITH held AS (
+              SELECT run_id, lease_epoch FROM jsonb_to_recordset(${held}::jsonb) AS h(run_id uuid, lease_epoch int)
+            ), extended AS (
+              UPDATE workflow_runs r
+              SET lease_expires_at = now() + make_interval(secs => ${ms / 1000}), updated_at = now()
+              FROM held
+              WHERE r.id = held.run_id AND r.lease_epoch = held.lease_epoch
+                AND r.state = 'running' AND r.lease_owner = ${workerId}
+              RETURNING r.id
+            )
+            SELECT held.run_id AS id, COALESCE(r.state, 'missing') AS state,
+              EXISTS (SELECT 1 FROM extended e WHERE e.id = held.run_id) AS extended
+            FROM held LEFT JOIN workflow_runs r ON r.id = held.run_id`.pipe(Effect.orDie)
+          const ids = (predicate: (row: (typeof rows)[number]) => boolean) =>
+            rows.filter(predicate).map((row) => row.id as RunId)
+          return new HeartbeatReply({
+            extended: ids((row) => row.extended),
+            cancelled: ids((row) => !row.extended && row.state === "cancelled"),
+            lost: ids((row) => !row.extended && row.state !== "cancelled")
+          })
+        }
+      )
+
+      /** Moves a held run out of `running` in one fenced transaction. */
+      const finish = (
+        runId: RunId,
+        leaseEpoch: LeaseEpoch,
+        to: "completed" | "failed" | "pending",
+        set: { readonly result?: Json; readonly error?: ErrorDetails }
+      ) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const held = yield* holdLease(sql, runId, leaseEpoch)
+          const terminal = to !== "pending"
+          const [row] = yield* sql<RunRow>`
+            UPDATE workflow_runs
+            SET state = ${to},
+                result = ${set.result === undefined ? null : JSON.stringify(set.result)}::jsonb,
+                error = ${set.error === undefined ? null : JSON.stringify(set.error)}::jsonb,
+                lease_expires_at = NULL,
+                lease_owner = ${terminal ? held.lease_owner : null},
+                finished_at = ${terminal ? sql`now()` : sql`NULL`},
+                updated_at = now()
+            WHERE id = ${runId} RETURNING *`
+          yield* recordTransitions(sql, [{
+            runId,
+            from: "running",
+            to,
+            reason: to === "pending" ? "released" : to,
+            leaseEpoch,
+            ...(held.lease_owner !== null ? { workerId: held.lease_owner } : {})
+          }])
+          if (to === "pending") {
+            yield* outbox.enqueue([{ id: runId, workflowName: held.workflow_name, workflowVersion: held.workflow_version }])
+          }
+          return row!
+        })).pipe(
+          Effect.catchTag("SqlError", Effect.die),
+          Effect.flatMap((row) =>
+            Effect.gen(function*() {
+              if (to === "pending") yield* outbox.notify
+              const run = toRun(row)
+              yield* events.publish(run, "running")
+              return run
+            })
+          )
+        )
+
+      return RunLeases.of({
+        claim,
+        heartbeat,
+        complete: Effect.fn("RunLeases.complete")((runId: RunId, leaseEpoch: LeaseEpoch, result: Json) =>
+          finish(runId, leaseEpoch, "completed", { result })
+        ),
+        fail: Effect.fn("RunLeases.fail")((runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) =>
+          finish(runId, leaseEpoch, "failed", { error })
+        ),
+        release: Effect.fn("RunLeases.release")((runId: RunId, leaseEpoch: LeaseEpoch) =>
+          finish(runId, leaseEpoch, "pending", {})
+        )
+      })
+    })
+  )
+}

@@ -1,0 +1,162 @@
+/**
+ * Workflow runs as applications see them: start one (idempotently, with its outbox message in the same
+ * transaction), read it, list a workflow's runs, read its tasks and audit trail, cancel it.
+ */
+import { IdempotencyConflict, InvalidTransition, RunNotFound } from "@aiki/contract/Errors"
+import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { type Json, RunPage, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import { isTerminal, type RunState } from "@aiki/contract/RunState"
+import { Clock, Context, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { v7 as uuidv7 } from "uuid"
+import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
+import { recordTransitions, selectTasks } from "./internal/sql.ts"
+import { Outbox } from "./Outbox.ts"
+import { RunEvents } from "./RunEvents.ts"
+
+export interface StartRunInput {
+  readonly workflowName: WorkflowName
+  readonly workflowVersion: WorkflowVersion
+  readonly payload: Json
+  readonly idempotencyKey?: IdempotencyKey | undefined
+}
+
+export interface ListRunsInput {
+  readonly workflowName: WorkflowName
+  readonly state?: RunState | undefined
+  readonly workflowVersion?: WorkflowVersion | undefined
+  /** @default 50 */
+  readonly limit?: number | undefined
+  readonly cursor?: RunId | undefined
+}
+
+export class RunStore extends Context.Service<RunStore, {
+  readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict>
+  readonly get: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound>
+  readonly list: (input: ListRunsInput) => Effect.Effect<RunPage>
+  readonly tasks: (id: RunId) => Effect.Effect<ReadonlyArray<Task>, RunNotFound>
+  readonly transitions: (id: RunId) => Effect.Effect<ReadonlyArray<Transition>, RunNotFound>
+  /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
+  readonly cancel: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+}>()("@aiki/server/RunStore") {
+  static readonly layer = Layer.effect(
+    RunStore,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const outbox = yield* Outbox
+      const events = yield* RunEvents
+
+      const find = (id: string) =>
+        sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id}`.pipe(Effect.map((rows) => rows[0]))
+
+      const get = Effect.fn("RunStore.get")(function*(id: RunId) {
+        const row = yield* find(id).pipe(Effect.orDie)
+        if (row === undefined) return yield* RunNotFound.of(id)
+        return toRun(row)
+      })
+
+      const start = Effect.fn("RunStore.start")(function*(input: StartRunInput) {
+        const id = uuidv7({ msecs: yield* Clock.currentTimeMillis })
+        const payload = JSON.stringify(input.payload)
+        const key = input.idempotencyKey ?? null
+        const outcome = yield* sql.withTransaction(Effect.gen(function*() {
+          const inserted = yield* sql<RunRow>`
+            INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key)
+            VALUES (${id}, ${input.workflowName}, ${input.workflowVersion}, 'pending', ${payload}::jsonb, ${key})
+            ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING *`
+          const row = inserted[0]
+          if (row !== undefined) {
+            yield* recordTransitions(sql, [{ runId: row.id, from: null, to: "pending", reason: "started" }])
+            yield* outbox.enqueue([{ id: row.id, workflowName: row.workflow_name, workflowVersion: row.workflow_version }])
+            return { row, created: true }
+          }
+          // The key was taken (possibly by a concurrent start that we just waited for): same request, same run.
+          const [existing] = yield* sql<RunRow & { readonly same: boolean }>`
+            SELECT *, (payload = ${payload}::jsonb AND workflow_version = ${input.workflowVersion}) AS same
+            FROM workflow_runs WHERE workflow_name = ${input.workflowName} AND idempotency_key = ${key}`
+          if (existing === undefined) return yield* Effect.die(new Error("idempotency key conflict without a row"))
+          if (!existing.same) {
+            return yield* new IdempotencyConflict({
+              idempotencyKey: key ?? "",
+              existingRunId: existing.id as RunId,
+              message:
+                `Idempotency key "${key}" was already used for run ${existing.id} of ${input.workflowName} with a different payload or version`
+            })
+          }
+          return { row: existing, created: false }
+        })).pipe(Effect.catchTag("SqlError", Effect.die))
+        if (outcome.created) {
+          yield* outbox.notify
+          yield* events.publish(toRun(outcome.row), null)
+        }
+        return new StartedRun({ id: outcome.row.id as RunId, state: outcome.row.state, created: outcome.created })
+      })
+
+      const list = Effect.fn("RunStore.list")(function*(input: ListRunsInput) {
+        const limit = input.limit ?? 50
+        const rows = yield* sql<RunRow>`
+          SELECT * FROM workflow_runs
+          WHERE workflow_name = ${input.workflowName}
+            ${input.state === undefined ? sql`` : sql`AND state = ${input.state}`}
+            ${input.workflowVersion === undefined ? sql`` : sql`AND workflow_version = ${input.workflowVersion}`}
+            ${input.cursor === undefined ? sql`` : sql`AND id < ${input.cursor}`}
+          ORDER BY id DESC
+          LIMIT ${limit + 1}`.pipe(Effect.orDie)
+        const page = rows.slice(0, limit).map(toRun)
+        const last = page[page.length - 1]
+        return new RunPage({
+          runs: page,
+          ...(rows.length > limit && last !== undefined ? { nextCursor: last.id } : {})
+        })
+      })
+
+      const exists = (id: RunId) =>
+        sql`SELECT 1 FROM workflow_runs WHERE id = ${id}`.pipe(
+          Effect.orDie,
+          Effect.flatMap((rows) => rows.length === 0 ? Effect.fail(RunNotFound.of(id)) : Effect.void)
+        )
+
+      const tasks = Effect.fn("RunStore.tasks")(function*(id: RunId) {
+        yield* exists(id)
+        return yield* selectTasks(sql, id).pipe(Effect.orDie)
+      })
+
+      const transitions = Effect.fn("RunStore.transitions")(function*(id: RunId) {
+        yield* exists(id)
+        const rows = yield* sql<TransitionRow>`SELECT * FROM transitions WHERE run_id = ${id} ORDER BY id`.pipe(
+          Effect.orDie
+        )
+        return rows.map(toTransition)
+      })
+
+      const cancel = Effect.fn("RunStore.cancel")(function*(id: RunId) {
+        const row = yield* sql.withTransaction(Effect.gen(function*() {
+          const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id} FOR UPDATE`
+          if (current === undefined) return yield* RunNotFound.of(id)
+          if (current.state === "cancelled") return current
+          if (isTerminal(current.state)) {
+            return yield* new InvalidTransition({
+              runId: id,
+              from: current.state,
+              to: "cancelled",
+              message: `Run ${id} is already ${current.state} and cannot be cancelled`
+            })
+          }
+          // The owner keeps its epoch: its next heartbeat or write finds the run cancelled and stops it.
+          const [updated] = yield* sql<RunRow>`
+            UPDATE workflow_runs
+            SET state = 'cancelled', lease_expires_at = NULL, finished_at = now(), updated_at = now()
+            WHERE id = ${id} RETURNING *`
+          yield* recordTransitions(sql, [{ runId: id, from: current.state, to: "cancelled", reason: "cancelled" }])
+          return { updated: updated!, previous: current.state }
+        })).pipe(Effect.catchTag("SqlError", Effect.die))
+        const run = toRun("updated" in row ? row.updated : row)
+        if ("updated" in row) yield* events.publish(run, row.previous)
+        return run
+      })
+
+      return RunStore.of({ start, get, list, tasks, transitions, cancel })
+    })
+  )
+}

@@ -1,0 +1,152 @@
+/**
+ * Everything the server can be told, with its defaults. `layerConfig` reads the environment once at start; a
+ * missing or malformed variable fails the start with one line naming it. Tests build it with `layer(partial)`.
+ */
+import { Config, ConfigProvider, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Role } from "@aiki/contract/Access"
+
+export interface ApiKey {
+  readonly key: Redacted.Redacted
+  readonly role: Role
+  /** A non-secret label for logs and traces (`API_KEY`, `API_KEYS[2]`). */
+  readonly name: string
+}
+
+export interface ServerConfigShape {
+  /** @default 9090 */
+  readonly port: number
+  /** @default "0.0.0.0" */
+  readonly host: string
+  readonly databaseUrl: Redacted.Redacted
+  /** @default 10 */
+  readonly databasePoolSize: number
+  /** Redis Streams hand runs to workers; without it the outbox is not drained and workers must use HTTP. */
+  readonly redisUrl: Option.Option<Redacted.Redacted>
+  /** Prefix of every Redis key, so several deployments (or test files) can share one Redis. @default "aiki" */
+  readonly redisPrefix: string
+  /** No keys means authentication is off (development only; a warning is logged at start). */
+  readonly apiKeys: ReadonlyArray<ApiKey>
+  /** Origins allowed by CORS; empty means no CORS headers. */
+  readonly corsOrigins: ReadonlyArray<string>
+  readonly tls: Option.Option<{ readonly certFile: string; readonly keyFile: string }>
+  /** @default 2_097_152 (2 MiB) */
+  readonly maxPayloadBytes: number
+  /** Lease length when a worker asks for none. @default 60_000 */
+  readonly defaultLeaseMs: number
+  /** How often the reaper looks for lapsed leases and lost messages. @default 5_000 */
+  readonly reaperIntervalMs: number
+  /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
+  readonly republishAfterMs: number
+  /** A worker whose last heartbeat is older than this is reported `stale`. @default 90_000 */
+  readonly workerStaleAfterMs: number
+  /** How long to wait for in-flight requests and the outbox on shutdown. @default 10_000 */
+  readonly shutdownTimeoutMs: number
+  /** Log every HTTP request (noisy under load). @default false */
+  readonly logRequests: boolean
+}
+
+export const defaults = {
+  port: 9090,
+  host: "0.0.0.0",
+  databaseUrl: Redacted.make("postgres://postgres@127.0.0.1:5432/aiki"),
+  databasePoolSize: 10,
+  redisUrl: Option.none(),
+  redisPrefix: "aiki",
+  apiKeys: [],
+  corsOrigins: [],
+  tls: Option.none(),
+  maxPayloadBytes: 2 * 1024 * 1024,
+  defaultLeaseMs: 60_000,
+  reaperIntervalMs: 5_000,
+  republishAfterMs: 30_000,
+  workerStaleAfterMs: 90_000,
+  shutdownTimeoutMs: 10_000,
+  logRequests: false
+} satisfies ServerConfigShape
+
+/** A configuration error whose message names the variable at fault. */
+const invalid = (message: string) => new Config.ConfigError(new ConfigProvider.SourceError({ message }))
+
+const positiveInt = (name: string, fallback: number) =>
+  Config.Int(name).pipe(
+    Config.mapEffect((n) =>
+      n > 0 ? Effect.succeed(n) : Effect.fail(invalid(`${name} must be a positive integer, got ${n}`))
+    ),
+    Config.withDefault(fallback)
+  )
+
+const list = (name: string) =>
+  Config.String(name).pipe(
+    Config.map((s) => s.split(",").map((item) => item.trim()).filter((item) => item.length > 0)),
+    Config.withDefault<ReadonlyArray<string>>([])
+  )
+
+const decodeRole = Schema.decodeUnknownOption(Role)
+
+/** `API_KEYS` is a comma-separated list of `role:key` pairs, e.g. `worker:k1,client:k2`. */
+const apiKeys = Config.all({
+  admin: Config.option(Config.Redacted("API_KEY")),
+  others: list("API_KEYS")
+}).pipe(
+  Config.mapEffect(({ admin, others }) =>
+    Effect.forEach(others, (entry, index) => {
+      const separator = entry.indexOf(":")
+      const role = separator > 0 ? decodeRole(entry.slice(0, separator)) : Option.none()
+      const key = entry.slice(separator + 1)
+      return Option.isSome(role) && key.length > 0
+        ? Effect.succeed<ApiKey>({ key: Redacted.make(key), role: role.value, name: `API_KEYS[${index}]` })
+        : Effect.fail(
+          invalid(`API_KEYS entry ${index + 1} must be role:key with role admin, worker or client`)
+        )
+    }).pipe(
+      Effect.map((keys): ReadonlyArray<ApiKey> =>
+        Option.match(admin, {
+          onNone: () => keys,
+          onSome: (key) => [{ key, role: "admin", name: "API_KEY" }, ...keys]
+        })
+      )
+    )
+  )
+)
+
+const tls = Config.all({
+  enabled: Config.Boolean("TLS_ENABLED").pipe(Config.withDefault(false)),
+  certFile: Config.option(Config.String("TLS_CERT_FILE")),
+  keyFile: Config.option(Config.String("TLS_KEY_FILE"))
+}).pipe(
+  Config.mapEffect(({ certFile, enabled, keyFile }) => {
+    if (!enabled) return Effect.succeed(Option.none())
+    if (Option.isNone(certFile)) return Effect.fail(invalid("TLS_ENABLED needs TLS_CERT_FILE"))
+    if (Option.isNone(keyFile)) return Effect.fail(invalid("TLS_ENABLED needs TLS_KEY_FILE"))
+    return Effect.succeed(Option.some({ certFile: certFile.value, keyFile: keyFile.value }))
+  })
+)
+
+/** The server's configuration, read from the environment. */
+export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
+  port: Config.Port("PORT").pipe(Config.withDefault(defaults.port)),
+  host: Config.String("HOST").pipe(Config.withDefault(defaults.host)),
+  databaseUrl: Config.Redacted("DATABASE_URL"),
+  databasePoolSize: positiveInt("DATABASE_POOL_SIZE", defaults.databasePoolSize),
+  redisUrl: Config.option(Config.Redacted("REDIS_URL")),
+  redisPrefix: Config.String("REDIS_PREFIX").pipe(Config.withDefault(defaults.redisPrefix)),
+  apiKeys,
+  corsOrigins: list("CORS_ORIGINS"),
+  tls,
+  maxPayloadBytes: positiveInt("MAX_PAYLOAD_BYTES", defaults.maxPayloadBytes),
+  defaultLeaseMs: positiveInt("LEASE_DEFAULT_MS", defaults.defaultLeaseMs),
+  reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
+  republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
+  workerStaleAfterMs: positiveInt("WORKER_STALE_AFTER_MS", defaults.workerStaleAfterMs),
+  shutdownTimeoutMs: positiveInt("SHUTDOWN_TIMEOUT_MS", defaults.shutdownTimeoutMs),
+  logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests))
+})
+
+export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {
+  /** Defaults overridden by `partial` (tests). */
+  static readonly layer = (partial: Partial<ServerConfigShape> = {}) =>
+    Layer.succeed(ServerConfig, ServerConfig.of({ ...defaults, ...partial }))
+
+  /** Read from the environment. */
+  static readonly layerConfig = Layer.effect(ServerConfig, Effect.map(Effect.gen(function*() { return yield* fromEnv }), ServerConfig.of))
+}

@@ -1,0 +1,115 @@
+/**
+ * Workers and the workflow versions they serve. Registering records the worker and its definitions (name,
+ * version, schemas), so the server knows which versions can run; health derives from the last heartbeat and from
+ * the runs the worker holds right now (the database's leases, not the worker's word).
+ */
+import { WorkerNotFound } from "@aiki/contract/Errors"
+import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
+import { Context, DateTime, Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { ServerConfig } from "./ServerConfig.ts"
+
+interface HealthRow {
+  readonly id: string
+  readonly registered_at: Date
+  readonly last_heartbeat_at: Date
+  readonly heartbeat_age_ms: number
+  readonly runs_in_flight: number
+  readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+}
+
+export class WorkerRegistry extends Context.Service<WorkerRegistry, {
+  readonly register: (
+    workerId: WorkerId,
+    workflows: ReadonlyArray<WorkflowDefinition>,
+    maxConcurrentRuns?: number
+  ) => Effect.Effect<WorkerHealth>
+  readonly health: (workerId: WorkerId) => Effect.Effect<WorkerHealth, WorkerNotFound>
+  /** Workers whose last heartbeat is recent enough to count as alive. */
+  readonly activeCount: Effect.Effect<number>
+}>()("@aiki/server/WorkerRegistry") {
+  static readonly layer = Layer.effect(
+    WorkerRegistry,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const config = yield* ServerConfig
+
+      const select = (workerId: WorkerId) =>
+        sql<HealthRow>`
+          SELECT w.id, w.registered_at, w.last_heartbeat_at,
+            (EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at)) * 1000)::int AS heartbeat_age_ms,
+            (SELECT count(*)::int FROM workflow_runs r WHERE r.lease_owner = w.id AND r.state = 'running') AS runs_in_flight,
+            COALESCE((SELECT jsonb_agg(jsonb_build_object('name', ww.workflow_name, 'version', ww.workflow_version)
+                       ORDER BY ww.workflow_name, ww.workflow_version)
+                      FROM worker_workflows ww WHERE ww.worker_id = w.id), '[]'::jsonb) AS workflows
+          FROM workers w WHERE w.id = ${workerId}`.pipe(
+          Effect.orDie,
+          Effect.map((rows) => rows[0]),
+          Effect.map((row) =>
+            row === undefined ? undefined : new WorkerHealth({
+              id: row.id as WorkerId,
+              status: row.heartbeat_age_ms <= config.workerStaleAfterMs ? "healthy" : "stale",
+              registeredAt: DateTime.fromDateUnsafe(row.registered_at),
+              lastHeartbeatAt: DateTime.fromDateUnsafe(row.last_heartbeat_at),
+              heartbeatAgeMs: Math.max(0, row.heartbeat_age_ms),
+              runsInFlight: row.runs_in_flight,
+              workflows: row.workflows.map((w) => ({
+                name: w.name as WorkflowName,
+                version: w.version as WorkflowVersion
+              }))
+            }, { disableChecks: true })
+          )
+        )
+
+      const register = Effect.fn("WorkerRegistry.register")(
+        function*(workerId: WorkerId, workflows: ReadonlyArray<WorkflowDefinition>, maxConcurrentRuns?: number) {
+          const definitions = JSON.stringify(workflows.map((w) => ({
+            name: w.name,
+            version: w.version,
+            payload_schema: w.payloadSchema ?? null,
+            result_schema: w.resultSchema ?? null
+          })))
+          yield* sql.withTransaction(Effect.gen(function*() {
+            yield* sql`
+              INSERT INTO workers (id, max_concurrent_runs) VALUES (${workerId}, ${maxConcurrentRuns ?? null})
+              ON CONFLICT (id) DO UPDATE SET max_concurrent_runs = EXCLUDED.max_concurrent_runs,
+                registered_at = now(), last_heartbeat_at = now()`
+            yield* sql`DELETE FROM worker_workflows WHERE worker_id = ${workerId}`
+            yield* sql`
+              WITH defs AS (
+                SELECT DISTINCT ON (name, version) * FROM jsonb_to_recordset(${definitions}::jsonb)
+                  AS d(name text, version text, payload_schema jsonb, result_schema jsonb)
+              ), versions AS (
+                INSERT INTO workflow_versions (workflow_name, version, payload_schema, result_schema)
+                SELECT name, version, payload_schema, result_schema FROM defs
+                ON CONFLICT (workflow_name, version) DO UPDATE SET last_registered_at = now(),
+                  payload_schema = COALESCE(EXCLUDED.payload_schema, workflow_versions.payload_schema),
+                  result_schema = COALESCE(EXCLUDED.result_schema, workflow_versions.result_schema)
+              )
+              INSERT INTO worker_workflows (worker_id, workflow_name, workflow_version)
+              SELECT ${workerId}, name, version FROM defs`
+          })).pipe(Effect.orDie)
+          return (yield* select(workerId))!
+        }
+      )
+
+      const health = Effect.fn("WorkerRegistry.health")(function*(workerId: WorkerId) {
+        const health = yield* select(workerId)
+        if (health === undefined) {
+          return yield* new WorkerNotFound({ workerId, message: `No worker has registered with id ${workerId}` })
+        }
+        return health
+      })
+
+      const activeCount = sql<{ readonly n: number }>`
+        SELECT count(*)::int AS n FROM workers
+        WHERE last_heartbeat_at > now() - make_interval(secs => ${config.workerStaleAfterMs / 1000})`.pipe(
+        Effect.orDie,
+        Effect.map((rows) => rows[0]?.n ?? 0)
+      )
+
+      return WorkerRegistry.of({ register, health, activeCount })
+    })
+  )
+}

@@ -1,0 +1,58 @@
+/**
+ * The HTTP server: the API served from its one declaration, its OpenAPI document and interactive docs, Prometheus
+ * metrics, CORS, request body limits, and TLS when configured. Closing the layer stops accepting connections and
+ * lets requests in flight finish (bounded by `SHUTDOWN_TIMEOUT_MS`).
+ */
+import { AikiApi } from "@aiki/contract/Api"
+import { NodeHttpServer } from "@effect/platform-node"
+import { ByteSize, Effect, Layer, Option } from "effect"
+import { HttpIncomingMessage, HttpRouter } from "effect/http"
+import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
+import { PrometheusMetrics } from "effect/observability"
+import { readFileSync } from "node:fs"
+import { createServer } from "node:http"
+import { createServer as createTlsServer } from "node:https"
+import { ServerConfig } from "../ServerConfig.ts"
+import * as Access from "./Access.ts"
+import * as Handlers from "./Handlers.ts"
+
+/** Every route, needing the stores and the server's configuration. */
+export const routes = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* ServerConfig
+  const api = HttpApiBuilder.layer(AikiApi, { openapiPath: "/openapi.json" }).pipe(
+    Layer.provide(Handlers.layer),
+    Layer.provide(Access.layer)
+  )
+  const bodyLimit = HttpRouter.middleware(
+    (httpEffect) => Effect.provideService(httpEffect, HttpIncomingMessage.MaxBodySize, ByteSize.bytes(config.maxPayloadBytes)),
+    { global: true }
+  )
+  return Layer.mergeAll(
+    api,
+    HttpApiScalar.layer(AikiApi, { path: "/docs" }),
+    PrometheusMetrics.layerHttp({ path: "/metrics" }),
+    bodyLimit,
+    config.corsOrigins.length > 0
+      ? HttpRouter.cors({ allowedOrigins: config.corsOrigins, allowedHeaders: ["Content-Type", "X-API-Key"] })
+      : Layer.empty
+  )
+}))
+
+/** Serves `routes` on `HOST:PORT`, over HTTPS when `TLS_ENABLED`. */
+export const layer = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* ServerConfig
+  const server = Option.match(config.tls, {
+    onNone: () => () => createServer(),
+    onSome: ({ certFile, keyFile }) => {
+      const tls = { cert: readFileSync(certFile), key: readFileSync(keyFile) }
+      return () => createTlsServer(tls)
+    }
+  })
+  return HttpRouter.serve(routes, { disableLogger: !config.logRequests }).pipe(
+    Layer.provide(NodeHttpServer.layer(server, {
+      port: config.port,
+      host: config.host,
+      gracefulShutdownTimeout: `${config.shutdownTimeoutMs} millis`
+    }))
+  )
+}))

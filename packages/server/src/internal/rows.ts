@@ -1,0 +1,128 @@
+/**
+ * Rows as Postgres returns them, and their mapping to the contract's records. Rows come from our own schema, so
+ * they are trusted: the mapping brands values instead of re-validating them.
+ */
+import type { IdempotencyKey, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
+import type { RunState } from "@aiki/contract/RunState"
+import type { TaskState } from "@aiki/contract/TaskState"
+import { DateTime } from "effect"
+
+export interface RunRow {
+  readonly id: string
+  readonly workflow_name: string
+  readonly workflow_version: string
+  readonly state: RunState
+  readonly payload: Json
+  readonly result: Json | null
+  readonly error: ErrorDetailsRow | null
+  readonly idempotency_key: string | null
+  readonly lease_epoch: number
+  readonly lease_owner: string | null
+  readonly lease_expires_at: Date | null
+  readonly created_at: Date
+  readonly updated_at: Date
+  readonly started_at: Date | null
+  readonly finished_at: Date | null
+}
+
+export interface ErrorDetailsRow {
+  readonly name: string
+  readonly message: string
+  readonly stack?: string
+  readonly data?: Json
+}
+
+export interface TaskRow {
+  readonly address: string
+  readonly name: string
+  readonly state: TaskState
+  readonly payload: Json
+  readonly result: Json | null
+  readonly error: ErrorDetailsRow | null
+  readonly created_at: Date
+  readonly updated_at: Date
+  /** The task's attempts, aggregated as JSON by the query (`attemptsJson`). */
+  readonly attempts: ReadonlyArray<AttemptRow>
+}
+
+interface AttemptRow {
+  readonly attempt: number
+  readonly lease_epoch: number
+  readonly started_at: string
+  readonly finished_at: string | null
+  readonly error: ErrorDetailsRow | null
+}
+
+export interface TransitionRow {
+  readonly id: string | number | bigint
+  readonly run_id: string
+  readonly task_address: string | null
+  readonly from_state: string | null
+  readonly to_state: string
+  readonly reason: string
+  readonly lease_epoch: number | null
+  readonly worker_id: string | null
+  readonly at: Date
+}
+
+const utc = (date: Date) => DateTime.fromDateUnsafe(date)
+const utcString = (iso: string) => DateTime.fromDateUnsafe(new Date(iso))
+
+export const errorDetails = (row: ErrorDetailsRow) => new ErrorDetails(row, { disableChecks: true })
+
+export const toRun = (row: RunRow): WorkflowRun =>
+  new WorkflowRun({
+    id: row.id as RunId,
+    workflowName: row.workflow_name as WorkflowName,
+    workflowVersion: row.workflow_version as WorkflowVersion,
+    state: row.state,
+    payload: row.payload,
+    ...(row.result !== null ? { result: row.result } : {}),
+    ...(row.error !== null ? { error: errorDetails(row.error) } : {}),
+    ...(row.idempotency_key !== null ? { idempotencyKey: row.idempotency_key as IdempotencyKey } : {}),
+    leaseEpoch: row.lease_epoch,
+    ...(row.lease_owner !== null ? { leaseOwner: row.lease_owner as WorkerId } : {}),
+    ...(row.lease_expires_at !== null ? { leaseExpiresAt: utc(row.lease_expires_at) } : {}),
+    createdAt: utc(row.created_at),
+    updatedAt: utc(row.updated_at),
+    ...(row.started_at !== null ? { startedAt: utc(row.started_at) } : {}),
+    ...(row.finished_at !== null ? { finishedAt: utc(row.finished_at) } : {})
+  }, { disableChecks: true })
+
+export const toTask = (row: TaskRow): Task =>
+  new Task({
+    address: row.address as TaskAddress,
+    name: row.name as TaskName,
+    state: row.state,
+    payload: row.payload,
+    ...(row.result !== null ? { result: row.result } : {}),
+    ...(row.error !== null ? { error: errorDetails(row.error) } : {}),
+    attempts: row.attempts.map((a) =>
+      new TaskAttempt({
+        attempt: a.attempt,
+        leaseEpoch: a.lease_epoch,
+        startedAt: utcString(a.started_at),
+        ...(a.finished_at !== null ? { finishedAt: utcString(a.finished_at) } : {}),
+        ...(a.error !== null ? { error: errorDetails(a.error) } : {})
+      }, { disableChecks: true })
+    ),
+    createdAt: utc(row.created_at),
+    updatedAt: utc(row.updated_at)
+  }, { disableChecks: true })
+
+export const toTransition = (row: TransitionRow): Transition =>
+  new Transition({
+    id: Number(row.id),
+    runId: row.run_id as RunId,
+    ...(row.task_address !== null ? { taskAddress: row.task_address as TaskAddress } : {}),
+    ...(row.from_state !== null ? { fromState: row.from_state } : {}),
+    toState: row.to_state,
+    reason: row.reason,
+    ...(row.lease_epoch !== null ? { leaseEpoch: row.lease_epoch } : {}),
+    ...(row.worker_id !== null ? { workerId: row.worker_id as WorkerId } : {}),
+    at: utc(row.at)
+  }, { disableChecks: true })
+
+/** Encodes a value for a `${…}::jsonb` parameter. */
+export const jsonb = (value: unknown): string => JSON.stringify(value)

@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+/**
+ * `aiki-server`: the Aiki server configured from the environment. SIGTERM/SIGINT close it gracefully.
+ */
+import { NodeRuntime } from "@effect/platform-node"
+import { Effect, Layer, Option } from "effect"
+import * as Server from "./Server.ts"
+import { ServerConfig } from "./ServerConfig.ts"
+
+const announce = Layer.effectDiscard(Effect.gen(function*() {
+  const config = yield* ServerConfig
+  if (config.apiKeys.length === 0) {
+    yield* Effect.logWarning("No API_KEY or API_KEYS configured: authentication is OFF. Do not expose this server.")
+  }
+  if (Option.isNone(config.redisUrl)) {
+    yield* Effect.logWarning("No REDIS_URL configured: runs are not published to Redis Streams; workers must use HTTP.")
+  }
+}))
+
+const main = Layer.launch(Layer.mergeAll(Server.layer, announce).pipe(Layer.provide(ServerConfig.layerConfig))).pipe(
+  Effect.catchTag("ConfigError", (error) =>
+    Effect.sync(() => {
+      process.stderr.write(`aiki-server: invalid configuration: ${error.message.replace(/\s+/g, " ")}\n`)
+      process.exitCode = 1
+    }))
+)
+
+NodeRuntime.runMain(main)
