@@ -21,13 +21,14 @@ export const Json = Schema.Json
 export type Json = Schema.Json
 
 /** What a failure looks like once it is stored: enough to show it and to rebuild a typed error in the SDK. */
-export class ErrorDetails extends Schema.Class<ErrorDetails>("ErrorDetails")({
+export const ErrorDetails = Schema.Struct({
   name: Schema.String,
   message: Schema.String,
   stack: Schema.optionalKey(Schema.String),
   /** The encoded typed error of an Effect workflow or task, when it has one. */
   data: Schema.optionalKey(Json)
-}) {}
+})
+export type ErrorDetails = typeof ErrorDetails.Type
 
 export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   id: RunId,
@@ -89,14 +90,15 @@ export class RunPage extends Schema.Class<RunPage>("RunPage")({
 }) {}
 
 /** A workflow version a worker can execute, as it registers it. */
-export class WorkflowDefinition extends Schema.Class<WorkflowDefinition>("WorkflowDefinition")({
+export const WorkflowDefinition = Schema.Struct({
   name: WorkflowName,
   version: WorkflowVersion,
   /** JSON Schema of the payload, when the definition has one. */
   payloadSchema: Schema.optionalKey(Json),
   /** JSON Schema of the result, when the definition has one. */
   resultSchema: Schema.optionalKey(Json)
-}) {}
+})
+export type WorkflowDefinition = typeof WorkflowDefinition.Type
 
 export const WorkerStatus = Schema.Literals(["healthy", "stale"])
 export type WorkerStatus = typeof WorkerStatus.Type
@@ -114,10 +116,11 @@ export class WorkerHealth extends Schema.Class<WorkerHealth>("WorkerHealth")({
 // ---------------------------------------------------------------------------------------------------------------
 // Requests and responses of the worker protocol
 
-export class StartRun extends Schema.Class<StartRun>("StartRun")({
+export const StartRun = Schema.Struct({
   payload: Json,
   idempotencyKey: Schema.optionalKey(IdempotencyKey)
-}) {}
+})
+export type StartRun = typeof StartRun.Type
 
 export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
   id: RunId,
@@ -126,19 +129,21 @@ export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
   created: Schema.Boolean
 }) {}
 
-export class RegisterWorker extends Schema.Class<RegisterWorker>("RegisterWorker")({
+export const RegisterWorker = Schema.Struct({
   workflows: Schema.Array(WorkflowDefinition),
   maxConcurrentRuns: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)))
-}) {}
+})
+export type RegisterWorker = typeof RegisterWorker.Type
 
 /** Bounds on how long a lease lasts before another worker may take the run over. */
 export const LeaseMs = Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 3_600_000 }))
 
-export class ClaimRun extends Schema.Class<ClaimRun>("ClaimRun")({
+export const ClaimRun = Schema.Struct({
   workerId: WorkerId,
   /** @default 60_000 */
   leaseMs: Schema.optionalKey(LeaseMs)
-}) {}
+})
+export type ClaimRun = typeof ClaimRun.Type
 
 /** A granted lease: the run, its epoch and expiry, and its journal of tasks so far. */
 export class Lease extends Schema.Class<Lease>("Lease")({
@@ -148,16 +153,18 @@ export class Lease extends Schema.Class<Lease>("Lease")({
   journal: Schema.Array(Task)
 }) {}
 
-export class HeldRun extends Schema.Class<HeldRun>("HeldRun")({
+export const HeldRun = Schema.Struct({
   runId: RunId,
   leaseEpoch: LeaseEpoch
-}) {}
+})
+export type HeldRun = typeof HeldRun.Type
 
-export class Heartbeat extends Schema.Class<Heartbeat>("Heartbeat")({
+export const Heartbeat = Schema.Struct({
   runs: Schema.Array(HeldRun),
   /** @default 60_000 */
   leaseMs: Schema.optionalKey(LeaseMs)
-}) {}
+})
+export type Heartbeat = typeof Heartbeat.Type
 
 /** Which held runs the worker must stop: cancelled ones, and ones whose lease another worker now holds. */
 export class HeartbeatReply extends Schema.Class<HeartbeatReply>("HeartbeatReply")({
@@ -166,44 +173,50 @@ export class HeartbeatReply extends Schema.Class<HeartbeatReply>("HeartbeatReply
   lost: Schema.Array(RunId)
 }) {}
 
-export class StartTask extends Schema.Class<StartTask>("StartTask")({
+export const StartTask = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   address: TaskAddress,
   name: TaskName,
   payload: Json
-}) {}
+})
+export type StartTask = typeof StartTask.Type
 
-export class CompleteTask extends Schema.Class<CompleteTask>("CompleteTask")({
+export const CompleteTask = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   address: TaskAddress,
   attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
   result: Json
-}) {}
+})
+export type CompleteTask = typeof CompleteTask.Type
 
-export class FailTask extends Schema.Class<FailTask>("FailTask")({
+export const FailTask = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   address: TaskAddress,
   attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
   error: ErrorDetails,
   /** True when another attempt will follow (the task goes to `retrying`), false when it has failed for good. */
   willRetry: Schema.Boolean
-}) {}
+})
+export type FailTask = typeof FailTask.Type
 
-export class CompleteRun extends Schema.Class<CompleteRun>("CompleteRun")({
+export const CompleteRun = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   result: Json
-}) {}
+})
+export type CompleteRun = typeof CompleteRun.Type
 
-export class FailRun extends Schema.Class<FailRun>("FailRun")({
+export const FailRun = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   error: ErrorDetails
-}) {}
+})
+export type FailRun = typeof FailRun.Type
 
 export class Health extends Schema.Class<Health>("Health")({
   status: Schema.Literals(["ok"]),
   version: Schema.String
 }) {}
 
-export class ReleaseRun extends Schema.Class<ReleaseRun>("ReleaseRun")({
+export const ReleaseRun = Schema.Struct({
   leaseEpoch: LeaseEpoch
-}) {}
+})
+export type ReleaseRun = typeof ReleaseRun.Type

@@ -48,8 +48,9 @@ export const layer = Layer.unwrap(Effect.gen(function*() {
       return () => createTlsServer(tls)
     }
   })
+  // `HttpServer` stays visible: it knows the address actually bound (port 0 in tests).
   return HttpRouter.serve(routes, { disableLogger: !config.logRequests }).pipe(
-    Layer.provide(NodeHttpServer.layer(server, {
+    Layer.provideMerge(NodeHttpServer.layer(server, {
       port: config.port,
       host: config.host,
       gracefulShutdownTimeout: `${config.shutdownTimeoutMs} millis`

@@ -3,7 +3,7 @@
  * they are trusted: the mapping brands values instead of re-validating them.
  */
 import type { IdempotencyKey, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
+import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import { DateTime } from "effect"
@@ -69,7 +69,7 @@ export interface TransitionRow {
 const utc = (date: Date) => DateTime.fromDateUnsafe(date)
 const utcString = (iso: string) => DateTime.fromDateUnsafe(new Date(iso))
 
-export const errorDetails = (row: ErrorDetailsRow) => new ErrorDetails(row, { disableChecks: true })
+export const errorDetails = (row: ErrorDetailsRow): ErrorDetails => row
 
 export const toRun = (row: RunRow): WorkflowRun =>
   new WorkflowRun({

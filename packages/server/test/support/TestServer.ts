@@ -1,0 +1,64 @@
+/**
+ * The real Aiki server, in-process, on a free port, over a database of its own and a Redis key prefix of its own.
+ * Tests talk to it through the client derived from the API, exactly as the SDK does.
+ */
+import * as Client from "@aiki/contract/Client"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
+import { FetchHttpClient, HttpServer } from "effect/http"
+import { randomBytes } from "node:crypto"
+import * as Server from "../../src/Server.ts"
+import { ServerConfig, type ServerConfigShape } from "../../src/ServerConfig.ts"
+import * as TestDatabase from "./TestDatabase.ts"
+
+export const sharedRedisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+
+export class TestServer extends Context.Service<TestServer, {
+  readonly baseUrl: string
+  readonly databaseUrl: string
+  readonly redisPrefix: string
+  readonly config: ServerConfigShape
+  /** A client sending `apiKey` (none by default). */
+  readonly client: (apiKey?: string) => Effect.Effect<Client.AikiClient>
+}>()("@aiki/server/test/TestServer") {}
+
+export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redisUrl">> {
+  /** Redis to use; `null` for none. @default the shared test Redis */
+  readonly redisUrl?: string | null
+}
+
+/**
+ * The server with `options` over the defaults (port 0, fresh database, shared Redis with a fresh prefix). Provides
+ * `TestServer`, the server's own services (stores, SqlClient) for direct checks, and `ServerConfig`.
+ */
+export const layer = (options: TestServerOptions = {}) =>
+  Layer.unwrap(Effect.gen(function*() {
+    const database = yield* TestDatabase.make
+    const { redisUrl = sharedRedisUrl, ...rest } = options
+    const configLayer = ServerConfig.layer({
+      port: 0,
+      host: "127.0.0.1",
+      databaseUrl: Redacted.make(database.url),
+      databasePoolSize: 5,
+      redisUrl: redisUrl === null ? Option.none() : Option.some(Redacted.make(redisUrl)),
+      redisPrefix: `aiki-test-${randomBytes(4).toString("hex")}`,
+      reaperIntervalMs: 3_600_000,
+      ...rest
+    })
+    const testServer = Layer.effect(
+      TestServer,
+      Effect.gen(function*() {
+        const http = yield* HttpServer.HttpServer
+        const config = yield* ServerConfig
+        const baseUrl = HttpServer.formatAddress(http.address)
+        const fetchLayer = FetchHttpClient.layer
+        return TestServer.of({
+          baseUrl,
+          databaseUrl: database.url,
+          redisPrefix: config.redisPrefix,
+          config,
+          client: (apiKey) => Client.make({ baseUrl, apiKey }).pipe(Effect.provide(fetchLayer))
+        })
+      })
+    )
+    return testServer.pipe(Layer.provideMerge(Server.layer), Layer.provideMerge(configLayer))
+  }))
