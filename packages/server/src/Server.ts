@@ -29,5 +29,8 @@ export const layerStores = Layer.mergeAll(RunStore.layer, RunLeases.layer, TaskJ
 /** Background work: publishing the outbox, recovering lost runs, keeping metrics current. */
 export const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer)
 
-/** The server: HTTP and background work over the stores. */
-export const layer = Layer.mergeAll(HttpServer.layer, layerBackground).pipe(Layer.provideMerge(layerStores))
+/**
+ * The server: HTTP and background work over the stores. HTTP stands on the background layer so that it closes
+ * first: requests in flight finish, then the publisher drains what they committed, then the pools close.
+ */
+export const layer = HttpServer.layer.pipe(Layer.provideMerge(layerBackground), Layer.provideMerge(layerStores))

@@ -3,7 +3,7 @@
  * `aiki-server`: the Aiki server configured from the environment. SIGTERM/SIGINT close it gracefully.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, Option } from "effect"
+import { Cause, Effect, Exit, Layer, Option, Runtime } from "effect"
 import * as Server from "./Server.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
@@ -25,4 +25,8 @@ const main = Layer.launch(Layer.mergeAll(Server.layer, announce).pipe(Layer.prov
     }))
 )
 
-NodeRuntime.runMain(main)
+NodeRuntime.runMain(main, {
+  // SIGTERM/SIGINT interrupt the server; once it has shut down gracefully that is a clean exit, not an error.
+  teardown: (exit, onExit) =>
+    Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
+})

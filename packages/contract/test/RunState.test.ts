@@ -1,0 +1,41 @@
+/**
+ * The run and task state machines: which transitions exist, which states are final.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import * as RunState from "../src/RunState.ts"
+import * as TaskState from "../src/TaskState.ts"
+
+describe("RunState", () => {
+  it("lets every unfinished state be cancelled and nothing leave a final state", () => {
+    for (const state of RunState.RunState.literals) {
+      expect(RunState.canTransition(state, "cancelled")).toBe(!RunState.isTerminal(state))
+      if (RunState.isTerminal(state)) {
+        for (const to of RunState.RunState.literals) expect(RunState.canTransition(state, to)).toBe(false)
+      }
+    }
+    expect(RunState.terminalStates).toEqual(["completed", "failed", "cancelled"])
+  })
+
+  it("only runs a pending run, and only a running run finishes or suspends", () => {
+    expect(RunState.sourcesOf("running")).toEqual(["pending"])
+    expect(RunState.sourcesOf("completed")).toEqual(["running"])
+    expect(RunState.sourcesOf("failed")).toEqual(["running"])
+    for (const suspended of RunState.suspendedStates) {
+      expect(RunState.isSuspended(suspended)).toBe(true)
+      expect(RunState.sourcesOf(suspended)).toEqual(["running"])
+      expect(RunState.canTransition(suspended, "pending")).toBe(true)
+      expect(RunState.canTransition(suspended, "running")).toBe(false)
+    }
+  })
+})
+
+describe("TaskState", () => {
+  it("retries a failed task through retrying, never from completed", () => {
+    expect(TaskState.canTransition("running", "completed")).toBe(true)
+    expect(TaskState.canTransition("failed", "retrying")).toBe(true)
+    expect(TaskState.canTransition("retrying", "running")).toBe(true)
+    expect(TaskState.canTransition("failed", "running")).toBe(false)
+    expect(TaskState.canTransition("completed", "running")).toBe(false)
+    expect(TaskState.sourcesOf("running")).toEqual(["pending", "retrying"])
+  })
+})

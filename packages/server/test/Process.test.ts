@@ -1,0 +1,135 @@
+/**
+ * The `aiki-server` process as operators run it: configuration errors in one line, migrations as a command,
+ * HTTPS, and a graceful stop on SIGTERM that answers what it accepted and publishes what it committed.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { execFileSync } from "node:child_process"
+import { mkdtempSync, readFileSync } from "node:fs"
+import { request } from "node:https"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { PgClient } from "@effect/sql-pg"
+import { Redacted } from "effect"
+import { SqlClient } from "effect/sql"
+import { freePort } from "./support/freePort.ts"
+import { mainPath, migratePath, spawnNode, waitForHealth } from "./support/ServerProcess.ts"
+import * as TestDatabase from "./support/TestDatabase.ts"
+import { sharedRedisUrl } from "./support/TestServer.ts"
+
+const query = <A extends object>(url: string, text: string) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    return yield* sql.unsafe<A>(text)
+  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 })), Effect.orDie)
+
+describe("aiki-server process", () => {
+  it.live("exits 1 with one line naming a malformed variable", () =>
+    Effect.gen(function*() {
+      const running = yield* spawnNode(mainPath, { DATABASE_URL: "postgres://x/y", PORT: "not-a-port" })
+      const exited = yield* Effect.promise(() => running.exited)
+      assert.strictEqual(exited.code, 1)
+      const lines = exited.stderr.trim().split("\n")
+      assert.strictEqual(lines.length, 1)
+      assert.include(lines[0], "PORT")
+      const missing = yield* spawnNode(mainPath, {})
+      const missingExit = yield* Effect.promise(() => missing.exited)
+      assert.strictEqual(missingExit.code, 1)
+      assert.include(missingExit.stderr, "DATABASE_URL")
+    }).pipe(Effect.scoped))
+
+  it.live("migrates a database as a separate command", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const running = yield* spawnNode(migratePath, { DATABASE_URL: database.url })
+      const exited = yield* Effect.promise(() => running.exited)
+      assert.strictEqual(exited.code, 0, exited.stderr)
+      const tables = yield* query<{ table_name: string }>(
+        database.url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
+      )
+      assert.includeMembers(tables.map((t) => t.table_name), ["workflow_runs", "tasks", "transitions", "outbox", "workers"])
+    }).pipe(Effect.scoped))
+
+  it.live("serves HTTPS when TLS_ENABLED", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const dir = mkdtempSync(join(tmpdir(), "aiki-tls-"))
+      execFileSync("openssl", [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1",
+        "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")
+      ], { stdio: "ignore" })
+      const port = yield* Effect.promise(freePort)
+      const running = yield* spawnNode(mainPath, {
+        DATABASE_URL: database.url,
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        TLS_ENABLED: "true",
+        TLS_CERT_FILE: join(dir, "cert.pem"),
+        TLS_KEY_FILE: join(dir, "key.pem")
+      })
+      const ca = readFileSync(join(dir, "cert.pem"))
+      const get = () =>
+        new Promise<{ status: number; body: string }>((resolve, reject) => {
+          const req = request({ host: "127.0.0.1", port, path: "/health", ca }, (res) => {
+            let body = ""
+            res.on("data", (c) => (body += c))
+            res.on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+          })
+          req.on("error", reject)
+          req.end()
+        })
+      const answer = yield* Effect.promise(async () => {
+        for (let i = 0; i < 100; i++) {
+          try {
+            return await get()
+          } catch {
+            if (running.child.exitCode !== null) throw new Error(running.output())
+            await new Promise((r) => setTimeout(r, 100))
+          }
+        }
+        throw new Error(`no HTTPS answer:\n${running.output()}`)
+      })
+      assert.strictEqual(answer.status, 200)
+      assert.include(answer.body, "\"ok\"")
+    }).pipe(Effect.scoped))
+
+  it.live("stops on SIGTERM: accepted requests are answered and committed runs published", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const port = yield* Effect.promise(freePort)
+      const base = `http://127.0.0.1:${port}`
+      const running = yield* spawnNode(mainPath, {
+        DATABASE_URL: database.url,
+        REDIS_URL: sharedRedisUrl,
+        REDIS_PREFIX: `aiki-test-process-${port}`,
+        PORT: String(port),
+        HOST: "127.0.0.1"
+      })
+      yield* waitForHealth(`${base}/health`, running)
+      const statuses = yield* Effect.promise(async () => {
+        const starts = Array.from({ length: 100 }, (_, i) =>
+          fetch(`${base}/workflows/shutdown/versions/1.0.0/start`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ payload: i })
+          }).then((r) => r.status, () => "refused" as const))
+        await new Promise((r) => setTimeout(r, 20))
+        running.child.kill("SIGTERM")
+        return Promise.all(starts)
+      })
+      const exited = yield* Effect.promise(() => running.exited)
+      assert.strictEqual(exited.code, 0, exited.stderr)
+      // Every request was either answered in full or never accepted: no half-written answer, no 5xx.
+      for (const status of statuses) assert.include([200, "refused"], status)
+      const accepted = statuses.filter((s) => s === 200).length
+      const runs = yield* query<{ n: number }>(database.url, "SELECT count(*)::int AS n FROM workflow_runs")
+      assert.strictEqual(runs[0]!.n, accepted)
+      const unpublished = yield* query<{ n: number }>(
+        database.url,
+        "SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL"
+      )
+      assert.strictEqual(unpublished[0]!.n, 0)
+    }).pipe(Effect.scoped))
+})

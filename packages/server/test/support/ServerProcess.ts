@@ -1,0 +1,58 @@
+/**
+ * The server as operators run it: `node src/main.ts` in a child process, configured by its environment.
+ */
+import { Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+
+export const mainPath = fileURLToPath(new URL("../../src/main.ts", import.meta.url))
+export const migratePath = fileURLToPath(new URL("../../src/migrate.ts", import.meta.url))
+
+export interface Exited {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export interface Running {
+  readonly child: ChildProcess
+  readonly output: () => string
+  readonly exited: Promise<Exited>
+}
+
+/** Starts `script` with exactly `env` (plus PATH); the process is killed when the scope closes. */
+export const spawnNode = (script: string, env: Record<string, string>) =>
+  Effect.acquireRelease(
+    Effect.sync((): Running => {
+      const child = spawn(process.execPath, [script], {
+        env: { PATH: process.env["PATH"] ?? "", ...env },
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let stdout = ""
+      let stderr = ""
+      child.stdout!.on("data", (chunk) => (stdout += chunk))
+      child.stderr!.on("data", (chunk) => (stderr += chunk))
+      const exited = new Promise<Exited>((resolve) =>
+        child.once("exit", (code, signal) => resolve({ code, signal, stdout, stderr }))
+      )
+      return { child, exited, output: () => stdout + stderr }
+    }),
+    ({ child }) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGKILL"))
+  )
+
+/** Waits until `url` answers 200 (the server is up), or the process exits. */
+export const waitForHealth = (url: string, running: Running, init: RequestInit = {}) =>
+  Effect.promise(async () => {
+    for (let i = 0; i < 200; i++) {
+      if (running.child.exitCode !== null) throw new Error(`server exited early:\n${running.output()}`)
+      try {
+        const response = await fetch(url, init)
+        if (response.ok) return
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`server did not become healthy:\n${running.output()}`)
+  })
