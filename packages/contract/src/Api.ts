@@ -3,7 +3,7 @@
  * from it with `HttpApiClient`, and `/openapi.json` is generated from it.
  */
 import { Schema } from "effect"
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
 import {
   DependencyUnavailable,
@@ -26,9 +26,11 @@ import {
   Heartbeat,
   HeartbeatReply,
   Lease,
+  PollRuns,
   RegisterWorker,
   ReleaseRun,
   RunPage,
+  RunUpdate,
   StartedRun,
   StartRun,
   StartTask,
@@ -87,6 +89,15 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
     params: runParams,
     success: Schema.Array(Transition),
     error: RunNotFound
+  }),
+  /**
+   * Follows a run as Server-Sent Events: its current state first, then every change to it or its tasks, until it
+   * reaches a final state (then the stream ends).
+   */
+  HttpApiEndpoint.get("events", "/workflow-runs/:id/events", {
+    params: runParams,
+    success: HttpApiSchema.StreamSse({ data: RunUpdate }),
+    error: RunNotFound
   })
 ).middleware(RequestValidation).middleware(ClientAccess).annotateMerge(
   OpenApi.annotations({ title: "Runs", description: "Status, tasks, audit trail and cancellation of a run" })
@@ -118,6 +129,12 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
     payload: Heartbeat,
     success: HeartbeatReply,
     error: WorkerNotFound
+  }),
+  /** Claims up to `max` pending runs of the given versions, waiting up to `waitMs` for the first one. */
+  HttpApiEndpoint.post("poll", "/workers/:id/poll", {
+    params: { id: WorkerId },
+    payload: PollRuns,
+    success: Schema.Array(Lease)
   }),
   HttpApiEndpoint.post("claim", "/workflow-runs/:id/claim", {
     params: runParams,

@@ -16,6 +16,10 @@ import {
 import { RunState } from "./RunState.ts"
 import { TaskState } from "./TaskState.ts"
 
+/** A UTC instant, an ISO 8601 string on the wire (also inside SSE events, which encode to plain JSON). */
+export const Timestamp = Schema.DateTimeUtcFromString
+export type Timestamp = typeof Timestamp.Type
+
 /** Any JSON value: payloads, results and error data. */
 export const Json = Schema.Json
 export type Json = Schema.Json
@@ -42,11 +46,11 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** How many times a worker was granted this run. */
   leaseEpoch: Schema.Int,
   leaseOwner: Schema.optionalKey(WorkerId),
-  leaseExpiresAt: Schema.optionalKey(Schema.DateTimeUtc),
-  createdAt: Schema.DateTimeUtc,
-  updatedAt: Schema.DateTimeUtc,
-  startedAt: Schema.optionalKey(Schema.DateTimeUtc),
-  finishedAt: Schema.optionalKey(Schema.DateTimeUtc)
+  leaseExpiresAt: Schema.optionalKey(Timestamp),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+  startedAt: Schema.optionalKey(Timestamp),
+  finishedAt: Schema.optionalKey(Timestamp)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -59,14 +63,14 @@ export class Transition extends Schema.Class<Transition>("Transition")({
   reason: Schema.String,
   leaseEpoch: Schema.optionalKey(Schema.Int),
   workerId: Schema.optionalKey(WorkerId),
-  at: Schema.DateTimeUtc
+  at: Timestamp
 }) {}
 
 export class TaskAttempt extends Schema.Class<TaskAttempt>("TaskAttempt")({
   attempt: Schema.Int,
   leaseEpoch: Schema.Int,
-  startedAt: Schema.DateTimeUtc,
-  finishedAt: Schema.optionalKey(Schema.DateTimeUtc),
+  startedAt: Timestamp,
+  finishedAt: Schema.optionalKey(Timestamp),
   error: Schema.optionalKey(ErrorDetails)
 }) {}
 
@@ -79,8 +83,8 @@ export class Task extends Schema.Class<Task>("Task")({
   result: Schema.optionalKey(Json),
   error: Schema.optionalKey(ErrorDetails),
   attempts: Schema.Array(TaskAttempt),
-  createdAt: Schema.DateTimeUtc,
-  updatedAt: Schema.DateTimeUtc
+  createdAt: Timestamp,
+  updatedAt: Timestamp
 }) {}
 
 /** One page of runs, newest first; pass `nextCursor` back as `cursor` for the next page. */
@@ -106,8 +110,8 @@ export type WorkerStatus = typeof WorkerStatus.Type
 export class WorkerHealth extends Schema.Class<WorkerHealth>("WorkerHealth")({
   id: WorkerId,
   status: WorkerStatus,
-  registeredAt: Schema.DateTimeUtc,
-  lastHeartbeatAt: Schema.DateTimeUtc,
+  registeredAt: Timestamp,
+  lastHeartbeatAt: Timestamp,
   heartbeatAgeMs: Schema.Int,
   runsInFlight: Schema.Int,
   workflows: Schema.Array(Schema.Struct({ name: WorkflowName, version: WorkflowVersion }))
@@ -149,7 +153,7 @@ export type ClaimRun = typeof ClaimRun.Type
 export class Lease extends Schema.Class<Lease>("Lease")({
   run: WorkflowRun,
   leaseEpoch: LeaseEpoch,
-  leaseExpiresAt: Schema.DateTimeUtc,
+  leaseExpiresAt: Timestamp,
   journal: Schema.Array(Task)
 }) {}
 
@@ -220,3 +224,21 @@ export const ReleaseRun = Schema.Struct({
   leaseEpoch: LeaseEpoch
 })
 export type ReleaseRun = typeof ReleaseRun.Type
+
+/** What a client following a run receives: the run whenever it changes, and each task as it changes. */
+export const RunUpdate = Schema.Union([
+  Schema.TaggedStruct("Run", { run: WorkflowRun }),
+  Schema.TaggedStruct("Task", { task: Task })
+])
+export type RunUpdate = typeof RunUpdate.Type
+
+/** A worker without Redis asks for runs: up to `max` of these versions, waiting up to `waitMs` for one. */
+export const PollRuns = Schema.Struct({
+  workflows: Schema.Array(Schema.Struct({ name: WorkflowName, version: WorkflowVersion })),
+  max: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 100 })),
+  /** @default 0 */
+  waitMs: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60_000 }))),
+  /** @default 60_000 */
+  leaseMs: Schema.optionalKey(LeaseMs)
+})
+export type PollRuns = typeof PollRuns.Type

@@ -6,15 +6,16 @@
  */
 import { LeaseLost, RunNotClaimable, RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
-import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type WorkflowRun } from "@aiki/contract/Models"
+import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type Task, type WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
-import { Context, DateTime, Effect, Layer } from "effect"
+import { Clock, Context, DateTime, Effect, Layer, PubSub } from "effect"
 import { SqlClient } from "effect/sql"
 import { holdLease } from "./internal/fence.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
 import { recordTransitions, selectTasks } from "./internal/sql.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunEvents } from "./RunEvents.ts"
+import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 export class RunLeases extends Context.Service<RunLeases, {
@@ -23,6 +24,8 @@ export class RunLeases extends Context.Service<RunLeases, {
     workerId: WorkerId,
     leaseMs?: number
   ) => Effect.Effect<Lease, RunNotFound | RunNotClaimable>
+  /** Long-poll for runs (workers without Redis): claims up to `max`, waiting up to `waitMs` for the first. */
+  readonly poll: (workerId: WorkerId, input: PollRuns) => Effect.Effect<ReadonlyArray<Lease>>
   readonly heartbeat: (
     workerId: WorkerId,
     runs: ReadonlyArray<HeldRun>,
@@ -40,11 +43,41 @@ export class RunLeases extends Context.Service<RunLeases, {
       const config = yield* ServerConfig
       const outbox = yield* Outbox
       const events = yield* RunEvents
+      const notifications = yield* RunNotifications
+
+      /** Grants the runs `rows` just moved to running: audit trail, journals, events. Inside the transaction. */
+      const granted = Effect.fnUntraced(function*(
+        workerId: WorkerId,
+        rows: ReadonlyArray<RunRow & { readonly previous_state: RunState }>
+      ) {
+        yield* recordTransitions(sql, rows.map((row) => ({
+          runId: row.id,
+          from: row.previous_state,
+          to: "running",
+          reason: row.previous_state === "running" ? "lease_taken_over" : "claimed",
+          leaseEpoch: row.lease_epoch,
+          workerId
+        })))
+        return yield* Effect.forEach(rows, (row) =>
+          Effect.map(selectTasks(sql, row.id), (journal) => ({ row, journal })))
+      })
+
+      const toLease = ({ journal, row }: { readonly row: RunRow; readonly journal: ReadonlyArray<Task> }) =>
+        new Lease({
+          run: toRun(row),
+          leaseEpoch: row.lease_epoch as LeaseEpoch,
+          leaseExpiresAt: DateTime.fromDateUnsafe(row.lease_expires_at!),
+          journal
+        }, { disableChecks: true })
+
+      const publishGranted = (leases: ReadonlyArray<Lease>, previous: (lease: Lease) => RunState) =>
+        Effect.forEach(leases, (lease) =>
+          previous(lease) === "running" ? Effect.void : events.publish(lease.run, previous(lease)), { discard: true })
 
       const claim = Effect.fn("RunLeases.claim")(function*(runId: RunId, workerId: WorkerId, leaseMs?: number) {
         const ms = leaseMs ?? config.defaultLeaseMs
-        const { journal, previous, row } = yield* sql.withTransaction(Effect.gen(function*() {
-          const [row] = yield* sql<RunRow & { readonly previous_state: RunState }>`
+        const grant = yield* sql.withTransaction(Effect.gen(function*() {
+          const rows = yield* sql<RunRow & { readonly previous_state: RunState }>`
             WITH previous AS (SELECT id, state FROM workflow_runs WHERE id = ${runId} FOR UPDATE)
             UPDATE workflow_runs r
             SET state = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = ${workerId},
@@ -54,7 +87,7 @@ export class RunLeases extends Context.Service<RunLeases, {
             WHERE r.id = previous.id
               AND (r.state = 'pending' OR (r.state = 'running' AND r.lease_expires_at < now()))
             RETURNING r.*, previous.state AS previous_state`
-          if (row === undefined) {
+          if (rows.length === 0) {
             const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${runId}`
             if (current === undefined) return yield* RunNotFound.of(runId)
             return yield* new RunNotClaimable({
@@ -68,25 +101,59 @@ export class RunLeases extends Context.Service<RunLeases, {
                 : `Run ${runId} is ${current.state} and cannot be claimed`
             })
           }
-          yield* recordTransitions(sql, [{
-            runId,
-            from: row.previous_state,
-            to: "running",
-            reason: row.previous_state === "running" ? "lease_taken_over" : "claimed",
-            leaseEpoch: row.lease_epoch,
-            workerId
-          }])
-          const journal = yield* selectTasks(sql, runId)
-          return { row, journal, previous: row.previous_state }
+          const [grant] = yield* granted(workerId, rows)
+          return { lease: toLease(grant!), previous: rows[0]!.previous_state }
         })).pipe(Effect.catchTag("SqlError", Effect.die))
-        const run = toRun(row)
-        if (previous !== "running") yield* events.publish(run, previous)
-        return new Lease({
-          run,
-          leaseEpoch: row.lease_epoch as LeaseEpoch,
-          leaseExpiresAt: DateTime.fromDateUnsafe(row.lease_expires_at!),
-          journal
-        }, { disableChecks: true })
+        yield* publishGranted([grant.lease], () => grant.previous)
+        return grant.lease
+      })
+
+      /** Claims up to `max` pending runs of `workflows`, oldest first; skips runs another poller is claiming. */
+      const claimPending = (workerId: WorkerId, input: PollRuns) =>
+        sql.withTransaction(Effect.gen(function*() {
+          const ms = input.leaseMs ?? config.defaultLeaseMs
+          const rows = yield* sql<RunRow & { readonly previous_state: RunState }>`
+            WITH wanted AS (
+              SELECT name, version FROM jsonb_to_recordset(${JSON.stringify(input.workflows)}::jsonb)
+                AS w(name text, version text)
+            ), candidates AS (
+              SELECT r.id FROM workflow_runs r JOIN wanted w
+                ON r.workflow_name = w.name AND r.workflow_version = w.version
+              WHERE r.state = 'pending'
+              ORDER BY r.id LIMIT ${input.max} FOR UPDATE OF r SKIP LOCKED
+            )
+            UPDATE workflow_runs r
+            SET state = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = ${workerId},
+                lease_expires_at = now() + make_interval(secs => ${ms / 1000}),
+                started_at = COALESCE(r.started_at, now()), updated_at = now()
+            FROM candidates WHERE r.id = candidates.id
+            RETURNING r.*, 'pending'::text AS previous_state`
+          return (yield* granted(workerId, rows)).map(toLease)
+        })).pipe(Effect.orDie)
+
+      const poll = Effect.fn("RunLeases.poll")(function*(workerId: WorkerId, input: PollRuns) {
+        if (input.workflows.length === 0) return []
+        const deadline = (yield* Clock.currentTimeMillis) + (input.waitMs ?? 0)
+        return yield* Effect.scoped(Effect.gen(function*() {
+          // Listen before looking, so a run that becomes pending in between wakes us.
+          const subscription = yield* notifications.subscribe
+          while (true) {
+            const leases = yield* claimPending(workerId, input)
+            if (leases.length > 0) {
+              yield* publishGranted(leases, () => "pending")
+              return leases
+            }
+            const remaining = deadline - (yield* Clock.currentTimeMillis)
+            if (remaining <= 0) return []
+            const woken = yield* Effect.gen(function*() {
+              while (true) {
+                const change = yield* PubSub.take(subscription)
+                if (change.task === null && change.state === "pending") return true
+              }
+            }).pipe(Effect.timeoutOption(`${remaining} millis`))
+            if (woken._tag === "None") return []
+          }
+        }))
       })
 
       const heartbeat = Effect.fn("RunLeases.heartbeat")(
@@ -172,6 +239,7 @@ export class RunLeases extends Context.Service<RunLeases, {
 
       return RunLeases.of({
         claim,
+        poll,
         heartbeat,
         complete: Effect.fn("RunLeases.complete")((runId: RunId, leaseEpoch: LeaseEpoch, result: Json) =>
           finish(runId, leaseEpoch, "completed", { result })

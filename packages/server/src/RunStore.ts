@@ -4,15 +4,16 @@
  */
 import { IdempotencyConflict, InvalidTransition, RunNotFound } from "@aiki/contract/Errors"
 import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Json, RunPage, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import { type Json, RunPage, type RunUpdate, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
-import { Clock, Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { v7 as uuidv7 } from "uuid"
 import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
 import { recordTransitions, selectTasks } from "./internal/sql.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunEvents } from "./RunEvents.ts"
+import { RunNotifications } from "./RunNotifications.ts"
 
 export interface StartRunInput {
   readonly workflowName: WorkflowName
@@ -38,6 +39,11 @@ export class RunStore extends Context.Service<RunStore, {
   readonly transitions: (id: RunId) => Effect.Effect<ReadonlyArray<Transition>, RunNotFound>
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /**
+   * The run now, then each change to it or to its tasks, whichever server replica committed it; ends once the run
+   * is final. Fails with `RunNotFound` before emitting anything for an unknown id.
+   */
+  readonly follow: (id: RunId) => Effect.Effect<Stream.Stream<RunUpdate>, RunNotFound>
 }>()("@aiki/server/RunStore") {
   static readonly layer = Layer.effect(
     RunStore,
@@ -45,6 +51,7 @@ export class RunStore extends Context.Service<RunStore, {
       const sql = yield* SqlClient.SqlClient
       const outbox = yield* Outbox
       const events = yield* RunEvents
+      const notifications = yield* RunNotifications
 
       const find = (id: string) =>
         sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id}`.pipe(Effect.map((rows) => rows[0]))
@@ -156,7 +163,37 @@ export class RunStore extends Context.Service<RunStore, {
         return run
       })
 
-      return RunStore.of({ start, get, list, tasks, transitions, cancel })
+      const follow = Effect.fn("RunStore.follow")(function*(id: RunId) {
+        yield* get(id)
+        return Stream.unwrap(Effect.gen(function*() {
+          // Subscribe first, then read: a change committed in between is seen twice, never missed.
+          const subscription = yield* notifications.subscribe
+          const current = yield* get(id).pipe(Effect.orDie)
+          const initialTasks = yield* selectTasks(sql, id).pipe(Effect.orDie)
+          const initial: ReadonlyArray<RunUpdate> = [
+            { _tag: "Run", run: current },
+            ...initialTasks.map((task): RunUpdate => ({ _tag: "Task", task }))
+          ]
+          const changes = Stream.fromSubscription(subscription).pipe(
+            Stream.filter((change) => change.runId === id),
+            Stream.mapEffect((change): Effect.Effect<ReadonlyArray<RunUpdate>> =>
+              change.task === null
+                ? get(id).pipe(Effect.orDie, Effect.map((run) => [{ _tag: "Run", run }]))
+                : selectTasks(sql, id, change.task).pipe(
+                  Effect.orDie,
+                  Effect.map((tasks) => tasks.map((task): RunUpdate => ({ _tag: "Task", task })))
+                )
+            ),
+            Stream.flatMap(Stream.fromIterable)
+          )
+          return Stream.fromIterable(initial).pipe(
+            Stream.concat(isTerminal(current.state) ? Stream.empty : changes),
+            Stream.takeUntil((update) => update._tag === "Run" && isTerminal(update.run.state))
+          )
+        }))
+      })
+
+      return RunStore.of({ start, get, list, tasks, transitions, cancel, follow })
     })
   )
 }

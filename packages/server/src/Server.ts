@@ -11,13 +11,14 @@ import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunLeases } from "./RunLeases.ts"
+import { RunNotifications } from "./RunNotifications.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { TaskJournal } from "./TaskJournal.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
 
 /** Postgres (migrated), Redis Streams, the outbox and the in-process event bus. */
-export const layerInfrastructure = Layer.mergeAll(Outbox.layer, RunEvents.layer).pipe(
+export const layerInfrastructure = Layer.mergeAll(Outbox.layer, RunEvents.layer, RunNotifications.layer).pipe(
   Layer.provideMerge(Layer.mergeAll(Database.layer, RunStreams.layer))
 )
 

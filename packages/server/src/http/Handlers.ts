@@ -71,7 +71,8 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     status: ({ params }) => runs.get(params.id),
     cancel: ({ params }) => runs.cancel(params.id),
     tasks: ({ params }) => runs.tasks(params.id),
-    transitions: ({ params }) => runs.transitions(params.id)
+    transitions: ({ params }) => runs.transitions(params.id),
+    events: ({ params }) => runs.follow(params.id)
   })
 }))
 
@@ -89,6 +90,7 @@ export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effe
   return handlers.handleAll({
     register: ({ params, payload }) => workers.register(params.id, payload.workflows, payload.maxConcurrentRuns),
     heartbeat: ({ params, payload }) => leases.heartbeat(params.id, payload.runs, payload.leaseMs),
+    poll: ({ params, payload }) => leases.poll(params.id, payload),
     claim: ({ params, payload }) => leases.claim(params.id, payload.workerId, payload.leaseMs),
     startTask: ({ params, payload }) => journal.start({ runId: params.id, ...payload }),
     completeTask: ({ params, payload }) => journal.complete({ runId: params.id, ...payload }),

@@ -15,9 +15,13 @@ export interface TransitionInput {
   readonly workerId?: string | undefined
 }
 
-/** Appends entries to the audit trail (one statement, however many entries). */
+/**
+ * Appends entries to the audit trail and announces them on `aiki_runs` (see `RunNotifications`), in one statement
+ * however many entries. Inside a transaction the announcement is delivered when it commits, and only then.
+ */
 export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArray<TransitionInput>) =>
   entries.length === 0 ? Effect.void : sql`
+    WITH recorded AS (
     INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
     SELECT run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id
     FROM jsonb_to_recordset(${JSON.stringify(entries.map((e) => ({
@@ -30,6 +34,10 @@ export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArr
     worker_id: e.workerId ?? null
   })))}::jsonb)
       AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int, worker_id text)
+    RETURNING run_id, task_address, to_state
+    )
+    SELECT pg_notify('aiki_runs', json_build_object('runId', run_id, 'task', task_address, 'state', to_state)::text)
+    FROM recorded
   `.pipe(Effect.asVoid)
 
 /** The tasks of a run in the order they were first started, each with its attempts. */

@@ -43,6 +43,8 @@ export default Effect.gen(function*() {
   yield* sql`CREATE INDEX workflow_runs_by_workflow ON workflow_runs (workflow_name, id DESC)`
   yield* sql`CREATE INDEX workflow_runs_by_lease_expiry ON workflow_runs (lease_expires_at) WHERE state = 'running'`
   yield* sql`CREATE INDEX workflow_runs_pending ON workflow_runs (updated_at) WHERE state = 'pending'`
+  yield* sql`CREATE INDEX workflow_runs_pending_by_version ON workflow_runs (workflow_name, workflow_version, id)
+    WHERE state = 'pending'`
   yield* sql`CREATE INDEX workflow_runs_by_owner ON workflow_runs (lease_owner) WHERE state = 'running'`
   yield* sql`
     CREATE TABLE tasks (

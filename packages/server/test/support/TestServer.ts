@@ -21,7 +21,9 @@ export class TestServer extends Context.Service<TestServer, {
   readonly client: (apiKey?: string) => Effect.Effect<Client.AikiClient>
 }>()("@aiki/server/test/TestServer") {}
 
-export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redisUrl">> {
+export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redisUrl" | "databaseUrl">> {
+  /** Share another server's database (a second replica); a fresh database by default. */
+  readonly databaseUrl?: string
   /** Redis to use; `null` for none. @default the shared test Redis */
   readonly redisUrl?: string | null
 }
@@ -32,8 +34,8 @@ export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redi
  */
 export const layer = (options: TestServerOptions = {}) =>
   Layer.unwrap(Effect.gen(function*() {
-    const database = yield* TestDatabase.make
-    const { redisUrl = sharedRedisUrl, ...rest } = options
+    const { databaseUrl, redisUrl = sharedRedisUrl, ...rest } = options
+    const database = databaseUrl === undefined ? yield* TestDatabase.make : { url: databaseUrl }
     const configLayer = ServerConfig.layer({
       port: 0,
       host: "127.0.0.1",

@@ -1,0 +1,85 @@
+/**
+ * Following runs and waiting for them without polling: the SSE stream of a run's changes (also when another
+ * replica commits them), and the long-poll that workers without Redis use to receive runs as soon as they exist.
+ */
+import type { RunUpdate } from "@aiki/contract/Models"
+import type { TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { assert, layer } from "@effect/vitest"
+import { Context, Effect, Fiber, Layer, Stream } from "effect"
+import * as TestServer from "./support/TestServer.ts"
+
+const name = "follow" as WorkflowName
+const version = "1.0.0" as WorkflowVersion
+const worker = "follower" as WorkerId
+
+/** A second server replica over the first one's database. */
+class Replica extends Context.Service<Replica, TestServer.TestServer["Service"]>()("test/Replica") {}
+
+const TwoReplicas = Layer.unwrap(Effect.gen(function*() {
+  const server = yield* TestServer.TestServer
+  return Layer.effect(Replica, Effect.gen(function*() { return yield* TestServer.TestServer })).pipe(
+    Layer.provide(TestServer.layer({ databaseUrl: server.databaseUrl, redisPrefix: server.redisPrefix }))
+  )
+})).pipe(Layer.provideMerge(TestServer.layer()))
+
+const describe = (update: RunUpdate) =>
+  update._tag === "Run" ? `run:${update.run.state}` : `task:${update.task.name}:${update.task.state}`
+
+layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
+  it.effect("streams a run's changes, committed on another replica, until it completes", () =>
+    Effect.gen(function*() {
+      const primary = yield* (yield* TestServer.TestServer).client()
+      const replica = yield* (yield* Replica).client()
+      const { id } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: 1 } })
+      const events = yield* replica.runs.events({ params: { id } })
+      const collected = yield* events.pipe(Stream.map(describe), Stream.runCollect, Effect.forkChild)
+      yield* Effect.sleep("200 millis")
+      const { leaseEpoch } = yield* primary.execution.claim({ params: { id }, payload: { workerId: worker } })
+      const task = { leaseEpoch, address: "step:0" as TaskAddress, name: "step" as TaskName, payload: null }
+      yield* primary.execution.startTask({ params: { id }, payload: task })
+      yield* primary.execution.completeTask({ params: { id }, payload: { leaseEpoch, address: task.address, attempt: 1, result: 2 } })
+      yield* primary.execution.complete({ params: { id }, payload: { leaseEpoch, result: 3 } })
+      const seen = yield* Fiber.join(collected).pipe(Effect.timeout("10 seconds"))
+      assert.deepStrictEqual([...seen], ["run:pending", "run:running", "task:step:running", "task:step:completed", "run:completed"])
+    }))
+
+  it.effect("ends at once for a finished run, and 404s for an unknown one", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const { id } = yield* api.workflows.start({ params: { name, version }, payload: { payload: 2 } })
+      yield* api.runs.cancel({ params: { id } })
+      const seen = yield* (yield* api.runs.events({ params: { id } })).pipe(Stream.map(describe), Stream.runCollect)
+      assert.deepStrictEqual([...seen], ["run:cancelled"])
+      const missing = yield* api.runs.events({ params: { id: "01900000-0000-7000-8000-000000000000" as never } })
+        .pipe(Effect.flip)
+      assert.strictEqual(missing._tag, "RunNotFound")
+    }))
+
+  it.effect("hands a run to a long-polling worker as soon as it starts, to exactly one of two", () =>
+    Effect.gen(function*() {
+      const primary = yield* (yield* TestServer.TestServer).client()
+      const replica = yield* (yield* Replica).client()
+      const polled = "polled" as WorkflowName
+      const request = { workflows: [{ name: polled, version }], max: 5, waitMs: 10_000 }
+      const pollers = yield* Effect.all([
+        primary.execution.poll({ params: { id: "poller-1" as WorkerId }, payload: request }),
+        replica.execution.poll({ params: { id: "poller-2" as WorkerId }, payload: request })
+      ], { concurrency: 2 }).pipe(Effect.forkChild)
+      yield* Effect.sleep("300 millis")
+      const { id } = yield* primary.workflows.start({ params: { name: polled, version }, payload: { payload: "go" } })
+      yield* primary.workflows.start({ params: { name: "someone-else" as WorkflowName, version }, payload: { payload: 0 } })
+      // One poller gets the run at once; the other keeps waiting until a second run comes.
+      yield* Effect.sleep("500 millis")
+      const { id: second } = yield* primary.workflows.start({ params: { name: polled, version }, payload: { payload: "again" } })
+      const [a, b] = yield* Fiber.join(pollers).pipe(Effect.timeout("10 seconds"))
+      const granted = [...a, ...b].map((lease) => lease.run.id).sort()
+      assert.deepStrictEqual(granted, [id, second].sort())
+      assert.strictEqual(a.length, 1)
+      assert.strictEqual(b.length, 1)
+      const empty = yield* primary.execution.poll({
+        params: { id: "poller-3" as WorkerId },
+        payload: { ...request, waitMs: 200 }
+      })
+      assert.deepStrictEqual(empty, [])
+    }))
+})
