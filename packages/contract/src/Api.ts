@@ -28,6 +28,7 @@ import {
   Lease,
   PollRuns,
   RegisterWorker,
+  Registration,
   ReleaseRun,
   RunPage,
   RunUpdate,
@@ -37,6 +38,7 @@ import {
   Task,
   Transition,
   WorkerHealth,
+  WorkerSignal,
   WorkflowRun
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
@@ -122,7 +124,12 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
   HttpApiEndpoint.post("register", "/workers/:id/register", {
     params: { id: WorkerId },
     payload: RegisterWorker,
-    success: WorkerHealth
+    success: Registration
+  }),
+  /** Signals for the worker's runs (cancellations) as Server-Sent Events, for as long as it stays connected. */
+  HttpApiEndpoint.get("signals", "/workers/:id/signals", {
+    params: { id: WorkerId },
+    success: HttpApiSchema.StreamSse({ data: WorkerSignal })
   }),
   HttpApiEndpoint.post("heartbeat", "/workers/:id/heartbeat", {
     params: { id: WorkerId },

@@ -77,6 +77,7 @@ export class TaskAttempt extends Schema.Class<TaskAttempt>("TaskAttempt")({
 /** A task of a run: one journal entry, with every attempt made at it. */
 export class Task extends Schema.Class<Task>("Task")({
   address: TaskAddress,
+  sequence: Schema.Int,
   name: TaskName,
   state: TaskState,
   payload: Json,
@@ -181,7 +182,13 @@ export const StartTask = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   address: TaskAddress,
   name: TaskName,
-  payload: Json
+  payload: Json,
+  /**
+   * The task's place among the run's task calls (0, 1, …), as the workflow code makes them. The journal is kept
+   * in this order, so a replay can tell a changed workflow (non-determinism) from tasks that merely finished in
+   * another order.
+   */
+  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 })
 export type StartTask = typeof StartTask.Type
 
@@ -214,6 +221,29 @@ export const FailRun = Schema.Struct({
   error: ErrorDetails
 })
 export type FailRun = typeof FailRun.Type
+
+/** What a worker learns when it registers: where its runs are delivered. */
+export class Registration extends Schema.Class<Registration>("Registration")({
+  worker: WorkerHealth,
+  /** The Redis stream of each registered version; absent when the server has no Redis (use `poll`). */
+  streams: Schema.optionalKey(Schema.Array(Schema.Struct({
+    name: WorkflowName,
+    version: WorkflowVersion,
+    stream: Schema.String
+  }))),
+  consumerGroup: Schema.String
+}) {}
+
+/**
+ * Something a worker must act on at once, pushed to it while it is connected. `Connected` opens the stream and
+ * `Ping` keeps it alive through idle proxies; `Cancelled` names a run of the worker's that was cancelled.
+ */
+export const WorkerSignal = Schema.Union([
+  Schema.TaggedStruct("Connected", {}),
+  Schema.TaggedStruct("Ping", {}),
+  Schema.TaggedStruct("Cancelled", { runId: RunId })
+])
+export type WorkerSignal = typeof WorkerSignal.Type
 
 export class Health extends Schema.Class<Health>("Health")({
   status: Schema.Literals(["ok"]),

@@ -6,9 +6,9 @@
  */
 import { LeaseLost, RunNotClaimable, RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
-import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type Task, type WorkflowRun } from "@aiki/contract/Models"
+import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type Task, type WorkerSignal, type WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
-import { Clock, Context, DateTime, Effect, Layer, PubSub } from "effect"
+import { Clock, Context, DateTime, Effect, Layer, PubSub, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { holdLease } from "./internal/fence.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
@@ -26,6 +26,8 @@ export class RunLeases extends Context.Service<RunLeases, {
   ) => Effect.Effect<Lease, RunNotFound | RunNotClaimable>
   /** Long-poll for runs (workers without Redis): claims up to `max`, waiting up to `waitMs` for the first. */
   readonly poll: (workerId: WorkerId, input: PollRuns) => Effect.Effect<ReadonlyArray<Lease>>
+  /** Cancellations of the runs `workerId` holds, pushed as they commit (on any replica). */
+  readonly signals: (workerId: WorkerId) => Stream.Stream<WorkerSignal>
   readonly heartbeat: (
     workerId: WorkerId,
     runs: ReadonlyArray<HeldRun>,
@@ -193,6 +195,21 @@ export class RunLeases extends Context.Service<RunLeases, {
         }
       )
 
+      const signals = (workerId: WorkerId) =>
+        Stream.unwrap(Effect.gen(function*() {
+          const subscription = yield* notifications.subscribe
+          const cancelled = Stream.fromSubscription(subscription).pipe(
+            Stream.filter((change) => change.task === null && change.state === "cancelled"),
+            Stream.filterEffect((change) =>
+              sql<{ readonly lease_owner: string | null }>`SELECT lease_owner FROM workflow_runs WHERE id = ${change.runId}`
+                .pipe(Effect.map((rows) => rows[0]?.lease_owner === workerId), Effect.orDie)
+            ),
+            Stream.map((change): WorkerSignal => ({ _tag: "Cancelled", runId: change.runId as RunId }))
+          )
+          const pings = Stream.tick("15 seconds").pipe(Stream.drop(1), Stream.map((): WorkerSignal => ({ _tag: "Ping" })))
+          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(cancelled, pings)))
+        }))
+
       /** Moves a held run out of `running` in one fenced transaction. */
       const finish = (
         runId: RunId,
@@ -240,6 +257,7 @@ export class RunLeases extends Context.Service<RunLeases, {
       return RunLeases.of({
         claim,
         poll,
+        signals,
         heartbeat,
         complete: Effect.fn("RunLeases.complete")((runId: RunId, leaseEpoch: LeaseEpoch, result: Json) =>
           finish(runId, leaseEpoch, "completed", { result })

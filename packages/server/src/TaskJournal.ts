@@ -19,6 +19,7 @@ export interface StartTaskInput {
   readonly address: TaskAddress
   readonly name: TaskName
   readonly payload: Json
+  readonly sequence: number
 }
 
 export interface FinishTaskInput {
@@ -82,8 +83,8 @@ export class TaskJournal extends Context.Service<TaskJournal, {
             }
           }
           yield* sql`
-            INSERT INTO tasks (run_id, address, name, state, payload)
-            VALUES (${runId}, ${address}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb)
+            INSERT INTO tasks (run_id, address, sequence, name, state, payload)
+            VALUES (${runId}, ${address}, ${input.sequence}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb)
             ON CONFLICT (run_id, address) DO UPDATE SET state = 'running', updated_at = now()`
           yield* sql`
             UPDATE task_attempts SET finished_at = now(),

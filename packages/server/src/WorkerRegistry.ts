@@ -5,9 +5,10 @@
  */
 import { WorkerNotFound } from "@aiki/contract/Errors"
 import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
+import { Registration, type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
+import { consumerGroup, RunStreams } from "./RunStreams.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 interface HealthRow {
@@ -24,7 +25,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
     workerId: WorkerId,
     workflows: ReadonlyArray<WorkflowDefinition>,
     maxConcurrentRuns?: number
-  ) => Effect.Effect<WorkerHealth>
+  ) => Effect.Effect<Registration>
   readonly health: (workerId: WorkerId) => Effect.Effect<WorkerHealth, WorkerNotFound>
   /** Workers whose last heartbeat is recent enough to count as alive. */
   readonly activeCount: Effect.Effect<number>
@@ -34,6 +35,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const config = yield* ServerConfig
+      const streams = yield* RunStreams
 
       const select = (workerId: WorkerId) =>
         sql<HealthRow>`
@@ -90,7 +92,16 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
               INSERT INTO worker_workflows (worker_id, workflow_name, workflow_version)
               SELECT ${workerId}, name, version FROM defs`
           })).pipe(Effect.orDie)
-          return (yield* select(workerId))!
+          const worker = (yield* select(workerId))!
+          return new Registration({
+            worker,
+            consumerGroup,
+            ...(streams.enabled
+              ? {
+                streams: worker.workflows.map((w) => ({ ...w, stream: streams.streamOf(w.name, w.version) }))
+              }
+              : {})
+          })
         }
       )
 

@@ -39,8 +39,13 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
           maxConcurrentRuns: 5
         }
       })
-      assert.strictEqual(registered.status, "healthy")
-      assert.deepStrictEqual(registered.workflows.map((w) => w.name), ["fencing", "other"])
+      assert.strictEqual(registered.worker.status, "healthy")
+      assert.deepStrictEqual(registered.worker.workflows.map((w) => w.name), ["fencing", "other"])
+      const server = yield* TestServer.TestServer
+      assert.deepStrictEqual(registered.streams?.map((s) => s.stream), [
+        `${server.redisPrefix}:workflow:fencing:1.0.0`,
+        `${server.redisPrefix}:workflow:other:1.0.0`
+      ])
       const id = yield* startRun(api)
       yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
       const health = yield* api.workers.health({ params: { id: workerA } })
@@ -68,14 +73,14 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       const leaseEpoch = lease.leaseEpoch
       const started = yield* api.execution.startTask({
         params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 } }
+        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
       })
       assert.strictEqual(started.state, "running")
       assert.strictEqual(started.attempts.length, 1)
       // Repeating the request (a retried HTTP call) does not count a new attempt.
       const repeated = yield* api.execution.startTask({
         params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 } }
+        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
       })
       assert.strictEqual(repeated.attempts.length, 1)
       const done = yield* api.execution.completeTask({
@@ -87,7 +92,7 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       // Starting a completed task answers with its stored result rather than running it again.
       const replay = yield* api.execution.startTask({
         params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 } }
+        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
       })
       assert.strictEqual(replay.state, "completed")
       assert.deepStrictEqual(replay.result, { valid: true })
@@ -115,7 +120,7 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       const api = yield* (yield* TestServer.TestServer).client()
       const id = yield* startRun(api)
       const { leaseEpoch } = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
-      const task = { leaseEpoch, address: address("charge:1:0"), name: taskName("charge"), payload: 1 }
+      const task = { leaseEpoch, address: address("charge:1:0"), name: taskName("charge"), payload: 1, sequence: 0 }
       for (const attempt of [1, 2]) {
         const started = yield* api.execution.startTask({ params: { id }, payload: task })
         assert.strictEqual(started.attempts.length, attempt)
@@ -147,7 +152,7 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       const first = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
       yield* api.execution.startTask({
         params: { id },
-        payload: { leaseEpoch: first.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null }
+        payload: { leaseEpoch: first.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null, sequence: 0 }
       })
       const early = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } }).pipe(Effect.flip)
       assert.strictEqual(early._tag, "RunNotClaimable")
@@ -166,7 +171,7 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
         })),
         yield* Effect.flip(api.execution.startTask({
           params: { id },
-          payload: { ...zombie, address: address("other:0"), name: taskName("other"), payload: null }
+          payload: { ...zombie, address: address("other:0"), name: taskName("other"), payload: null, sequence: 1 }
         })),
         yield* Effect.flip(api.execution.complete({ params: { id }, payload: { ...zombie, result: "zombie" } })),
         yield* Effect.flip(api.execution.fail({ params: { id }, payload: { ...zombie, error: { name: "Error", message: "zombie" } } })),
@@ -186,7 +191,7 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       // The new owner re-runs the task that was cut off: attempt 1 is closed, attempt 2 belongs to lease 2.
       const rerun = yield* api.execution.startTask({
         params: { id },
-        payload: { leaseEpoch: second.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null }
+        payload: { leaseEpoch: second.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null, sequence: 0 }
       })
       assert.deepStrictEqual(rerun.attempts.map((a) => [a.attempt, a.leaseEpoch, a.error?.name]), [
         [1, 1, "LeaseLost"],

@@ -35,7 +35,7 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const collected = yield* events.pipe(Stream.map(describe), Stream.runCollect, Effect.forkChild)
       yield* Effect.sleep("200 millis")
       const { leaseEpoch } = yield* primary.execution.claim({ params: { id }, payload: { workerId: worker } })
-      const task = { leaseEpoch, address: "step:0" as TaskAddress, name: "step" as TaskName, payload: null }
+      const task = { leaseEpoch, address: "step:0" as TaskAddress, name: "step" as TaskName, payload: null, sequence: 0 }
       yield* primary.execution.startTask({ params: { id }, payload: task })
       yield* primary.execution.completeTask({ params: { id }, payload: { leaseEpoch, address: task.address, attempt: 1, result: 2 } })
       yield* primary.execution.complete({ params: { id }, payload: { leaseEpoch, result: 3 } })
@@ -81,5 +81,27 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
         payload: { ...request, waitMs: 200 }
       })
       assert.deepStrictEqual(empty, [])
+    }))
+
+  it.effect("pushes the cancellation of a run to the worker holding it, and only to it", () =>
+    Effect.gen(function*() {
+      const primary = yield* (yield* TestServer.TestServer).client()
+      const replica = yield* (yield* Replica).client()
+      const { id } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: "cancel me" } })
+      const { id: other } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: "not mine" } })
+      yield* primary.execution.claim({ params: { id }, payload: { workerId: worker } })
+      yield* primary.execution.claim({ params: { id: other }, payload: { workerId: "someone-else" as WorkerId } })
+      const signals = yield* replica.execution.signals({ params: { id: worker } })
+      const first = yield* signals.pipe(
+        Stream.filter((signal) => signal._tag === "Cancelled"),
+        Stream.take(1),
+        Stream.runCollect,
+        Effect.forkChild
+      )
+      yield* Effect.sleep("300 millis")
+      yield* primary.runs.cancel({ params: { id: other } })
+      yield* primary.runs.cancel({ params: { id } })
+      const received = yield* Fiber.join(first).pipe(Effect.timeout("10 seconds"))
+      assert.deepStrictEqual([...received], [{ _tag: "Cancelled", runId: id }])
     }))
 })

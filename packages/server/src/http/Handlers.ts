@@ -90,6 +90,7 @@ export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effe
   return handlers.handleAll({
     register: ({ params, payload }) => workers.register(params.id, payload.workflows, payload.maxConcurrentRuns),
     heartbeat: ({ params, payload }) => leases.heartbeat(params.id, payload.runs, payload.leaseMs),
+    signals: ({ params }) => Effect.succeed(leases.signals(params.id)),
     poll: ({ params, payload }) => leases.poll(params.id, payload),
     claim: ({ params, payload }) => leases.claim(params.id, payload.workerId, payload.leaseMs),
     startTask: ({ params, payload }) => journal.start({ runId: params.id, ...payload }),

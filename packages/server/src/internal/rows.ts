@@ -35,6 +35,7 @@ export interface ErrorDetailsRow {
 
 export interface TaskRow {
   readonly address: string
+  readonly sequence: number
   readonly name: string
   readonly state: TaskState
   readonly payload: Json
@@ -93,6 +94,7 @@ export const toRun = (row: RunRow): WorkflowRun =>
 export const toTask = (row: TaskRow): Task =>
   new Task({
     address: row.address as TaskAddress,
+    sequence: row.sequence,
     name: row.name as TaskName,
     state: row.state,
     payload: row.payload,

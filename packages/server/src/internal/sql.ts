@@ -43,7 +43,7 @@ export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArr
 /** The tasks of a run in the order they were first started, each with its attempts. */
 export const selectTasks = (sql: SqlClient.SqlClient, runId: string, address?: string) =>
   sql<TaskRow>`
-    SELECT t.address, t.name, t.state, t.payload, t.result, t.error, t.created_at, t.updated_at,
+    SELECT t.address, t.sequence, t.name, t.state, t.payload, t.result, t.error, t.created_at, t.updated_at,
       COALESCE((
         SELECT jsonb_agg(jsonb_build_object(
           'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
@@ -52,5 +52,5 @@ export const selectTasks = (sql: SqlClient.SqlClient, runId: string, address?: s
       ), '[]'::jsonb) AS attempts
     FROM tasks t
     WHERE t.run_id = ${runId} ${address === undefined ? sql`` : sql`AND t.address = ${address}`}
-    ORDER BY t.seq
+    ORDER BY t.sequence, t.seq
   `.pipe(Effect.map((rows) => rows.map(toTask)))

@@ -51,6 +51,7 @@ export default Effect.gen(function*() {
       seq        bigint      GENERATED ALWAYS AS IDENTITY,
       run_id     uuid        NOT NULL REFERENCES workflow_runs (id) ON DELETE CASCADE,
       address    text        NOT NULL,
+      sequence   integer     NOT NULL,
       name       text        NOT NULL,
       state      text        NOT NULL CHECK (state IN ('pending', 'running', 'completed', 'failed', 'retrying')),
       payload    jsonb       NOT NULL,
