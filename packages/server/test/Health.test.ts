@@ -7,7 +7,7 @@ import { Effect } from "effect"
 import { PgClient } from "@effect/sql-pg"
 import { Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { adminUrl } from "./support/TestDatabase.ts"
+import { adminUrl } from "@aiki/testing/TestDatabase"
 import * as TestServer from "./support/TestServer.ts"
 
 layer(TestServer.layer({ redisUrl: null }), { excludeTestServices: true })("health", (it) => {

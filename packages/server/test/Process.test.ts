@@ -12,9 +12,13 @@ import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
 import { Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { freePort } from "./support/freePort.ts"
-import { mainPath, migratePath, spawnNode, waitForHealth } from "./support/ServerProcess.ts"
-import * as TestDatabase from "./support/TestDatabase.ts"
+import { freePort } from "@aiki/testing/freePort"
+import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
+import { fileURLToPath } from "node:url"
+
+const mainPath = fileURLToPath(new URL("../src/main.ts", import.meta.url))
+const migratePath = fileURLToPath(new URL("../src/migrate.ts", import.meta.url))
+import * as TestDatabase from "@aiki/testing/TestDatabase"
 import { sharedRedisUrl } from "./support/TestServer.ts"
 
 const query = <A extends object>(url: string, text: string) =>

@@ -9,8 +9,8 @@ import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { Redis } from "ioredis"
 import { consumerGroup } from "../src/RunStreams.ts"
-import { eventually } from "./support/eventually.ts"
-import * as RedisProcess from "./support/RedisProcess.ts"
+import { eventually } from "@aiki/testing/eventually"
+import * as RedisProcess from "@aiki/testing/RedisProcess"
 import * as TestServer from "./support/TestServer.ts"
 
 const name = "recovery" as WorkflowName

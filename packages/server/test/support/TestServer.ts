@@ -8,7 +8,7 @@ import { FetchHttpClient, HttpServer } from "effect/http"
 import { randomBytes } from "node:crypto"
 import * as Server from "../../src/Server.ts"
 import { ServerConfig, type ServerConfigShape } from "../../src/ServerConfig.ts"
-import * as TestDatabase from "./TestDatabase.ts"
+import * as TestDatabase from "@aiki/testing/TestDatabase"
 
 export const sharedRedisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 

@@ -1,12 +1,9 @@
 /**
- * The server as operators run it: `node src/main.ts` in a child process, configured by its environment.
+ * Programs as operators run them: a Node script in a child process, configured by its environment only, killed
+ * when the test's scope closes.
  */
 import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
-
-export const mainPath = fileURLToPath(new URL("../../src/main.ts", import.meta.url))
-export const migratePath = fileURLToPath(new URL("../../src/migrate.ts", import.meta.url))
 
 export interface Exited {
   readonly code: number | null

@@ -1,0 +1,165 @@
+/**
+ * The client of an Aiki server: start runs of a workflow version and follow them. Waiting for a run is pushed
+ * (Server-Sent Events), not polled; a workflow's declared error reaches the caller decoded as its own type.
+ *
+ * @example
+ * ```ts
+ * const program = Effect.gen(function*() {
+ *   const aiki = yield* AikiClient
+ *   const run = yield* aiki.start(OrderProcessing, order, { idempotencyKey: order.id })
+ *   const receipt = yield* run.result()   // OrderRejected is typed
+ * }).pipe(Effect.provide(AikiClient.layer({ baseUrl: "http://localhost:9090" })))
+ * ```
+ */
+import * as Client from "@aiki/contract/Client"
+import type { IdempotencyKey, RunId } from "@aiki/contract/Ids"
+import type { RunUpdate, WorkflowRun } from "@aiki/contract/Models"
+import { isTerminal } from "@aiki/contract/RunState"
+import { Context, Effect, Layer, Schedule, type Schema, Stream } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
+import * as Json from "./internal/json.ts"
+import type { Workflow } from "./Workflow.ts"
+
+export interface RedisOptions {
+  /** e.g. `redis://localhost:6379`; takes precedence over host and port. */
+  readonly url?: string
+  /** @default "localhost" */
+  readonly host?: string
+  /** @default 6379 */
+  readonly port?: number
+}
+
+export interface ClientOptions extends Client.ClientOptions {
+  /** Where workers read runs from (Redis Streams); without it workers long-poll the server. */
+  readonly redis?: RedisOptions
+}
+
+/** A started run: follow it, wait for its result, cancel it. */
+export interface RunHandle<A, E> {
+  readonly id: RunId
+  /** The run as the server has it now. */
+  readonly status: Effect.Effect<WorkflowRun, ClientError>
+  /**
+   * Waits until the run is final: its result, its declared error, `RunFailed` (any other failure) or
+   * `RunCancelled`. With `timeoutMs`, gives up with `WaitTimeout` (the run goes on).
+   */
+  readonly result: (options?: { readonly timeoutMs?: number }) => Effect.Effect<
+    A,
+    E | RunFailed | RunCancelled | WaitTimeout | SerializationError | ClientError
+  >
+  /** Live updates of the run and its tasks until it is final. */
+  readonly updates: Stream.Stream<RunUpdate, ClientError>
+  readonly cancel: Effect.Effect<WorkflowRun, ClientError>
+}
+
+/** Failures talking to the server (unreachable, or an error it answered). */
+export type ClientError = { readonly _tag: string; readonly message: string }
+
+type AnyWorkflow = Workflow<Schema.Top, Schema.Top, Schema.Top, unknown>
+
+export class AikiClient extends Context.Service<AikiClient, {
+  /** The typed HTTP client of the whole API. */
+  readonly api: Client.AikiClient
+  readonly options: ClientOptions
+  readonly start: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
+    workflow: Workflow<P, S, E, R>,
+    payload: P["Type"],
+    options?: { readonly idempotencyKey?: string }
+  ) => Effect.Effect<RunHandle<S["Type"], E["Type"]>, ClientError | SerializationError>
+  /** A handle on an existing run of `workflow`. */
+  readonly handle: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
+    workflow: Workflow<P, S, E, R>,
+    id: RunId
+  ) => RunHandle<S["Type"], E["Type"]>
+}>()("@aiki/sdk/AikiClient") {
+  static readonly layer = (options: ClientOptions) =>
+    Layer.effect(AikiClient, make(options)).pipe(Layer.provide(FetchHttpClient.layer))
+}
+
+/** Retries what a restarting or briefly unreachable server answers; everything else is the caller's. */
+export const retryTransient = <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(
+    Effect.retry({
+      while: (error) => error._tag === "HttpClientError",
+      schedule: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("2 seconds")])
+    })
+  )
+
+const make = (options: ClientOptions) =>
+  Effect.gen(function*() {
+    const api = yield* Client.make(options)
+
+    const handle = (workflow: AnyWorkflow, id: RunId): RunHandle<unknown, unknown> => {
+      const updates: Stream.Stream<RunUpdate, ClientError> = Stream.unwrap(retryTransient(api.runs.events({ params: { id } })))
+        .pipe(Stream.mapError((e): ClientError => "message" in e ? e : { _tag: e._tag, message: e._tag }))
+      const final = updates.pipe(
+        Stream.filter((update) => update._tag === "Run" && isTerminal(update.run.state)),
+        Stream.runHead,
+        // The stream ends only once the run is final; a dropped connection is followed again.
+        Effect.flatMap((update) => update._tag === "Some" && update.value._tag === "Run"
+          ? Effect.succeed(update.value.run)
+          : Effect.fail({ _tag: "HttpClientError", message: "the event stream ended early" } as const)),
+        retryTransient
+      )
+      const result = (wait: { readonly timeoutMs?: number } = {}) => {
+        const outcome = Effect.flatMap(final, (run): Effect.Effect<unknown, unknown> => {
+          switch (run.state) {
+            case "completed":
+              return Json.decode(workflow.successSchema, run.result ?? null, `the result of run ${id}`)
+            case "cancelled":
+              return Effect.fail(new RunCancelled({ runId: id }))
+            default: {
+              const error = run.error ?? { name: "Error", message: `run ended ${run.state}` }
+              return error.data === undefined
+                ? Effect.fail(new RunFailed({ runId: id, error }))
+                : Json.decode(workflow.errorSchema, error.data, "the run's error").pipe(
+                  Effect.matchEffect({
+                    onFailure: () => Effect.fail(new RunFailed({ runId: id, error })),
+                    onSuccess: Effect.fail
+                  })
+                )
+            }
+          }
+        })
+        return wait.timeoutMs === undefined ? outcome : outcome.pipe(
+          Effect.timeoutOrElse({
+            duration: `${wait.timeoutMs} millis`,
+            orElse: () => Effect.fail(new WaitTimeout({ runId: id, timeoutMs: wait.timeoutMs! }))
+          })
+        )
+      }
+      return {
+        id,
+        status: api.runs.status({ params: { id } }),
+        result: result as RunHandle<unknown, unknown>["result"],
+        updates,
+        cancel: api.runs.cancel({ params: { id } })
+      }
+    }
+
+    const start = Effect.fnUntraced(function*(
+      workflow: AnyWorkflow,
+      payload: unknown,
+      startOptions: { readonly idempotencyKey?: string } = {}
+    ) {
+      const encoded = yield* Json.encode(workflow.payloadSchema, payload, `the payload of ${workflow.name}`)
+      const started = yield* api.workflows.start({
+        params: { name: workflow.name, version: workflow.version },
+        payload: {
+          payload: encoded,
+          ...(startOptions.idempotencyKey !== undefined
+            ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
+            : {})
+        }
+      })
+      return handle(workflow, started.id)
+    })
+
+    return AikiClient.of({
+      api,
+      options,
+      start: start as AikiClient["Service"]["start"],
+      handle: handle as AikiClient["Service"]["handle"]
+    })
+  })

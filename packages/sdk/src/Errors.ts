@@ -1,0 +1,53 @@
+/**
+ * The errors the SDK itself raises. Errors of your workflows and tasks are your own types; these say what
+ * happened to a run around them.
+ */
+import type { ErrorDetails } from "@aiki/contract/Models"
+import { Data, Schema } from "effect"
+
+/**
+ * A replay met a recorded journal it cannot match: the workflow's code asked for a different task (or different
+ * payload) at a place where the recorded run had another. Workflow code must be deterministic outside tasks; a
+ * change to a running workflow belongs in a new version. The run fails with this error.
+ */
+export class NonDeterminismError extends Schema.TaggedError<NonDeterminismError>()("NonDeterminismError", {
+  runId: Schema.String,
+  sequence: Schema.Int,
+  expected: Schema.String,
+  actual: Schema.String,
+  message: Schema.String
+}) {}
+
+/** The run failed with an error that is not one of the workflow's declared errors (a defect or a foreign error). */
+export class RunFailed extends Data.TaggedError("RunFailed")<{
+  readonly runId: string
+  readonly error: ErrorDetails
+}> {
+  override get message() {
+    return `Workflow run ${this.runId} failed: ${this.error.name}: ${this.error.message}`
+  }
+}
+
+/** The run was cancelled before it finished. */
+export class RunCancelled extends Data.TaggedError("RunCancelled")<{ readonly runId: string }> {
+  override get message() {
+    return `Workflow run ${this.runId} was cancelled`
+  }
+}
+
+/** `waitForCompletion` gave up before the run finished (the run goes on). */
+export class WaitTimeout extends Data.TaggedError("WaitTimeout")<{ readonly runId: string; readonly timeoutMs: number }> {
+  override get message() {
+    return `Workflow run ${this.runId} did not finish within ${this.timeoutMs} ms`
+  }
+}
+
+/** The payload or result could not be encoded to or decoded from JSON with the definition's schema. */
+export class SerializationError extends Data.TaggedError("SerializationError")<{
+  readonly what: string
+  readonly cause: unknown
+}> {
+  override get message() {
+    return `Cannot serialize ${this.what}: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Workflows: a business process written as ordinary Effect code that starts tasks. A workflow is named and
+ * versioned; a run is pinned to the version it started with, so changing the code means a new version while old
+ * runs finish on the old one.
+ *
+ * The workflow's code runs again from the top each time a worker (re)acquires the run, and tasks already
+ * recorded return their stored result. Everything outside tasks must therefore be deterministic: no clocks,
+ * random numbers or I/O outside tasks; a replay that cannot match the recorded tasks fails the run with
+ * `NonDeterminismError`.
+ *
+ * @example
+ * ```ts
+ * const OrderProcessing = Workflow.make("order-processing", "1.0.0", {
+ *   payload: Order,
+ *   success: Schema.Struct({ orderId: Schema.String }),
+ *   error: OrderRejected,
+ *   run: (order) => Effect.gen(function*() {
+ *     const validation = yield* ValidateOrder.start(order)
+ *     yield* ChargeCard.start({ orderId: validation.orderId, amount: validation.amount })
+ *     return { orderId: validation.orderId }
+ *   })
+ * })
+ * ```
+ */
+import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { type Effect, Schema } from "effect"
+import type { WorkflowRun } from "./WorkflowRun.ts"
+
+const TypeId = "~@aiki/sdk/Workflow"
+
+export interface Workflow<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R> {
+  readonly [TypeId]: typeof TypeId
+  readonly name: WorkflowName
+  readonly version: WorkflowVersion
+  readonly payloadSchema: Payload
+  readonly successSchema: Success
+  readonly errorSchema: Error
+  readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R | WorkflowRun>
+}
+
+/** Any workflow, whatever its types (for registries and lists). */
+export interface Any {
+  readonly [TypeId]: typeof TypeId
+  readonly name: WorkflowName
+  readonly version: WorkflowVersion
+  readonly payloadSchema: Schema.Top
+  readonly successSchema: Schema.Top
+  readonly errorSchema: Schema.Top
+  /** Its requirements are checked where workers are built (`Worker.layer` asks for `Services` of its workflows). */
+  readonly run: (payload: never) => Effect.Effect<unknown, unknown, unknown>
+}
+
+/** The services a workflow's code needs besides `WorkflowRun` (to be provided to the worker). */
+export type Services<W> = W extends { readonly run: (payload: never) => Effect.Effect<unknown, unknown, infer R> }
+  ? Exclude<R, WorkflowRun>
+  : never
+
+export interface Options<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R> {
+  readonly payload: Payload
+  readonly success: Success
+  /** The workflow's expected failures: stored encoded, decoded for the caller. @default Schema.Never */
+  readonly error?: Error
+  readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R>
+}
+
+const decodeName = Schema.decodeUnknownSync(WorkflowName)
+const decodeVersion = Schema.decodeUnknownSync(WorkflowVersion)
+
+/** Defines a version of a workflow. Throws at definition time for a malformed name or version. */
+export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, Error extends Schema.Top = typeof Schema.Never>(
+  name: string,
+  version: string,
+  options: Options<Payload, Success, Error, R>
+): Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>> => ({
+  [TypeId]: TypeId,
+  name: decodeName(name),
+  version: decodeVersion(version),
+  payloadSchema: options.payload,
+  successSchema: options.success,
+  errorSchema: (options.error ?? Schema.Never) as Error,
+  run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"]
+})
+
+/** `name@version`, how a workflow version is keyed and shown. */
+export const key = (workflow: { readonly name: string; readonly version: string }) => `${workflow.name}@${workflow.version}`

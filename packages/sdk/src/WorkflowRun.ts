@@ -1,0 +1,34 @@
+/**
+ * The run a workflow's code is executing, available inside a workflow as a service. Tasks started from the
+ * workflow go through it: it looks each call up in the run's journal and runs only what is not recorded yet.
+ */
+import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { Context, type Effect, type Schema } from "effect"
+import type { Retry } from "./Retry.ts"
+
+/** What the engine needs to know of a task to run it durably. */
+export interface TaskDefinition<P, A, E, R> {
+  readonly name: string
+  readonly payloadSchema: Schema.Top & { readonly Type: P }
+  readonly successSchema: Schema.Top & { readonly Type: A }
+  readonly errorSchema: Schema.Top & { readonly Type: E }
+  readonly retry: Retry | undefined
+  readonly run: (payload: P, context: TaskContext) => Effect.Effect<A, E, R>
+}
+
+/** What a task's code knows of the attempt it runs in. */
+export interface TaskContext {
+  /** 1 for the first attempt, 2 for the first retry, … (durable: it counts attempts made before a crash too). */
+  readonly attempt: number
+  readonly runId: RunId
+  readonly workflowName: WorkflowName
+  readonly workflowVersion: WorkflowVersion
+}
+
+export class WorkflowRun extends Context.Service<WorkflowRun, {
+  readonly runId: RunId
+  readonly workflowName: WorkflowName
+  readonly workflowVersion: WorkflowVersion
+  /** Runs a task durably: a recorded result is returned without running it again. */
+  readonly task: <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P) => Effect.Effect<A, E, R>
+}>()("@aiki/sdk/WorkflowRun") {}

@@ -1,0 +1,236 @@
+/**
+ * Executes one leased run: the workflow's code from the top, with each task call looked up in the journal by its
+ * place in the run (its sequence) and its address (name, payload hash, occurrence). Recorded results are returned
+ * without running anything; new tasks run, with retries, and their outcome is committed to the server before the
+ * workflow continues. Every write carries the lease epoch: when the server answers `LeaseLost`, the run's fiber is
+ * interrupted and this worker stops touching the run.
+ */
+import type { AikiClient as ApiClient } from "@aiki/contract/Client"
+import type { LeaseEpoch, TaskAddress, TaskName } from "@aiki/contract/Ids"
+import type { Json, Lease, Task } from "@aiki/contract/Models"
+import { Cause, Effect, Exit, Option, Ref } from "effect"
+import { retryTransient } from "../AikiClient.ts"
+import { NonDeterminismError } from "../Errors.ts"
+import * as Retry from "../Retry.ts"
+import type * as Workflow from "../Workflow.ts"
+import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
+import * as JsonCodec from "./json.ts"
+
+/** Why a run's fiber was interrupted from outside its own code. */
+export type StopReason = "cancelled" | "lost" | "shutdown"
+
+/** Server answers that mean this worker no longer holds the run. */
+const isLost = (error: { readonly _tag: string }) =>
+  error._tag === "LeaseLost" || error._tag === "RunNotFound"
+
+/**
+ * Runs `workflow` for `lease` to its end and reports the outcome. Interrupted (cancel, lease lost, shutdown), it
+ * reports nothing except on shutdown, where it releases the run so another worker takes it over at once.
+ */
+export const execute = Effect.fnUntraced(function*(
+  api: ApiClient,
+  workflow: Workflow.Any,
+  lease: Lease,
+  stopReason: Ref.Ref<StopReason | undefined>
+) {
+  const run = lease.run
+  const runId = run.id
+  const leaseEpoch: LeaseEpoch = lease.leaseEpoch
+  const journal = new Map<number, Task>(lease.journal.map((task) => [task.sequence, task]))
+  const occurrences = new Map<string, number>()
+  let nextSequence = 0
+
+  /** The lease is gone: stop this run's fiber (the actor reads the reason). */
+  const lost = Effect.andThen(Ref.set(stopReason, "lost"), Effect.interrupt)
+
+  /** A write to the server about this run; transient failures are retried, a lost lease stops the run. */
+  const write = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
+    retryTransient(effect).pipe(
+      Effect.catchIf(isLost, () => lost),
+      Effect.orDie
+    )
+
+  const task = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P): Effect.Effect<A, E, R> =>
+    Effect.suspend(() => {
+      // Taken before anything asynchronous, so concurrent task calls are numbered in the order they were made.
+      const sequence = nextSequence++
+      return Effect.gen(function*() {
+        const encoded = yield* JsonCodec.encode(definition.payloadSchema, payload, `the payload of task ${definition.name}`)
+          .pipe(Effect.orDie)
+        const key = `${definition.name}:${JsonCodec.hash(encoded)}`
+        const occurrence = occurrences.get(key) ?? 0
+        occurrences.set(key, occurrence + 1)
+        const address = `${key}:${occurrence}` as TaskAddress
+        const recorded = journal.get(sequence)
+        if (recorded !== undefined && recorded.address !== address) {
+          return yield* Effect.die(
+            new NonDeterminismError({
+              runId,
+              sequence,
+              expected: recorded.address,
+              actual: address,
+              message: `Run ${runId} is not deterministic: its task #${sequence} was "${recorded.name}" ` +
+                `(${recorded.address}) when it was recorded, but the workflow now starts "${definition.name}" ` +
+                `(${address}) there. Deploy changed workflow code as a new version.`
+            })
+          )
+        }
+        const replayed = recorded === undefined ? undefined : yield* fromJournal(definition, recorded)
+        if (replayed !== undefined) return yield* replayed
+        return yield* runTask(definition, payload, { address, sequence, encoded })
+      })
+    })
+
+  /** The recorded outcome of a finished task, or undefined when it must (still) run. */
+  const fromJournal = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, recorded: Task) =>
+    Effect.gen(function*() {
+      switch (recorded.state) {
+        case "completed":
+          return Effect.succeed(
+            yield* JsonCodec.decode(definition.successSchema, recorded.result ?? null, `the result of ${definition.name}`)
+              .pipe(Effect.orDie)
+          )
+        case "failed":
+          return yield* failureOf(definition, recorded)
+        case "pending":
+        case "running":
+        case "retrying":
+          return undefined
+      }
+    })
+
+  /** A task that failed for good: its declared error when it had one, else the stored failure as a defect. */
+  const failureOf = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, recorded: Task) =>
+    Effect.gen(function*() {
+      const error = recorded.error ?? { name: "Error", message: `task ${recorded.name} failed` }
+      if (error.data !== undefined) {
+        const decoded = yield* JsonCodec.decode(definition.errorSchema, error.data, "a task error").pipe(Effect.option)
+        if (Option.isSome(decoded)) return Effect.fail(decoded.value)
+      }
+      return Effect.die(Object.assign(new Error(error.message), { name: error.name }))
+    })
+
+  const runTask = <P, A, E, R>(
+    definition: TaskDefinition<P, A, E, R>,
+    payload: P,
+    at: { readonly address: TaskAddress; readonly sequence: number; readonly encoded: Json }
+  ): Effect.Effect<A, E, R> =>
+    Effect.gen(function*() {
+      const retrier = yield* Retry.make(definition.retry)
+      while (true) {
+        const started = yield* write(api.execution.startTask({
+          params: { id: runId },
+          payload: {
+            leaseEpoch,
+            address: at.address,
+            name: definition.name as TaskName,
+            payload: at.encoded,
+            sequence: at.sequence
+          }
+        }))
+        journal.set(at.sequence, started)
+        const replayed = yield* fromJournal(definition, started)
+        if (replayed !== undefined) return yield* replayed
+        const attempt = started.attempts.length
+        const exit = yield* definition.run(payload, {
+          attempt,
+          runId,
+          workflowName: run.workflowName,
+          workflowVersion: run.workflowVersion
+        }).pipe(Effect.exit)
+        if (Exit.isSuccess(exit)) {
+          // A result that cannot be stored is a bug in the task's schema: the run fails with it.
+          const result = yield* JsonCodec.encode(definition.successSchema, exit.value, `the result of ${definition.name}`)
+            .pipe(Effect.orDie)
+          const completed = yield* write(api.execution.completeTask({
+            params: { id: runId },
+            payload: { leaseEpoch, address: at.address, attempt, result }
+          }))
+          journal.set(at.sequence, completed)
+          return exit.value
+        }
+        const failure = JsonCodec.primaryError(exit.cause)
+        // Interrupted (cancelled, lost, shutting down): nothing to record, the next owner retries the attempt.
+        if (Option.isNone(failure)) return yield* Effect.failCause(exit.cause)
+        const { error, typed } = failure.value
+        const data = typed
+          ? yield* JsonCodec.encode(definition.errorSchema, error, "a task error").pipe(Effect.option)
+          : Option.none()
+        const delay = yield* retrier.next(attempt, error)
+        const failed = yield* write(api.execution.failTask({
+          params: { id: runId },
+          payload: {
+            leaseEpoch,
+            address: at.address,
+            attempt,
+            error: JsonCodec.describeError(error, Option.getOrUndefined(data)),
+            willRetry: Option.isSome(delay)
+          }
+        }))
+        journal.set(at.sequence, failed)
+        if (Option.isNone(delay)) return yield* Effect.failCause(exit.cause)
+        yield* Effect.sleep(delay.value)
+      }
+    })
+
+  const context = WorkflowRun.of({
+    runId,
+    workflowName: run.workflowName,
+    workflowVersion: run.workflowVersion,
+    task
+  })
+
+  const outcome = yield* JsonCodec.decode(workflow.payloadSchema, run.payload, `the payload of run ${runId}`).pipe(
+    // The worker's layer asked for the workflow's services (`Workflow.Services`), so they are in this context.
+    Effect.flatMap((payload) => workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>),
+    Effect.tap(() =>
+      // The code finished without reaching tasks it had recorded: it no longer does what the run did.
+      Effect.suspend(() => {
+        const unmatched = [...journal.keys()].filter((sequence) => sequence >= nextSequence)
+        if (unmatched.length === 0) return Effect.void
+        const first = journal.get(Math.min(...unmatched))!
+        return Effect.die(
+          new NonDeterminismError({
+            runId,
+            sequence: first.sequence,
+            expected: first.address,
+            actual: "the end of the workflow",
+            message: `Run ${runId} is not deterministic: it recorded task #${first.sequence} "${first.name}" ` +
+              `but the workflow now finishes before starting it. Deploy changed workflow code as a new version.`
+          })
+        )
+      })
+    ),
+    Effect.provideService(WorkflowRun, context),
+    Effect.exit
+  )
+
+  if (Exit.isSuccess(outcome)) {
+    const result = yield* JsonCodec.encode(workflow.successSchema, outcome.value, `the result of run ${runId}`).pipe(
+      Effect.exit
+    )
+    if (Exit.isSuccess(result)) {
+      return yield* write(api.execution.complete({ params: { id: runId }, payload: { leaseEpoch, result: result.value } }))
+    }
+    return yield* write(api.execution.fail({
+      params: { id: runId },
+      payload: { leaseEpoch, error: JsonCodec.describeError(Cause.squash(result.cause)) }
+    }))
+  }
+  const failure = JsonCodec.primaryError(outcome.cause)
+  if (Option.isNone(failure)) {
+    // Interrupted. On shutdown, hand the run back now rather than after its lease runs out.
+    if ((yield* Ref.get(stopReason)) === "shutdown") {
+      yield* retryTransient(api.execution.release({ params: { id: runId }, payload: { leaseEpoch } })).pipe(Effect.ignore)
+    }
+    return yield* Effect.failCause(outcome.cause as Cause.Cause<never>)
+  }
+  const { error, typed } = failure.value
+  const data = typed
+    ? yield* JsonCodec.encode(workflow.errorSchema, error, "the run's error").pipe(Effect.option)
+    : Option.none()
+  return yield* write(api.execution.fail({
+    params: { id: runId },
+    payload: { leaseEpoch, error: JsonCodec.describeError(error, Option.getOrUndefined(data)) }
+  }))
+})

@@ -1,0 +1,90 @@
+/**
+ * The Effect API end to end against a real server: a workflow of tasks runs on a worker and its typed result
+ * and typed error reach the caller; retries count attempts; a changed workflow fails with NonDeterminismError.
+ */
+import { assert, layer } from "@effect/vitest"
+import { Context, Effect, Layer, Schema } from "effect"
+import { AikiClient } from "../src/AikiClient.ts"
+import * as Task from "../src/Task.ts"
+import * as Worker from "../src/Worker.ts"
+import * as Workflow from "../src/Workflow.ts"
+import * as AikiServer from "./support/AikiServer.ts"
+
+class OutOfStock extends Schema.TaggedError<OutOfStock>()("OutOfStock", { sku: Schema.String }) {}
+
+const calls: Array<string> = []
+let flaky = 0
+
+const Reserve = Task.make("reserve", {
+  payload: Schema.Struct({ sku: Schema.String, quantity: Schema.Number }),
+  success: Schema.Struct({ reservation: Schema.String }),
+  error: OutOfStock,
+  run: ({ quantity, sku }) =>
+    Effect.gen(function*() {
+      calls.push(`reserve:${sku}`)
+      if (quantity > 10) return yield* new OutOfStock({ sku })
+      return { reservation: `r-${sku}-${quantity}` }
+    })
+})
+
+const Flaky = Task.make("flaky", {
+  payload: Schema.Number,
+  success: Schema.Number,
+  retry: { type: "fixed", maxAttempts: 3, delayMs: 10 },
+  run: (n, { attempt }) =>
+    Effect.suspend(() => {
+      flaky++
+      return attempt < 3 ? Effect.die(new Error(`flaky attempt ${attempt}`)) : Effect.succeed(n * attempt)
+    })
+})
+
+const Order = Workflow.make("engine-order", "1.0.0", {
+  payload: Schema.Struct({ sku: Schema.String, quantity: Schema.Number }),
+  success: Schema.Struct({ reservation: Schema.String, flaky: Schema.Number }),
+  error: OutOfStock,
+  run: (order) =>
+    Effect.gen(function*() {
+      const { reservation } = yield* Reserve.start(order)
+      const flaky = yield* Flaky.start(order.quantity)
+      return { reservation, flaky }
+    })
+})
+
+class Server extends Context.Service<Server, AikiServer.AikiServer>()("test/Server") {}
+
+const TestLayer = Layer.unwrap(Effect.gen(function*() {
+  const server = yield* AikiServer.make()
+  const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
+  const worker = Worker.layer({
+    id: "engine-worker",
+    workflows: [Order],
+    subscriber: { type: "redis_streams", blockTimeMs: 200 },
+    workflowRun: { heartbeatIntervalMs: 1_000 }
+  })
+  return worker.pipe(Layer.provideMerge(client), Layer.provideMerge(Layer.succeed(Server, server)))
+}))
+
+layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) => {
+  it.effect("runs a workflow to its typed result; attempts are durable and counted", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(Order, { sku: "apple", quantity: 2 })
+      const result = yield* run.result({ timeoutMs: 20_000 })
+      assert.deepStrictEqual(result, { reservation: "r-apple-2", flaky: 6 })
+      const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      assert.deepStrictEqual(tasks.map((t) => [t.name, t.state, t.attempts.length]), [["reserve", "completed", 1], ["flaky", "completed", 3]])
+      assert.include(tasks[1]!.attempts[0]!.error?.message ?? "", "flaky attempt 1")
+    }))
+
+  it.effect("delivers the workflow's declared error to the caller, decoded", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(Order, { sku: "melon", quantity: 50 })
+      const error = yield* run.result({ timeoutMs: 20_000 }).pipe(Effect.flip)
+      assert.instanceOf(error, OutOfStock)
+      assert.strictEqual((error as OutOfStock).sku, "melon")
+      const status = yield* run.status
+      assert.strictEqual(status.state, "failed")
+      assert.strictEqual(status.error?.name, "OutOfStock")
+    }))
+})

@@ -1,0 +1,39 @@
+/**
+ * A real Aiki server process for SDK tests, over a database of its own and a Redis prefix of its own.
+ */
+import { freePort } from "@aiki/testing/freePort"
+import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
+import * as TestDatabase from "@aiki/testing/TestDatabase"
+import { Effect } from "effect"
+import { randomBytes } from "node:crypto"
+import { fileURLToPath } from "node:url"
+
+export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+
+const serverMain = fileURLToPath(import.meta.resolve("@aiki/server/main"))
+
+export interface AikiServer {
+  readonly baseUrl: string
+  readonly databaseUrl: string
+  readonly redisPrefix: string
+}
+
+/** Starts the server for the current scope. */
+export const make = (env: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const database = yield* TestDatabase.make
+    const port = yield* Effect.promise(freePort)
+    const redisPrefix = `aiki-test-${randomBytes(4).toString("hex")}`
+    const running = yield* spawnNode(serverMain, {
+      DATABASE_URL: database.url,
+      REDIS_URL: redisUrl,
+      REDIS_PREFIX: redisPrefix,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      REAPER_INTERVAL_MS: "500",
+      ...env
+    })
+    const baseUrl = `http://127.0.0.1:${port}`
+    yield* waitForHealth(`${baseUrl}/health`, running)
+    return { baseUrl, databaseUrl: database.url, redisPrefix } satisfies AikiServer
+  })
