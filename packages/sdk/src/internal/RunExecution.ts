@@ -27,7 +27,25 @@ const isLost = (error: { readonly _tag: string }) =>
  * Runs `workflow` for `lease` to its end and reports the outcome. Interrupted (cancel, lease lost, shutdown), it
  * reports nothing except on shutdown, where it releases the run so another worker takes it over at once.
  */
-export const execute = Effect.fnUntraced(function*(
+export const execute = (
+  api: ApiClient,
+  workflow: Workflow.Any,
+  lease: Lease,
+  stopReason: Ref.Ref<StopReason | undefined>
+) =>
+  executeAndReport(api, workflow, lease, stopReason).pipe(
+    // Interrupted for a shutdown: hand the run back now rather than after its lease runs out (best effort: if the
+    // server does not answer in time, the lease lapses and the reaper requeues the run).
+    Effect.onInterrupt(() =>
+      Effect.gen(function*() {
+        if ((yield* Ref.get(stopReason)) !== "shutdown") return
+        yield* retryTransient(api.execution.release({ params: { id: lease.run.id }, payload: { leaseEpoch: lease.leaseEpoch } }))
+          .pipe(Effect.timeout("3 seconds"), Effect.ignore)
+      })
+    )
+  )
+
+const executeAndReport = Effect.fnUntraced(function*(
   api: ApiClient,
   workflow: Workflow.Any,
   lease: Lease,
@@ -39,6 +57,8 @@ export const execute = Effect.fnUntraced(function*(
   const journal = new Map<number, Task>(lease.journal.map((task) => [task.sequence, task]))
   const occurrences = new Map<string, number>()
   let nextSequence = 0
+  // A non-determinism found anywhere fails the run, even if the workflow's code caught it.
+  let fatal: NonDeterminismError | undefined
 
   /** The lease is gone: stop this run's fiber (the actor reads the reason). */
   const lost = Effect.andThen(Ref.set(stopReason, "lost"), Effect.interrupt)
@@ -64,7 +84,7 @@ export const execute = Effect.fnUntraced(function*(
         const recorded = journal.get(sequence)
         if (recorded !== undefined && recorded.address !== address) {
           return yield* Effect.die(
-            new NonDeterminismError({
+            fatal = new NonDeterminismError({
               runId,
               sequence,
               expected: recorded.address,
@@ -186,6 +206,7 @@ export const execute = Effect.fnUntraced(function*(
     Effect.tap(() =>
       // The code finished without reaching tasks it had recorded: it no longer does what the run did.
       Effect.suspend(() => {
+        if (fatal !== undefined) return Effect.die(fatal)
         const unmatched = [...journal.keys()].filter((sequence) => sequence >= nextSequence)
         if (unmatched.length === 0) return Effect.void
         const first = journal.get(Math.min(...unmatched))!
@@ -217,14 +238,10 @@ export const execute = Effect.fnUntraced(function*(
       payload: { leaseEpoch, error: JsonCodec.describeError(Cause.squash(result.cause)) }
     }))
   }
-  const failure = JsonCodec.primaryError(outcome.cause)
-  if (Option.isNone(failure)) {
-    // Interrupted. On shutdown, hand the run back now rather than after its lease runs out.
-    if ((yield* Ref.get(stopReason)) === "shutdown") {
-      yield* retryTransient(api.execution.release({ params: { id: runId }, payload: { leaseEpoch } })).pipe(Effect.ignore)
-    }
-    return yield* Effect.failCause(outcome.cause as Cause.Cause<never>)
-  }
+  const failure = fatal !== undefined
+    ? Option.some({ typed: false, error: fatal as unknown })
+    : JsonCodec.primaryError(outcome.cause)
+  if (Option.isNone(failure)) return yield* Effect.failCause(outcome.cause as Cause.Cause<never>)
   const { error, typed } = failure.value
   const data = typed
     ? yield* JsonCodec.encode(workflow.errorSchema, error, "the run's error").pipe(Effect.option)
