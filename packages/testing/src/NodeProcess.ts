@@ -18,11 +18,11 @@ export interface Running {
   readonly exited: Promise<Exited>
 }
 
-/** Starts `script` with exactly `env` (plus PATH); the process is killed when the scope closes. */
-export const spawnNode = (script: string, env: Record<string, string>) =>
+/** Starts `script` with `args` and exactly `env` (plus PATH); the process is killed when the scope closes. */
+export const spawnNode = (script: string, env: Record<string, string>, args: ReadonlyArray<string> = []) =>
   Effect.acquireRelease(
     Effect.sync((): Running => {
-      const child = spawn(process.execPath, [script], {
+      const child = spawn(process.execPath, [script, ...args], {
         env: { PATH: process.env["PATH"] ?? "", ...env },
         stdio: ["ignore", "pipe", "pipe"]
       })
