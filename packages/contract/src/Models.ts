@@ -188,7 +188,9 @@ export const StartTask = Schema.Struct({
    * in this order, so a replay can tell a changed workflow (non-determinism) from tasks that merely finished in
    * another order.
    */
-  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
+  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+  /** Run a task that failed for good once more (the workflow itself is being retried). @default false */
+  restart: Schema.optionalKey(Schema.Boolean)
 })
 export type StartTask = typeof StartTask.Type
 

@@ -24,6 +24,7 @@
  */
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { type Effect, Schema } from "effect"
+import type { Retry } from "./Retry.ts"
 import type { WorkflowRun } from "./WorkflowRun.ts"
 
 const TypeId = "~@aiki/sdk/Workflow"
@@ -36,6 +37,7 @@ export interface Workflow<Payload extends Schema.Top, Success extends Schema.Top
   readonly successSchema: Success
   readonly errorSchema: Error
   readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R | WorkflowRun>
+  readonly retry: Retry | undefined
 }
 
 /** Any workflow, whatever its types (for registries and lists). */
@@ -48,6 +50,7 @@ export interface Any {
   readonly errorSchema: Schema.Top
   /** Its requirements are checked where workers are built (`Worker.layer` asks for `Services` of its workflows). */
   readonly run: (payload: never) => Effect.Effect<unknown, unknown, unknown>
+  readonly retry: Retry | undefined
 }
 
 /** The services a workflow's code needs besides `WorkflowRun` (to be provided to the worker). */
@@ -61,6 +64,11 @@ export interface Options<Payload extends Schema.Top, Success extends Schema.Top,
   /** The workflow's expected failures: stored encoded, decoded for the caller. @default Schema.Never */
   readonly error?: Error
   readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R>
+  /**
+   * Runs the whole workflow again when it fails, with completed tasks still memoized and failed ones run again.
+   * The count of workflow attempts lives in the worker: after a takeover it starts over. @default no retry
+   */
+  readonly retry?: Retry
 }
 
 const decodeName = Schema.decodeUnknownSync(WorkflowName)
@@ -78,7 +86,8 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
   payloadSchema: options.payload,
   successSchema: options.success,
   errorSchema: (options.error ?? Schema.Never) as Error,
-  run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"]
+  run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"],
+  retry: options.retry
 })
 
 /** `name@version`, how a workflow version is keyed and shown. */

@@ -117,6 +117,8 @@ export interface WorkflowContext {
 export interface VersionOptions<Payload, Result> {
   /** Deterministic outside tasks: the same payload and task results must lead to the same task calls. */
   readonly run: (ctx: WorkflowContext, payload: Payload) => Promise<Result>
+  /** Runs the workflow again when it fails: completed tasks stay memoized, failed ones run again. @default none */
+  readonly retry?: RetryPolicy
 }
 
 export interface VersionedWorkflow<Payload, Result> {
@@ -149,6 +151,7 @@ export const workflow = (options: { readonly name: string }): Workflow => {
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
+      ...(definition.retry !== undefined ? { retry: definition.retry } : {}),
       run: (payload) =>
         Effect.gen(function*() {
           const run = yield* WorkflowRun

@@ -50,6 +50,29 @@ const Order = Workflow.make("engine-order", "1.0.0", {
     })
 })
 
+const memoized: Array<string> = []
+let fragileCalls = 0
+
+const Prepare = Task.make("prepare", {
+  payload: Schema.String,
+  success: Schema.String,
+  run: (name) => Effect.sync(() => (memoized.push(name), `prepared ${name}`))
+})
+
+const Fragile = Task.make("fragile", {
+  payload: Schema.String,
+  success: Schema.String,
+  run: (name) => Effect.suspend(() => ++fragileCalls === 1 ? Effect.die(new Error("first try breaks")) : Effect.succeed(`${name} ok`))
+})
+
+/** Fails on its first attempt (its second task breaks once); retried as a whole with the first task memoized. */
+const RetriedWorkflow = Workflow.make("engine-retried", "1.0.0", {
+  payload: Schema.String,
+  success: Schema.Array(Schema.String),
+  retry: { type: "fixed", maxAttempts: 2, delayMs: 10 },
+  run: (name) => Effect.all([Prepare.start(name), Fragile.start(name)])
+})
+
 class Server extends Context.Service<Server, AikiServer.AikiServer>()("test/Server") {}
 
 const TestLayer = Layer.unwrap(Effect.gen(function*() {
@@ -57,7 +80,7 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
   const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
   const worker = Worker.layer({
     id: "engine-worker",
-    workflows: [Order],
+    workflows: [Order, RetriedWorkflow],
     subscriber: { type: "redis_streams", blockTimeMs: 200 },
     workflowRun: { heartbeatIntervalMs: 1_000 }
   })
@@ -86,5 +109,16 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       const status = yield* run.status
       assert.strictEqual(status.state, "failed")
       assert.strictEqual(status.error?.name, "OutOfStock")
+    }))
+
+  it.effect("retries a failed workflow with its completed tasks memoized and its failed task run again", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(RetriedWorkflow, "batch-7")
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 20_000 }), ["prepared batch-7", "batch-7 ok"])
+      assert.deepStrictEqual(memoized, ["batch-7"])
+      assert.strictEqual(fragileCalls, 2)
+      const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      assert.deepStrictEqual(tasks.map((t) => [t.name, t.state, t.attempts.length]), [["prepare", "completed", 1], ["fragile", "completed", 2]])
     }))
 })

@@ -20,6 +20,7 @@ export interface StartTaskInput {
   readonly name: TaskName
   readonly payload: Json
   readonly sequence: number
+  readonly restart?: boolean | undefined
 }
 
 export interface FinishTaskInput {
@@ -72,20 +73,33 @@ export class TaskJournal extends Context.Service<TaskJournal, {
         return yield* sql.withTransaction(Effect.gen(function*() {
           const held = yield* holdLease(sql, runId, leaseEpoch)
           const existing = yield* current(runId, address)
-          const from: TaskState = existing?.state ?? "pending"
+          const from: TaskState = existing?.state === "failed" ? "retrying" : existing?.state ?? "pending"
           if (existing !== undefined) {
             if (existing.state === "completed") return unchanged(existing)
             const last = existing.attempts[existing.attempts.length - 1]
             if (existing.state === "running" && last !== undefined && last.leaseEpoch === leaseEpoch) return unchanged(existing)
             // A running task whose attempt belongs to an earlier lease was cut off by a crash: close that attempt.
-            if (existing.state !== "running" && !canTransition(existing.state, "running")) {
+            // A failed one runs again only when the workflow is retried (failed → retrying → running).
+            const restarting = existing.state === "failed" && input.restart === true
+            if (existing.state !== "running" && !restarting && !canTransition(existing.state, "running")) {
               return yield* invalid(runId, address, existing.state, "running")
+            }
+            if (restarting) {
+              yield* recordTransitions(sql, [{
+                runId,
+                taskAddress: address,
+                from: "failed",
+                to: "retrying",
+                reason: "workflow_retry",
+                leaseEpoch,
+                ...(held.lease_owner !== null ? { workerId: held.lease_owner } : {})
+              }])
             }
           }
           yield* sql`
             INSERT INTO tasks (run_id, address, sequence, name, state, payload)
             VALUES (${runId}, ${address}, ${input.sequence}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb)
-            ON CONFLICT (run_id, address) DO UPDATE SET state = 'running', updated_at = now()`
+            ON CONFLICT (run_id, address) DO UPDATE SET state = 'running', error = NULL, updated_at = now()`
           yield* sql`
             UPDATE task_attempts SET finished_at = now(),
               error = ${JSON.stringify({ name: "LeaseLost", message: "The worker running this attempt lost its lease" })}::jsonb

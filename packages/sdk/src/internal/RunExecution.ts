@@ -57,6 +57,8 @@ const executeAndReport = Effect.fnUntraced(function*(
   const journal = new Map<number, Task>(lease.journal.map((task) => [task.sequence, task]))
   const occurrences = new Map<string, number>()
   let nextSequence = 0
+  // From the second workflow attempt on, tasks that failed for good run again (completed ones stay memoized).
+  let restartFailed = false
   // A non-determinism found anywhere fails the run, even if the workflow's code caught it.
   let fatal: NonDeterminismError | undefined
 
@@ -95,9 +97,10 @@ const executeAndReport = Effect.fnUntraced(function*(
             })
           )
         }
-        const replayed = recorded === undefined ? undefined : yield* fromJournal(definition, recorded)
+        const rerun = recorded?.state === "failed" && restartFailed
+        const replayed = recorded === undefined || rerun ? undefined : yield* fromJournal(definition, recorded)
         if (replayed !== undefined) return yield* replayed
-        return yield* runTask(definition, payload, { address, sequence, encoded })
+        return yield* runTask(definition, payload, { address, sequence, encoded, restart: rerun })
       })
     })
 
@@ -133,10 +136,11 @@ const executeAndReport = Effect.fnUntraced(function*(
   const runTask = <P, A, E, R>(
     definition: TaskDefinition<P, A, E, R>,
     payload: P,
-    at: { readonly address: TaskAddress; readonly sequence: number; readonly encoded: Json }
+    at: { readonly address: TaskAddress; readonly sequence: number; readonly encoded: Json; readonly restart: boolean }
   ): Effect.Effect<A, E, R> =>
     Effect.gen(function*() {
       const retrier = yield* Retry.make(definition.retry)
+      let restart = at.restart
       while (true) {
         const started = yield* write(api.execution.startTask({
           params: { id: runId },
@@ -145,9 +149,11 @@ const executeAndReport = Effect.fnUntraced(function*(
             address: at.address,
             name: definition.name as TaskName,
             payload: at.encoded,
-            sequence: at.sequence
+            sequence: at.sequence,
+            ...(restart ? { restart } : {})
           }
         }))
+        restart = false
         journal.set(at.sequence, started)
         const replayed = yield* fromJournal(definition, started)
         if (replayed !== undefined) return yield* replayed
@@ -200,9 +206,32 @@ const executeAndReport = Effect.fnUntraced(function*(
     task
   })
 
+  const workflowRetrier = yield* Retry.make(workflow.retry)
+  const attemptWorkflow = (payload: unknown) =>
+    Effect.suspend(() => {
+      nextSequence = 0
+      occurrences.clear()
+      // The worker's layer asked for the workflow's services (`Workflow.Services`), so they are in this context.
+      return workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>
+    })
+  /** The workflow's attempts: a failure (not a non-determinism, not an interruption) is retried per its policy. */
+  const attempts = (payload: unknown): Effect.Effect<unknown, unknown, WorkflowRun> =>
+    Effect.gen(function*() {
+      for (let attempt = 1;; attempt++) {
+        const exit = yield* Effect.exit(attemptWorkflow(payload))
+        if (Exit.isSuccess(exit) || fatal !== undefined) return yield* exit
+        const failure = JsonCodec.primaryError(exit.cause)
+        if (Option.isNone(failure)) return yield* exit
+        const delay = yield* workflowRetrier.next(attempt, failure.value.error)
+        if (Option.isNone(delay)) return yield* exit
+        yield* Effect.logInfo(`Workflow attempt ${attempt} failed; retrying`, { runId, error: String(failure.value.error) })
+        restartFailed = true
+        yield* Effect.sleep(delay.value)
+      }
+    })
+
   const outcome = yield* JsonCodec.decode(workflow.payloadSchema, run.payload, `the payload of run ${runId}`).pipe(
-    // The worker's layer asked for the workflow's services (`Workflow.Services`), so they are in this context.
-    Effect.flatMap((payload) => workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>),
+    Effect.flatMap(attempts),
     Effect.tap(() =>
       // The code finished without reaching tasks it had recorded: it no longer does what the run did.
       Effect.suspend(() => {
