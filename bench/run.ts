@@ -18,6 +18,10 @@ import { threeNoops } from "./workflow.ts"
 const BATCH = Number(process.env["BENCH_RUNS"] ?? 2_000)
 const SEQUENTIAL = Number(process.env["BENCH_SEQUENTIAL_RUNS"] ?? 200)
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+/** `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the worker there (open them in Chrome DevTools). */
+const profile: Record<string, string> = process.env["BENCH_PROFILE"] !== undefined
+  ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env["BENCH_PROFILE"]}` }
+  : {}
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
@@ -39,12 +43,14 @@ const main = Effect.gen(function*() {
     REDIS_URL: redisUrl,
     REDIS_PREFIX: `aiki-bench-${port}`,
     PORT: String(port),
-    HOST: "127.0.0.1"
+    HOST: "127.0.0.1",
+    ...profile
   })
   yield* waitForHealth(`${baseUrl}/health`, server)
   const worker = yield* spawnNode(fileURLToPath(new URL("./worker.ts", import.meta.url)), {
     AIKI_URL: baseUrl,
-    REDIS_URL: redisUrl
+    REDIS_URL: redisUrl,
+    ...profile
   })
 
   const aiki = yield* Effect.acquireRelease(Effect.promise(() => client({ baseUrl })), (c) => Effect.promise(c.close))
@@ -93,6 +99,8 @@ const main = Effect.gen(function*() {
 
   worker.child.kill("SIGTERM")
   const stopped = yield* Effect.promise(() => worker.exited)
+  server.child.kill("SIGTERM")
+  yield* Effect.promise(() => server.exited)
   const rss = JSON.parse(stopped.stdout.trim().split("\n").pop() ?? "{}") as { peakRssBytes?: number }
 
   const cpu = cpus()
