@@ -1,10 +1,13 @@
 /**
- * The Postgres connection pool, migrated before anything uses it. Every store asks for `SqlClient` and gets a
- * database whose schema is current.
+ * The database the server stands on, migrated before anything uses it, with the run change announcements read
+ * from it: Postgres (a pool, `LISTEN` on a connection of its own) in production, or PGlite in-process for the
+ * embedded dev mode. Every store asks for `SqlClient` and gets a database whose schema is current.
  */
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
+import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
+import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import initial from "./migrations/0001_initial.ts"
 
@@ -28,5 +31,12 @@ export const layerPool = Layer.unwrap(Effect.gen(function*() {
   })
 }))
 
-/** The pool with migrations applied. */
-export const layer = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(layerPool), Layer.orDie)
+/** Postgres: the pool with migrations applied, and announcements over `LISTEN`. */
+export const layer = Layer.merge(Layer.effectDiscard(migrate), RunNotifications.layer).pipe(
+  Layer.provideMerge(layerPool),
+  Layer.orDie
+)
+
+/** PGlite in-process (same migrations, same SQL): data under `dataDir`, or in memory. */
+export const layerEmbedded = (options: EmbeddedPostgres.EmbeddedPostgresOptions) =>
+  Layer.effectDiscard(migrate).pipe(Layer.provideMerge(EmbeddedPostgres.layer(options)), Layer.orDie)

@@ -2,7 +2,9 @@
  * The whole Aiki server as one layer: HTTP API, outbox publisher, reaper and metrics over the stores, Postgres and
  * Redis. Needs only a `ServerConfig`; `main.ts` reads it from the environment, tests pass their own.
  */
+import type { PgClient } from "@effect/sql-pg"
 import { Layer } from "effect"
+import type { SqlClient } from "effect/sql"
 import * as Database from "./Database.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
@@ -14,24 +16,37 @@ import { RunLeases } from "./RunLeases.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
+import type { ServerConfig } from "./ServerConfig.ts"
 import { TaskJournal } from "./TaskJournal.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
 
-/** Postgres (migrated), Redis Streams, the outbox and the in-process event bus. */
-export const layerInfrastructure = Layer.mergeAll(Outbox.layer, RunEvents.layer, RunNotifications.layer).pipe(
-  Layer.provideMerge(Layer.mergeAll(Database.layer, RunStreams.layer))
-)
+/** A database for the server: SQL, the run change announcements, migrated (see `Database`). */
+export type DatabaseLayer = Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | RunNotifications, never, ServerConfig>
+
+/** The database, Redis Streams, the outbox and the in-process event bus. */
+const layerInfrastructure = (database: DatabaseLayer) =>
+  Layer.mergeAll(Outbox.layer, RunEvents.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
 
 /** The stores, with everything they stand on. */
-export const layerStores = Layer.mergeAll(RunStore.layer, RunLeases.layer, TaskJournal.layer, WorkerRegistry.layer).pipe(
-  Layer.provideMerge(layerInfrastructure)
-)
+const layerStores = (database: DatabaseLayer) =>
+  Layer.mergeAll(RunStore.layer, RunLeases.layer, TaskJournal.layer, WorkerRegistry.layer).pipe(
+    Layer.provideMerge(layerInfrastructure(database))
+  )
 
 /** Background work: publishing the outbox, recovering lost runs, keeping metrics current. */
-export const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer)
+const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer)
 
 /**
- * The server: HTTP and background work over the stores. HTTP stands on the background layer so that it closes
- * first: requests in flight finish, then the publisher drains what they committed, then the pools close.
+ * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so
+ * that it closes first: requests in flight finish, then the publisher drains what they committed, then the
+ * pools close.
  */
-export const layer = HttpServer.layer.pipe(Layer.provideMerge(layerBackground), Layer.provideMerge(layerStores))
+export const layerWith = (database: DatabaseLayer) =>
+  HttpServer.layer.pipe(Layer.provideMerge(layerBackground), Layer.provideMerge(layerStores(database)))
+
+/** The production server: Postgres at `DATABASE_URL`. */
+export const layer = layerWith(Database.layer)
+
+/** The embedded server: PGlite in-process, its data under `dataDir` (or in memory). */
+export const layerEmbedded = (options: { readonly dataDir: string | undefined }) =>
+  layerWith(Database.layerEmbedded(options))

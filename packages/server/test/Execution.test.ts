@@ -28,7 +28,9 @@ const expireLease = (id: RunId) =>
     yield* sql`UPDATE workflow_runs SET lease_expires_at = now() - interval '1 second' WHERE id = ${id}`
   })
 
-layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
+// The same behaviour on Postgres and on PGlite (the embedded mode runs the same migrations and SQL).
+for (const database of ["postgres", "embedded"] as const) {
+layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution (${database})`, (it) => {
   it.effect("registers a worker with its workflow versions and reports its health", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
@@ -276,3 +278,4 @@ layer(TestServer.layer(), { excludeTestServices: true })("execution", (it) => {
       assert.deepStrictEqual(notFound.map((e) => e._tag), Array(6).fill("RunNotFound"))
     }))
 })
+}

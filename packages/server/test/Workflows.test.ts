@@ -13,7 +13,9 @@ const v1 = "1.0.0" as WorkflowVersion
 const v2 = "2.0.0" as WorkflowVersion
 const key = (k: string) => k as IdempotencyKey
 
-layer(TestServer.layer(), { excludeTestServices: true })("workflows", (it) => {
+// The same behaviour on Postgres and on PGlite (the embedded mode runs the same migrations and SQL).
+for (const database of ["postgres", "embedded"] as const) {
+layer(TestServer.layer({ database }), { excludeTestServices: true })(`workflows (${database})`, (it) => {
   it.effect("starts a run that waits, pending, for a worker of its version", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
@@ -96,3 +98,4 @@ layer(TestServer.layer(), { excludeTestServices: true })("workflows", (it) => {
       assert.deepStrictEqual(ofV2.runs.map((r) => r.id), [ids[3], ids[1]])
     }))
 })
+}

@@ -24,6 +24,8 @@ export class TestServer extends Context.Service<TestServer, {
 export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redisUrl" | "databaseUrl">> {
   /** Share another server's database (a second replica); a fresh database by default. */
   readonly databaseUrl?: string
+  /** `embedded` runs the server on PGlite in memory instead of Postgres. @default "postgres" */
+  readonly database?: "postgres" | "embedded"
   /** Redis to use; `null` for none. @default the shared test Redis */
   readonly redisUrl?: string | null
 }
@@ -34,8 +36,12 @@ export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redi
  */
 export const layer = (options: TestServerOptions = {}) =>
   Layer.unwrap(Effect.gen(function*() {
-    const { databaseUrl, redisUrl = sharedRedisUrl, ...rest } = options
-    const database = databaseUrl === undefined ? yield* TestDatabase.make : { url: databaseUrl }
+    const { database: kind = "postgres", databaseUrl, redisUrl = sharedRedisUrl, ...rest } = options
+    const database = kind === "embedded"
+      ? { url: "embedded://memory" }
+      : databaseUrl === undefined
+      ? yield* TestDatabase.make
+      : { url: databaseUrl }
     const configLayer = ServerConfig.layer({
       port: 0,
       host: "127.0.0.1",
@@ -62,5 +68,6 @@ export const layer = (options: TestServerOptions = {}) =>
         })
       })
     )
-    return testServer.pipe(Layer.provideMerge(Server.layer), Layer.provideMerge(configLayer))
+    const server = kind === "embedded" ? Server.layerEmbedded({ dataDir: undefined }) : Server.layer
+    return testServer.pipe(Layer.provideMerge(server), Layer.provideMerge(configLayer))
   }))
