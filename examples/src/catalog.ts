@@ -46,3 +46,6 @@ export const examples: ReadonlyArray<Example> = [
 /** What a worker serving every example registers: promise workflows and Effect workflows. */
 export const promiseWorkflows = [orderProcessing, morningRoutine]
 export const effectWorkflows = [OrderProcessing]
+
+/** Everything above, for `aiki dev --workflows examples/src/catalog.ts` (what `pnpm dev` runs). */
+export const workflows = [...promiseWorkflows, ...effectWorkflows]

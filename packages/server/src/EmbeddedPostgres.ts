@@ -10,6 +10,7 @@
 import { PGlite } from "@electric-sql/pglite"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, PubSub, Schema } from "effect"
+import { mkdirSync } from "node:fs"
 import { type Duplex, duplexPair } from "node:stream"
 import { channel, RunChange, RunNotifications } from "./RunNotifications.ts"
 
@@ -95,8 +96,10 @@ const connect = (db: PGlite, onChange: (change: RunChange) => void): Duplex => {
  */
 export const layer = (options: EmbeddedPostgresOptions) =>
   Layer.unwrap(Effect.gen(function*() {
+    const dataDir = options.dataDir
+    if (dataDir !== undefined) mkdirSync(dataDir, { recursive: true })
     const db = yield* Effect.acquireRelease(
-      Effect.promise(() => PGlite.create(options.dataDir ?? "memory://")),
+      Effect.promise(() => PGlite.create(dataDir ?? "memory://")),
       (db) => Effect.promise(() => db.close())
     )
     // The session listens, so its own announcements come back to it (and through `connect`'s tap).

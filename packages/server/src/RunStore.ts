@@ -170,9 +170,10 @@ export class RunStore extends Context.Service<RunStore, {
           const subscription = yield* notifications.subscribe
           const current = yield* get(id).pipe(Effect.orDie)
           const initialTasks = yield* selectTasks(sql, id).pipe(Effect.orDie)
+          // Tasks first: the stream ends with the run's final state, so a finished run still shows its tasks.
           const initial: ReadonlyArray<RunUpdate> = [
-            { _tag: "Run", run: current },
-            ...initialTasks.map((task): RunUpdate => ({ _tag: "Task", task }))
+            ...initialTasks.map((task): RunUpdate => ({ _tag: "Task", task })),
+            { _tag: "Run", run: current }
           ]
           const changes = Stream.fromSubscription(subscription).pipe(
             Stream.filter((change) => change.runId === id),

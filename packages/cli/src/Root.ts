@@ -1,0 +1,33 @@
+/**
+ * The `aiki` root command and the flags every subcommand shares: where the server is, the key, the output form.
+ */
+import * as Client from "@aiki/contract/Client"
+import { Effect, Option } from "effect"
+import { Command, Flag } from "effect/cli"
+import { FetchHttpClient } from "effect/http"
+
+export const aiki = Command.make("aiki").pipe(
+  Command.withSharedFlags({
+    url: Flag.String("url").pipe(
+      Flag.withDescription("The Aiki server (default: $AIKI_URL, else http://localhost:9090)"),
+      Flag.optional
+    ),
+    apiKey: Flag.String("api-key").pipe(Flag.withDescription("X-API-Key (default: $AIKI_API_KEY)"), Flag.optional),
+    json: Flag.Boolean("json").pipe(Flag.withDescription("Print one JSON document"), Flag.withDefault(false))
+  }),
+  Command.withDescription("Aiki, durable workflows for TypeScript: run the server, follow and manage runs")
+)
+
+/** The shared flags, resolved with their environment fallbacks. */
+export const settings = Effect.gen(function*() {
+  const root = yield* aiki
+  const url = Option.getOrElse(root.url, () => process.env["AIKI_URL"] ?? "http://localhost:9090")
+  const apiKey = Option.getOrUndefined(Option.orElse(root.apiKey, () => Option.fromNullishOr(process.env["AIKI_API_KEY"])))
+  return { url, apiKey, json: root.json }
+})
+
+/** The typed API client for the shared flags. */
+export const client = Effect.gen(function*() {
+  const { apiKey, url } = yield* settings
+  return yield* Client.make({ baseUrl: url, apiKey }).pipe(Effect.provide(FetchHttpClient.layer))
+})

@@ -1,0 +1,121 @@
+/**
+ * `aiki runs list | get | cancel | watch`: read and manage runs through the API.
+ */
+import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { RunUpdate, Task, WorkflowRun } from "@aiki/contract/Models"
+import { RunState } from "@aiki/contract/RunState"
+import { Console, Effect, Option, Stream } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Output from "../Output.ts"
+import { client, settings } from "../Root.ts"
+
+const runId = Argument.String("id").pipe(Argument.withDescription("The run's id"))
+
+/** Runs `body` with the client, turning any failure into one line and exit code 1. */
+const withClient = <A, E, R>(body: (api: Effect.Success<typeof client>, json: boolean) => Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const { json, url } = yield* settings
+    yield* Output.guard(url, Effect.flatMap(client, (api) => body(api, json)))
+  })
+
+const list = Command.make("list", {
+  workflow: Flag.String("workflow").pipe(Flag.withDescription("The workflow's name")),
+  state: Flag.Literals("state", RunState.literals).pipe(Flag.withDescription("Only runs in this state"), Flag.optional),
+  version: Flag.String("version").pipe(Flag.withDescription("Only runs of this version"), Flag.optional),
+  limit: Flag.Int("limit").pipe(Flag.withDescription("Runs per page"), Flag.withDefault(20)),
+  cursor: Flag.String("cursor").pipe(Flag.withDescription("The page after this cursor"), Flag.optional)
+}, (flags) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const page = yield* api.workflows.runs({
+        params: { name: flags.workflow as WorkflowName },
+        query: {
+          limit: flags.limit,
+          ...Option.match(flags.state, { onNone: () => ({}), onSome: (state) => ({ state }) }),
+          ...Option.match(flags.version, { onNone: () => ({}), onSome: (v) => ({ version: v as WorkflowVersion }) }),
+          ...Option.match(flags.cursor, { onNone: () => ({}), onSome: (c) => ({ cursor: c as RunId }) })
+        }
+      })
+      if (json) return yield* Output.json(page)
+      if (page.runs.length === 0) return yield* Console.log(Output.dim(`No runs of ${flags.workflow}`))
+      yield* Console.log(Output.table(
+        ["ID", "VERSION", "STATE", "CREATED", "FINISHED"],
+        page.runs.map((run) => [run.id, run.workflowVersion, Output.state(run.state), Output.time(run.createdAt), Output.time(run.finishedAt)])
+      ))
+      if (page.nextCursor !== undefined) yield* Console.log(Output.dim(`more: --cursor ${page.nextCursor}`))
+    })
+  )).pipe(Command.withDescription("List a workflow's runs, newest first"))
+
+const get = Command.make("get", { id: runId }, ({ id }) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const run = yield* api.runs.status({ params: { id: id as RunId } })
+      const tasks = yield* api.runs.tasks({ params: { id: run.id } })
+      if (json) return yield* Output.json({ run, tasks })
+      yield* Console.log(Output.runSummary(run))
+      if (tasks.length > 0) {
+        yield* Console.log(`\n${Output.table(["TASK", "STATE", "ATTEMPTS", "RESULT / ERROR"], Output.taskRows(tasks))}`)
+      }
+    })
+  )).pipe(Command.withDescription("Show a run with its tasks"))
+
+const cancel = Command.make("cancel", { id: runId }, ({ id }) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const run = yield* api.runs.cancel({ params: { id: id as RunId } })
+      yield* json ? Output.json(run) : Console.log(`Run ${run.id} is ${Output.state(run.state)}`)
+    })
+  )).pipe(Command.withDescription("Cancel a run that has not finished"))
+
+/** Follows a run until it is final; prints its tasks as they change. Exit code 1 unless it completed. */
+export const follow = (id: RunId) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const tasks = new Map<string, Task>()
+      let run: WorkflowRun | undefined
+      const live = process.stdout.isTTY === true && !json
+      let drawn = 0
+      const render = Effect.sync(() => {
+        if (run === undefined) return
+        const lines = [
+          `${Output.bold(`${run.workflowName}@${run.workflowVersion}`)} ${run.id} ${Output.state(run.state)}`,
+          ...[...tasks.values()].map((t) =>
+            `  ${t.name.padEnd(24)} ${Output.state(t.state)}${t.attempts.length > 1 ? Output.dim(` attempt ${t.attempts.length}`) : ""}`
+          )
+        ]
+        if (drawn > 0) process.stdout.write(`\u001b[${drawn}A\u001b[J`)
+        process.stdout.write(`${lines.join("\n")}\n`)
+        drawn = lines.length
+      })
+      const events = yield* api.runs.events({ params: { id } })
+      yield* events.pipe(
+        Stream.runForEach((update: RunUpdate) =>
+          Effect.gen(function*() {
+            if (update._tag === "Run") run = update.run
+            else tasks.set(update.task.address, update.task)
+            if (json) return
+            if (live) return yield* render
+            yield* Console.log(
+              update._tag === "Run"
+                ? `run ${update.run.state}`
+                : `task ${update.task.name} ${update.task.state}${update.task.attempts.length > 1 ? ` (attempt ${update.task.attempts.length})` : ""}`
+            )
+          })
+        )
+      )
+      if (run === undefined) return
+      if (json) yield* Output.json({ run, tasks: [...tasks.values()] })
+      else if (run.result !== undefined) yield* Console.log(`${Output.bold("Result")} ${JSON.stringify(run.result)}`)
+      else if (run.error !== undefined) yield* Console.log(`${Output.bold("Error")} ${run.error.name}: ${run.error.message}`)
+      if (run.state !== "completed") process.exitCode = 1
+    })
+  )
+
+const watch = Command.make("watch", { id: runId }, ({ id }) => follow(id as RunId)).pipe(
+  Command.withDescription("Follow a run's tasks live until it finishes (exit 1 unless it completed)")
+)
+
+export const runs = Command.make("runs").pipe(
+  Command.withDescription("List, inspect, follow and cancel runs"),
+  Command.withSubcommands([list, get, cancel, watch])
+)

@@ -1,0 +1,54 @@
+/**
+ * `aiki workflows start NAME VERSION --payload JSON`: start a run (and with `--wait`, follow it to its end).
+ */
+import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { Json } from "@aiki/contract/Models"
+import { Console, Effect, Option } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import * as Output from "../Output.ts"
+import { client, settings } from "../Root.ts"
+import { follow } from "./runs.ts"
+
+class InvalidPayload extends Error {}
+
+const parsePayload = (text: string) =>
+  Effect.try({
+    try: () => JSON.parse(text) as Json,
+    catch: (error) => new InvalidPayload(`--payload is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
+  })
+
+const start = Command.make("start", {
+  name: Argument.String("name").pipe(Argument.withDescription("The workflow's name")),
+  version: Argument.String("version").pipe(Argument.withDescription("The version to run, e.g. 1.0.0")),
+  payload: Flag.String("payload").pipe(Flag.withDescription("The run's payload as JSON"), Flag.withDefault("null")),
+  idempotencyKey: Flag.String("idempotency-key").pipe(
+    Flag.withDescription("Starting again with this key and payload returns the same run"),
+    Flag.optional
+  ),
+  wait: Flag.Boolean("wait").pipe(Flag.withDescription("Follow the run until it finishes"), Flag.withDefault(false))
+}, (flags) =>
+  Effect.gen(function*() {
+    const { json, url } = yield* settings
+    let started: RunId | undefined
+    yield* Output.guard(url, Effect.gen(function*() {
+      const payload = yield* parsePayload(flags.payload)
+      const api = yield* client
+      const run = yield* api.workflows.start({
+        params: { name: flags.name as WorkflowName, version: flags.version as WorkflowVersion },
+        payload: {
+          payload,
+          ...Option.match(flags.idempotencyKey, { onNone: () => ({}), onSome: (k) => ({ idempotencyKey: k as IdempotencyKey }) })
+        }
+      })
+      started = run.id
+      if (!flags.wait) {
+        yield* json ? Output.json(run) : Console.log(`Started run ${run.id} (${run.created ? "new" : "existing"}, ${run.state})`)
+      }
+    }))
+    if (flags.wait && started !== undefined) yield* follow(started)
+  })).pipe(Command.withDescription("Start a run of a workflow version"))
+
+export const workflows = Command.make("workflows").pipe(
+  Command.withDescription("Start runs"),
+  Command.withSubcommands([start])
+)

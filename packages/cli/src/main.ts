@@ -1,0 +1,28 @@
+#!/usr/bin/env node
+/**
+ * `aiki`: the command line of Aiki. See `aiki --help`.
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Cause, Effect, Exit, Runtime } from "effect"
+import { Command } from "effect/cli"
+import packageJson from "../package.json" with { type: "json" }
+import { runs } from "./commands/runs.ts"
+import { commands as serverCommands } from "./commands/server.ts"
+import { workflows } from "./commands/workflows.ts"
+import { aiki } from "./Root.ts"
+
+aiki.pipe(
+  Command.withSubcommands([...serverCommands, runs, workflows]),
+  Command.run({ version: packageJson.version }),
+  Effect.provide(NodeServices.layer),
+  (program) =>
+    NodeRuntime.runMain(program, {
+      // Ctrl-C or SIGTERM ends long-running commands (server, dev, watch) cleanly: exit 0 once they stopped.
+      teardown: (exit, onExit) =>
+        Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause)
+          ? onExit(Number(process.exitCode ?? 0))
+          : Exit.isSuccess(exit)
+          ? onExit(Number(process.exitCode ?? 0))
+          : Runtime.defaultTeardown(exit, onExit)
+    })
+)
