@@ -13,6 +13,8 @@ export interface RunnableRun {
 }
 
 export class Outbox extends Context.Service<Outbox, {
+  /** The stream a run of this version is published to, when streams are enabled (for single-statement writes). */
+  readonly streamOf: (workflowName: string, workflowVersion: string) => string | null
   /** Queues stream messages for these runs; call inside the transaction that made them runnable. */
   readonly enqueue: (runs: ReadonlyArray<RunnableRun>) => Effect.Effect<void>
   /** Tells the publisher there is something to drain (after the transaction committed). */
@@ -37,6 +39,7 @@ export class Outbox extends Context.Service<Outbox, {
         `.pipe(Effect.asVoid, Effect.orDie)
 
       return Outbox.of({
+        streamOf: (name, version) => (streams.enabled ? streams.streamOf(name, version) : null),
         enqueue,
         notify: streams.enabled ? Queue.offer(signal, undefined).pipe(Effect.asVoid) : Effect.void,
         notified: Queue.take(signal).pipe(Effect.asVoid, Effect.orDie)

@@ -12,7 +12,7 @@ import { Clock, Context, DateTime, Effect, Layer, PubSub, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { holdLease } from "./internal/fence.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
-import { recordTransitions, selectTasks } from "./internal/sql.ts"
+import { announced, recordTransitions, selectTasks } from "./internal/sql.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunNotifications } from "./RunNotifications.ts"
@@ -78,9 +78,10 @@ export class RunLeases extends Context.Service<RunLeases, {
 
       const claim = Effect.fn("RunLeases.claim")(function*(runId: RunId, workerId: WorkerId, leaseMs?: number) {
         const ms = leaseMs ?? config.defaultLeaseMs
-        const grant = yield* sql.withTransaction(Effect.gen(function*() {
-          const rows = yield* sql<RunRow & { readonly previous_state: RunState }>`
-            WITH previous AS (SELECT id, state FROM workflow_runs WHERE id = ${runId} FOR UPDATE)
+        // One statement grants the lease and records (and announces) it; the journal is read after it commits.
+        const [row] = yield* sql<RunRow & { readonly previous_state: RunState }>`
+          WITH previous AS (SELECT id, state FROM workflow_runs WHERE id = ${runId} FOR UPDATE),
+          claimed AS (
             UPDATE workflow_runs r
             SET state = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = ${workerId},
                 lease_expires_at = now() + make_interval(secs => ${ms / 1000}),
@@ -88,24 +89,31 @@ export class RunLeases extends Context.Service<RunLeases, {
             FROM previous
             WHERE r.id = previous.id
               AND (r.state = 'pending' OR (r.state = 'running' AND r.lease_expires_at < now()))
-            RETURNING r.*, previous.state AS previous_state`
-          if (rows.length === 0) {
-            const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${runId}`
-            if (current === undefined) return yield* RunNotFound.of(runId)
-            return yield* new RunNotClaimable({
-              runId,
-              state: current.state,
-              ...(current.lease_owner !== null && current.state === "running"
-                ? { leaseOwner: current.lease_owner as WorkerId }
-                : {}),
-              message: current.state === "running"
-                ? `Run ${runId} is leased to ${current.lease_owner} until ${current.lease_expires_at?.toISOString()}`
-                : `Run ${runId} is ${current.state} and cannot be claimed`
-            })
-          }
-          const [grant] = yield* granted(workerId, rows)
-          return { lease: toLease(grant!), previous: rows[0]!.previous_state }
-        })).pipe(Effect.catchTag("SqlError", Effect.die))
+            RETURNING r.*, previous.state AS previous_state
+          ), recorded AS (
+            INSERT INTO transitions (run_id, from_state, to_state, reason, lease_epoch, worker_id)
+            SELECT id, previous_state, 'running',
+              CASE WHEN previous_state = 'running' THEN 'lease_taken_over' ELSE 'claimed' END, lease_epoch, lease_owner
+            FROM claimed
+            RETURNING run_id, task_address, to_state
+          ), ${sql.literal(announced)}
+          SELECT claimed.*, (SELECT count(*) FROM announced) AS announced FROM claimed`.pipe(Effect.orDie)
+        if (row === undefined) {
+          const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${runId}`.pipe(Effect.orDie)
+          if (current === undefined) return yield* RunNotFound.of(runId)
+          return yield* new RunNotClaimable({
+            runId,
+            state: current.state,
+            ...(current.lease_owner !== null && current.state === "running"
+              ? { leaseOwner: current.lease_owner as WorkerId }
+              : {}),
+            message: current.state === "running"
+              ? `Run ${runId} is leased to ${current.lease_owner} until ${current.lease_expires_at?.toISOString()}`
+              : `Run ${runId} is ${current.state} and cannot be claimed`
+          })
+        }
+        const journal = yield* selectTasks(sql, runId).pipe(Effect.orDie)
+        const grant = { lease: toLease({ row, journal }), previous: row.previous_state }
         yield* publishGranted([grant.lease], () => grant.previous)
         return grant.lease
       })
@@ -210,43 +218,73 @@ export class RunLeases extends Context.Service<RunLeases, {
           return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(cancelled, pings)))
         }))
 
-      /** Moves a held run out of `running` in one fenced transaction. */
-      const finish = (
+      /** Completes or fails a held run in one fenced statement: the lease check, the change and its record. */
+      const conclude = (
         runId: RunId,
         leaseEpoch: LeaseEpoch,
-        to: "completed" | "failed" | "pending",
+        to: "completed" | "failed",
         set: { readonly result?: Json; readonly error?: ErrorDetails }
       ) =>
+        Effect.gen(function*() {
+          const [row] = yield* sql<RunRow & { readonly current_state: RunState; readonly current_epoch: number }>`
+            WITH run AS (SELECT id, state, lease_epoch, lease_owner FROM workflow_runs WHERE id = ${runId} FOR UPDATE),
+            concluded AS (
+              UPDATE workflow_runs w
+              SET state = ${to},
+                  result = ${set.result === undefined ? null : JSON.stringify(set.result)}::jsonb,
+                  error = ${set.error === undefined ? null : JSON.stringify(set.error)}::jsonb,
+                  lease_expires_at = NULL, finished_at = now(), updated_at = now()
+              FROM run
+              WHERE w.id = run.id AND run.lease_epoch = ${leaseEpoch} AND run.state = 'running'
+              RETURNING w.*
+            ), recorded AS (
+              INSERT INTO transitions (run_id, from_state, to_state, reason, lease_epoch, worker_id)
+              SELECT id, 'running', state, state, ${leaseEpoch}, lease_owner FROM concluded
+              RETURNING run_id, task_address, to_state
+            ), ${sql.literal(announced)}
+            SELECT concluded.*, run.state AS current_state, run.lease_epoch AS current_epoch,
+              (SELECT count(*) FROM announced) AS announced
+            FROM run LEFT JOIN concluded ON true`.pipe(Effect.orDie)
+          if (row === undefined) return yield* RunNotFound.of(runId)
+          if (row.id === null) {
+            return yield* new LeaseLost({
+              runId,
+              leaseEpoch,
+              currentEpoch: row.current_epoch,
+              state: row.current_state,
+              message: row.current_epoch !== leaseEpoch
+                ? `Lease ${leaseEpoch} of run ${runId} was superseded by lease ${row.current_epoch}`
+                : `Run ${runId} is ${row.current_state}; lease ${leaseEpoch} no longer holds it`
+            })
+          }
+          const run = toRun(row)
+          yield* events.publish(run, "running")
+          return run
+        })
+
+      /** Gives a held run back (rare: shutdown), requeued through the outbox in the same transaction. */
+      const release = (runId: RunId, leaseEpoch: LeaseEpoch) =>
         sql.withTransaction(Effect.gen(function*() {
           const held = yield* holdLease(sql, runId, leaseEpoch)
-          const terminal = to !== "pending"
           const [row] = yield* sql<RunRow>`
             UPDATE workflow_runs
-            SET state = ${to},
-                result = ${set.result === undefined ? null : JSON.stringify(set.result)}::jsonb,
-                error = ${set.error === undefined ? null : JSON.stringify(set.error)}::jsonb,
-                lease_expires_at = NULL,
-                lease_owner = ${terminal ? held.lease_owner : null},
-                finished_at = ${terminal ? sql`now()` : sql`NULL`},
-                updated_at = now()
+            SET state = 'pending', lease_expires_at = NULL, lease_owner = NULL, updated_at = now()
             WHERE id = ${runId} RETURNING *`
           yield* recordTransitions(sql, [{
             runId,
             from: "running",
-            to,
-            reason: to === "pending" ? "released" : to,
+            to: "pending",
+            reason: "released",
             leaseEpoch,
             ...(held.lease_owner !== null ? { workerId: held.lease_owner } : {})
           }])
-          if (to === "pending") {
-            yield* outbox.enqueue([{ id: runId, workflowName: held.workflow_name, workflowVersion: held.workflow_version }])
-          }
+          yield* outbox.enqueue([{ id: runId, workflowName: held.workflow_name, workflowVersion: held.workflow_version }])
           return row!
         })).pipe(
           Effect.catchTag("SqlError", Effect.die),
           Effect.flatMap((row) =>
             Effect.gen(function*() {
-              if (to === "pending") yield* outbox.notify
+              yield* outbox.notify
               const run = toRun(row)
               yield* events.publish(run, "running")
               return run
@@ -260,14 +298,12 @@ export class RunLeases extends Context.Service<RunLeases, {
         signals,
         heartbeat,
         complete: Effect.fn("RunLeases.complete")((runId: RunId, leaseEpoch: LeaseEpoch, result: Json) =>
-          finish(runId, leaseEpoch, "completed", { result })
+          conclude(runId, leaseEpoch, "completed", { result })
         ),
         fail: Effect.fn("RunLeases.fail")((runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) =>
-          finish(runId, leaseEpoch, "failed", { error })
+          conclude(runId, leaseEpoch, "failed", { error })
         ),
-        release: Effect.fn("RunLeases.release")((runId: RunId, leaseEpoch: LeaseEpoch) =>
-          finish(runId, leaseEpoch, "pending", {})
-        )
+        release: Effect.fn("RunLeases.release")(release)
       })
     })
   )

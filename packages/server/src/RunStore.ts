@@ -10,7 +10,7 @@ import { Clock, Context, Effect, Layer, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { v7 as uuidv7 } from "uuid"
 import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
-import { recordTransitions, selectTasks } from "./internal/sql.ts"
+import { announced, recordTransitions, selectTasks } from "./internal/sql.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunNotifications } from "./RunNotifications.ts"
@@ -66,22 +66,27 @@ export class RunStore extends Context.Service<RunStore, {
         const id = uuidv7({ msecs: yield* Clock.currentTimeMillis })
         const payload = JSON.stringify(input.payload)
         const key = input.idempotencyKey ?? null
-        const outcome = yield* sql.withTransaction(Effect.gen(function*() {
-          const inserted = yield* sql<RunRow>`
+        const stream = outbox.streamOf(input.workflowName, input.workflowVersion)
+        // One statement: the run, its first transition (announced) and its outbox row commit together.
+        const [inserted] = yield* sql<RunRow>`
+          WITH inserted AS (
             INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key)
             VALUES (${id}, ${input.workflowName}, ${input.workflowVersion}, 'pending', ${payload}::jsonb, ${key})
             ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING *`
-          const row = inserted[0]
-          if (row !== undefined) {
-            yield* recordTransitions(sql, [{ runId: row.id, from: null, to: "pending", reason: "started" }])
-            yield* outbox.enqueue([{ id: row.id, workflowName: row.workflow_name, workflowVersion: row.workflow_version }])
-            return { row, created: true }
-          }
+            RETURNING *
+          ), recorded AS (
+            INSERT INTO transitions (run_id, from_state, to_state, reason)
+            SELECT id, NULL, 'pending', 'started' FROM inserted
+            RETURNING run_id, task_address, to_state
+          ), queued AS (
+            INSERT INTO outbox (run_id, stream) SELECT id, ${stream}::text FROM inserted WHERE ${stream}::text IS NOT NULL
+          ), ${sql.literal(announced)}
+          SELECT inserted.*, (SELECT count(*) FROM announced) AS announced FROM inserted`.pipe(Effect.orDie)
+        const outcome = inserted !== undefined ? { row: inserted, created: true } : yield* Effect.gen(function*() {
           // The key was taken (possibly by a concurrent start that we just waited for): same request, same run.
           const [existing] = yield* sql<RunRow & { readonly same: boolean }>`
             SELECT *, (payload = ${payload}::jsonb AND workflow_version = ${input.workflowVersion}) AS same
-            FROM workflow_runs WHERE workflow_name = ${input.workflowName} AND idempotency_key = ${key}`
+            FROM workflow_runs WHERE workflow_name = ${input.workflowName} AND idempotency_key = ${key}`.pipe(Effect.orDie)
           if (existing === undefined) return yield* Effect.die(new Error("idempotency key conflict without a row"))
           if (!existing.same) {
             return yield* new IdempotencyConflict({
@@ -91,8 +96,8 @@ export class RunStore extends Context.Service<RunStore, {
                 `Idempotency key "${key}" was already used for run ${existing.id} of ${input.workflowName} with a different payload or version`
             })
           }
-          return { row: existing, created: false }
-        })).pipe(Effect.catchTag("SqlError", Effect.die))
+          return { row: existing as RunRow, created: false }
+        })
         if (outcome.created) {
           yield* outbox.notify
           yield* events.publish(toRun(outcome.row), null)

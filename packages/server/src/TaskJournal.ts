@@ -5,12 +5,13 @@
  */
 import { InvalidTransition, type LeaseLost, type RunNotFound, TaskNotFound } from "@aiki/contract/Errors"
 import type { LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/contract/Ids"
-import type { ErrorDetails, Json, Task } from "@aiki/contract/Models"
+import { type ErrorDetails, type Json, Task, TaskAttempt } from "@aiki/contract/Models"
 import { canTransition, type TaskState } from "@aiki/contract/TaskState"
-import { Context, Effect, Layer } from "effect"
+import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { holdLease } from "./internal/fence.ts"
-import { recordTransitions, selectTasks } from "./internal/sql.ts"
+import { holdLeaseForTask } from "./internal/fence.ts"
+import { type TaskRow, toTask } from "./internal/rows.ts"
+import { announced, insertTransitions, transitionColumns, transitionRows } from "./internal/sql.ts"
 import { RunEvents } from "./RunEvents.ts"
 
 export interface StartTaskInput {
@@ -59,69 +60,86 @@ export class TaskJournal extends Context.Service<TaskJournal, {
           message: `Task ${address} of run ${runId} cannot go from ${from} to ${to}`
         })
 
-      const current = (runId: RunId, address: TaskAddress) =>
-        selectTasks(sql, runId, address).pipe(Effect.map((tasks) => tasks[0]))
-
       /** Publishes the task when the write changed it; repeated requests answered as they are change nothing. */
       const written = (runId: RunId) => ({ changed, task }: { readonly task: Task; readonly changed: boolean }) =>
         changed ? Effect.as(events.publishTask(runId, task), task) : Effect.succeed(task)
       const unchanged = (task: Task) => ({ task, changed: false })
-      const changed = (task: Task | undefined) => ({ task: task!, changed: true })
+
+      /** The task after a write, from what was read before it and what the write returned (no second read). */
+      const after = (row: TaskRow, attempts: ReadonlyArray<TaskAttempt>) => ({
+        task: new Task({ ...toTask({ ...row, attempts: [] }), attempts }, { disableChecks: true }),
+        changed: true
+      })
+
+      const lost = { name: "LeaseLost", message: "The worker running this attempt lost its lease" }
 
       const start = Effect.fn("TaskJournal.start")(function*(input: StartTaskInput) {
         const { address, leaseEpoch, runId } = input
         return yield* sql.withTransaction(Effect.gen(function*() {
-          const held = yield* holdLease(sql, runId, leaseEpoch)
-          const existing = yield* current(runId, address)
-          const from: TaskState = existing?.state === "failed" ? "retrying" : existing?.state ?? "pending"
+          const { run, task: existing } = yield* holdLeaseForTask(sql, runId, leaseEpoch, address)
+          // A failed task runs again only when the workflow is retried (failed → retrying → running).
+          const restarting = existing?.state === "failed" && input.restart === true
           if (existing !== undefined) {
             if (existing.state === "completed") return unchanged(existing)
             const last = existing.attempts[existing.attempts.length - 1]
             if (existing.state === "running" && last !== undefined && last.leaseEpoch === leaseEpoch) return unchanged(existing)
-            // A running task whose attempt belongs to an earlier lease was cut off by a crash: close that attempt.
-            // A failed one runs again only when the workflow is retried (failed → retrying → running).
-            const restarting = existing.state === "failed" && input.restart === true
+            // A running task whose attempt belongs to an earlier lease was cut off by a crash: its attempt is closed.
             if (existing.state !== "running" && !restarting && !canTransition(existing.state, "running")) {
               return yield* invalid(runId, address, existing.state, "running")
             }
-            if (restarting) {
-              yield* recordTransitions(sql, [{
-                runId,
-                taskAddress: address,
-                from: "failed",
-                to: "retrying",
-                reason: "workflow_retry",
-                leaseEpoch,
-                ...(held.lease_owner !== null ? { workerId: held.lease_owner } : {})
-              }])
-            }
           }
-          yield* sql`
-            INSERT INTO tasks (run_id, address, sequence, name, state, payload)
-            VALUES (${runId}, ${address}, ${input.sequence}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb)
-            ON CONFLICT (run_id, address) DO UPDATE SET state = 'running', error = NULL, updated_at = now()`
-          yield* sql`
-            UPDATE task_attempts SET finished_at = now(),
-              error = ${JSON.stringify({ name: "LeaseLost", message: "The worker running this attempt lost its lease" })}::jsonb
-            WHERE run_id = ${runId} AND address = ${address} AND finished_at IS NULL`
-          yield* sql`
-            INSERT INTO task_attempts (run_id, address, attempt, lease_epoch)
-            SELECT ${runId}, ${address}, COALESCE(MAX(attempt), 0) + 1, ${leaseEpoch}
-            FROM task_attempts WHERE run_id = ${runId} AND address = ${address}`
-          yield* recordTransitions(sql, [{
-            runId,
-            taskAddress: address,
-            from,
-            to: "running",
-            reason: from === "running" ? "attempt_abandoned" : "task_started",
-            leaseEpoch,
-            ...(held.lease_owner !== null ? { workerId: held.lease_owner } : {})
-          }])
-          return changed(yield* current(runId, address))
+          const from: TaskState = restarting ? "retrying" : existing?.state ?? "pending"
+          const attempt = (existing?.attempts.reduce((max, a) => Math.max(max, a.attempt), 0) ?? 0) + 1
+          const worker = run.lease_owner !== null ? { workerId: run.lease_owner } : {}
+          const entries = transitionRows([
+            ...(restarting
+              ? [{ runId, taskAddress: address, from: "failed", to: "retrying", reason: "workflow_retry", leaseEpoch, ...worker }]
+              : []),
+            {
+              runId,
+              taskAddress: address,
+              from,
+              to: "running",
+              reason: from === "running" ? "attempt_abandoned" : "task_started",
+              leaseEpoch,
+              ...worker
+            }
+          ])
+          const [row] = yield* sql<TaskRow & { readonly now: Date }>`
+            WITH task AS (
+              INSERT INTO tasks (run_id, address, sequence, name, state, payload)
+              VALUES (${runId}, ${address}, ${input.sequence}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb)
+              ON CONFLICT (run_id, address) DO UPDATE SET state = 'running', error = NULL, updated_at = now()
+              RETURNING *
+            ), closed AS (
+              UPDATE task_attempts SET finished_at = now(), error = ${JSON.stringify(lost)}::jsonb
+              WHERE run_id = ${runId} AND address = ${address} AND finished_at IS NULL
+              RETURNING attempt
+            ), opened AS (
+              INSERT INTO task_attempts (run_id, address, attempt, lease_epoch)
+              VALUES (${runId}, ${address}, ${attempt}, ${leaseEpoch})
+              RETURNING attempt
+            ), recorded AS (
+              ${sql.literal(insertTransitions)} ${entries}::jsonb) AS t(${sql.literal(transitionColumns)})
+              RETURNING run_id, task_address, to_state
+            ), ${sql.literal(announced)}
+            SELECT task.*, now() AS now,
+              (SELECT count(*) FROM closed) + (SELECT count(*) FROM opened) + (SELECT count(*) FROM announced) AS writes
+            FROM task`
+          const now = DateTime.fromDateUnsafe(row!.now)
+          const attempts = [
+            ...(existing?.attempts ?? []).map((a) =>
+              a.finishedAt === undefined
+                ? new TaskAttempt({ ...a, finishedAt: now, error: lost }, { disableChecks: true })
+                : a
+            ),
+            new TaskAttempt({ attempt, leaseEpoch, startedAt: now }, { disableChecks: true })
+          ]
+          return after(row!, attempts)
         })).pipe(Effect.catchTag("SqlError", Effect.die), Effect.flatMap(written(runId)))
       })
 
-      /** Ends the current attempt of a running task; `to` is `completed` or `failed` (then maybe `retrying`). */
+      /** Ends the current attempt of a running task: `completed`, or `failed` (then maybe `retrying`). */
       const finish = (
         input: FinishTaskInput,
         outcome: { readonly result: Json } | { readonly error: ErrorDetails; readonly willRetry: boolean }
@@ -129,8 +147,7 @@ export class TaskJournal extends Context.Service<TaskJournal, {
         const { address, attempt, leaseEpoch, runId } = input
         const to: TaskState = "result" in outcome ? "completed" : "failed"
         return sql.withTransaction(Effect.gen(function*() {
-          const held = yield* holdLease(sql, runId, leaseEpoch)
-          const existing = yield* current(runId, address)
+          const { run, task: existing } = yield* holdLeaseForTask(sql, runId, leaseEpoch, address)
           if (existing === undefined) {
             return yield* new TaskNotFound({
               runId,
@@ -150,24 +167,40 @@ export class TaskJournal extends Context.Service<TaskJournal, {
               to
             )
           }
-          const error = "error" in outcome ? JSON.stringify(outcome.error) : null
+          const error = "error" in outcome ? outcome.error : undefined
           const next: TaskState = "error" in outcome && outcome.willRetry ? "retrying" : to
-          yield* sql`
-            UPDATE task_attempts SET finished_at = now(), error = ${error}::jsonb
-            WHERE run_id = ${runId} AND address = ${address} AND attempt = ${attempt}`
-          yield* sql`
-            UPDATE tasks SET state = ${next}, updated_at = now(),
-              result = ${"result" in outcome ? JSON.stringify(outcome.result) : null}::jsonb,
-              error = ${error}::jsonb
-            WHERE run_id = ${runId} AND address = ${address}`
-          const worker = held.lease_owner !== null ? { workerId: held.lease_owner } : {}
-          yield* recordTransitions(sql, [
+          const worker = run.lease_owner !== null ? { workerId: run.lease_owner } : {}
+          const entries = transitionRows([
             { runId, taskAddress: address, from: "running", to, reason: to === "completed" ? "task_completed" : "task_failed", leaseEpoch, ...worker },
             ...(next === "retrying"
               ? [{ runId, taskAddress: address, from: "failed", to: "retrying", reason: "task_retrying", leaseEpoch, ...worker }]
               : [])
           ])
-          return changed(yield* current(runId, address))
+          const encodedError = error === undefined ? null : JSON.stringify(error)
+          const [row] = yield* sql<TaskRow & { readonly now: Date }>`
+            WITH closed AS (
+              UPDATE task_attempts SET finished_at = now(), error = ${encodedError}::jsonb
+              WHERE run_id = ${runId} AND address = ${address} AND attempt = ${attempt}
+              RETURNING attempt
+            ), task AS (
+              UPDATE tasks SET state = ${next}, updated_at = now(),
+                result = ${"result" in outcome ? JSON.stringify(outcome.result) : null}::jsonb,
+                error = ${encodedError}::jsonb
+              WHERE run_id = ${runId} AND address = ${address}
+              RETURNING *
+            ), recorded AS (
+              ${sql.literal(insertTransitions)} ${entries}::jsonb) AS t(${sql.literal(transitionColumns)})
+              RETURNING run_id, task_address, to_state
+            ), ${sql.literal(announced)}
+            SELECT task.*, now() AS now, (SELECT count(*) FROM closed) + (SELECT count(*) FROM announced) AS writes
+            FROM task`
+          const now = DateTime.fromDateUnsafe(row!.now)
+          const attempts = existing.attempts.map((a) =>
+            a.attempt === attempt
+              ? new TaskAttempt({ ...a, finishedAt: now, ...(error !== undefined ? { error } : {}) }, { disableChecks: true })
+              : a
+          )
+          return after(row!, attempts)
         })).pipe(Effect.catchTag("SqlError", Effect.die), Effect.flatMap(written(runId)))
       }
 

@@ -15,16 +15,9 @@ export interface TransitionInput {
   readonly workerId?: string | undefined
 }
 
-/**
- * Appends entries to the audit trail and announces them on `aiki_runs` (see `RunNotifications`), in one statement
- * however many entries. Inside a transaction the announcement is delivered when it commits, and only then.
- */
-export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArray<TransitionInput>) =>
-  entries.length === 0 ? Effect.void : sql`
-    WITH recorded AS (
-    INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
-    SELECT run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id
-    FROM jsonb_to_recordset(${JSON.stringify(entries.map((e) => ({
+/** Transition entries as the JSON that `insertTransitions` reads. */
+export const transitionRows = (entries: ReadonlyArray<TransitionInput>) =>
+  JSON.stringify(entries.map((e) => ({
     run_id: e.runId,
     task_address: e.taskAddress ?? null,
     from_state: e.from,
@@ -32,13 +25,35 @@ export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArr
     reason: e.reason,
     lease_epoch: e.leaseEpoch ?? null,
     worker_id: e.workerId ?? null
-  })))}::jsonb)
-      AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int, worker_id text)
-    RETURNING run_id, task_address, to_state
-    )
-    SELECT pg_notify('aiki_runs', json_build_object('runId', run_id, 'task', task_address, 'state', to_state)::text)
-    FROM recorded
+  })))
+
+/** `${insertTransitions} ${transitionRows(…)}::jsonb) AS t(${transitionColumns})`: entries into the audit trail. */
+export const insertTransitions = `INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
+    SELECT run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id FROM jsonb_to_recordset(`
+export const transitionColumns =
+  "run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int, worker_id text"
+
+/**
+ * Appends entries to the audit trail and announces them on `aiki_runs` (see `RunNotifications`), in one statement
+ * however many entries. Inside a transaction the announcement is delivered when it commits, and only then.
+ */
+export const recordTransitions = (sql: SqlClient.SqlClient, entries: ReadonlyArray<TransitionInput>) =>
+  entries.length === 0 ? Effect.void : sql`
+    WITH recorded AS (
+      ${sql.literal(insertTransitions)} ${transitionRows(entries)}::jsonb) AS t(${sql.literal(transitionColumns)})
+      RETURNING run_id, task_address, to_state
+    ), ${sql.literal(announced)}
+    SELECT count(*) FROM announced
   `.pipe(Effect.asVoid)
+
+/**
+ * The tail of a single-statement write: announces, on `aiki_runs`, the transitions that a CTE named `recorded`
+ * inserted (`RETURNING run_id, task_address, to_state`). Select `(SELECT count(*) FROM announced)` in the main
+ * query: an unreferenced SELECT CTE would not run.
+ */
+export const announced = `announced AS (
+  SELECT pg_notify('aiki_runs', json_build_object('runId', run_id, 'task', task_address, 'state', to_state)::text)
+  FROM recorded)`
 
 /** The tasks of a run in the order they were first started, each with its attempts. */
 export const selectTasks = (sql: SqlClient.SqlClient, runId: string, address?: string) =>
