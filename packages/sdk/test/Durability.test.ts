@@ -96,9 +96,10 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })(`durability ($
       const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
       const stepTwo = tasks.find((t) => t.name === "step-two")!
       // The zombie's attempt was closed as lost; the one that counts belongs to a later lease (the rescuer's).
+      // (Under load the zombie may have lost and regained the run once before it froze: compare epochs, not values.)
       const [zombieAttempt, ...later] = stepTwo.attempts
-      assert.deepStrictEqual([zombieAttempt!.leaseEpoch, zombieAttempt!.error?.name], [1, "LeaseLost"])
-      assert.isAbove(later[later.length - 1]!.leaseEpoch, 1)
+      assert.strictEqual(zombieAttempt!.error?.name, "LeaseLost")
+      assert.isAbove(later[later.length - 1]!.leaseEpoch, zombieAttempt!.leaseEpoch)
       assert.isUndefined(later[later.length - 1]!.error)
       const effects = yield* sideEffects(run.id)
       assert.deepStrictEqual(effects.filter(([what]) => what === "step-three"), [["step-three", "rescuer"]])

@@ -27,6 +27,7 @@ export const layerPool = Layer.unwrap(Effect.gen(function*() {
   return PgClient.layer({
     url: config.databaseUrl,
     maxConnections: config.databasePoolSize,
+    multiplex: true,
     applicationName: "aiki-server"
   })
 }))

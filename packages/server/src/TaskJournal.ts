@@ -73,9 +73,10 @@ export class TaskJournal extends Context.Service<TaskJournal, {
 
       const lost = { name: "LeaseLost", message: "The worker running this attempt lost its lease" }
 
-      const start = Effect.fn("TaskJournal.start")(function*(input: StartTaskInput) {
+      /** Any start: locks the run, reads the task, decides by the state machine, writes. */
+      const startCarefully = (input: StartTaskInput) => {
         const { address, leaseEpoch, runId } = input
-        return yield* sql.withTransaction(Effect.gen(function*() {
+        return sql.withTransaction(Effect.gen(function*() {
           const { run, task: existing } = yield* holdLeaseForTask(sql, runId, leaseEpoch, address)
           // A failed task runs again only when the workflow is retried (failed → retrying → running).
           const restarting = existing?.state === "failed" && input.restart === true
@@ -137,10 +138,54 @@ export class TaskJournal extends Context.Service<TaskJournal, {
           ]
           return after(row!, attempts)
         })).pipe(Effect.catchTag("SqlError", Effect.die), Effect.flatMap(written(runId)))
+      }
+
+      /**
+       * The common start, a task the run never started, in one statement (no transaction, so it pipelines with
+       * other fibers' statements): written only if the lease holds and the task is new; otherwise nothing is
+       * written and the careful path decides.
+       */
+      const startNew = (input: StartTaskInput) => {
+        const { address, leaseEpoch, runId } = input
+        const entries = transitionRows([{ runId, taskAddress: address, from: "pending", to: "running", reason: "task_started", leaseEpoch }])
+        return sql<TaskRow & { readonly started_at: Date }>`
+          WITH run AS (
+            SELECT id, lease_owner FROM workflow_runs
+            WHERE id = ${runId} AND lease_epoch = ${leaseEpoch} AND state = 'running' FOR UPDATE
+          ), task AS (
+            INSERT INTO tasks (run_id, address, sequence, name, state, payload)
+            SELECT id, ${address}, ${input.sequence}, ${input.name}, 'running', ${JSON.stringify(input.payload)}::jsonb FROM run
+            ON CONFLICT (run_id, address) DO NOTHING
+            RETURNING *
+          ), opened AS (
+            INSERT INTO task_attempts (run_id, address, attempt, lease_epoch)
+            SELECT run_id, address, 1, ${leaseEpoch} FROM task
+            RETURNING started_at
+          ), recorded AS (
+            INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
+            SELECT t.run_id, t.task_address, t.from_state, t.to_state, t.reason, t.lease_epoch, (SELECT lease_owner FROM run)
+            FROM jsonb_to_recordset(${entries}::jsonb) AS t(${sql.literal(transitionColumns)})
+            WHERE EXISTS (SELECT 1 FROM task)
+            RETURNING run_id, task_address, to_state
+          ), ${sql.literal(announced)}
+          SELECT task.*, (SELECT started_at FROM opened) AS started_at, (SELECT count(*) FROM announced) AS announced
+          FROM task`.pipe(
+          Effect.map(([row]) =>
+            row === undefined ? undefined : after(row, [
+              new TaskAttempt({ attempt: 1, leaseEpoch, startedAt: DateTime.fromDateUnsafe(row.started_at) }, { disableChecks: true })
+            ])
+          ),
+          Effect.orDie
+        )
+      }
+
+      const start = Effect.fn("TaskJournal.start")(function*(input: StartTaskInput) {
+        const fast = input.restart === true ? undefined : yield* startNew(input)
+        return fast === undefined ? yield* startCarefully(input) : yield* written(input.runId)(fast)
       })
 
       /** Ends the current attempt of a running task: `completed`, or `failed` (then maybe `retrying`). */
-      const finish = (
+      const finishCarefully = (
         input: FinishTaskInput,
         outcome: { readonly result: Json } | { readonly error: ErrorDetails; readonly willRetry: boolean }
       ) => {
@@ -203,6 +248,84 @@ export class TaskJournal extends Context.Service<TaskJournal, {
           return after(row!, attempts)
         })).pipe(Effect.catchTag("SqlError", Effect.die), Effect.flatMap(written(runId)))
       }
+
+      /**
+       * The common finish, the current attempt of a running task reported by the lease that started it, in one
+       * statement; anything else (a repeated report, a lost lease, a stale attempt) writes nothing here and goes
+       * the careful way.
+       */
+      const finishCurrent = (
+        input: FinishTaskInput,
+        outcome: { readonly result: Json } | { readonly error: ErrorDetails; readonly willRetry: boolean }
+      ) => {
+        const { address, attempt, leaseEpoch, runId } = input
+        const to: TaskState = "result" in outcome ? "completed" : "failed"
+        const error = "error" in outcome ? outcome.error : undefined
+        const next: TaskState = "error" in outcome && outcome.willRetry ? "retrying" : to
+        const encodedError = error === undefined ? null : JSON.stringify(error)
+        const entries = transitionRows([
+          { runId, taskAddress: address, from: "running", to, reason: to === "completed" ? "task_completed" : "task_failed", leaseEpoch },
+          ...(next === "retrying"
+            ? [{ runId, taskAddress: address, from: "failed", to: "retrying", reason: "task_retrying", leaseEpoch }]
+            : [])
+        ])
+        return sql<TaskRow & { readonly finished_at: Date }>`
+          WITH run AS (
+            SELECT id, lease_owner FROM workflow_runs
+            WHERE id = ${runId} AND lease_epoch = ${leaseEpoch} AND state = 'running' FOR UPDATE
+          ), current AS (
+            SELECT a.run_id, a.address, a.attempt FROM task_attempts a
+            JOIN run ON run.id = a.run_id
+            JOIN tasks t ON t.run_id = a.run_id AND t.address = a.address AND t.state = 'running'
+            WHERE a.run_id = ${runId} AND a.address = ${address} AND a.attempt = ${attempt}
+              AND a.lease_epoch = ${leaseEpoch} AND a.finished_at IS NULL
+              AND a.attempt = (SELECT max(attempt) FROM task_attempts WHERE run_id = ${runId} AND address = ${address})
+          ), closed AS (
+            UPDATE task_attempts a SET finished_at = now(), error = ${encodedError}::jsonb
+            FROM current WHERE a.run_id = current.run_id AND a.address = current.address AND a.attempt = current.attempt
+            RETURNING a.finished_at
+          ), task AS (
+            UPDATE tasks t SET state = ${next}, updated_at = now(),
+              result = ${"result" in outcome ? JSON.stringify(outcome.result) : null}::jsonb, error = ${encodedError}::jsonb
+            FROM current WHERE t.run_id = current.run_id AND t.address = current.address
+            RETURNING t.*
+          ), recorded AS (
+            INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
+            SELECT e.run_id, e.task_address, e.from_state, e.to_state, e.reason, e.lease_epoch, (SELECT lease_owner FROM run)
+            FROM jsonb_to_recordset(${entries}::jsonb) AS e(${sql.literal(transitionColumns)})
+            WHERE EXISTS (SELECT 1 FROM task)
+            RETURNING run_id, task_address, to_state
+          ), ${sql.literal(announced)}
+          SELECT task.*, (SELECT finished_at FROM closed) AS finished_at,
+            COALESCE((
+              SELECT jsonb_agg(jsonb_build_object(
+                'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
+                'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
+              FROM task_attempts a WHERE a.run_id = ${runId} AND a.address = ${address}
+            ), '[]'::jsonb) AS attempts,
+            (SELECT count(*) FROM announced) AS announced
+          FROM task`.pipe(
+          Effect.map(([row]) => {
+            if (row === undefined) return undefined
+            // The attempts were read before this statement's own change: patch the attempt it closed.
+            const finishedAt = DateTime.fromDateUnsafe(row.finished_at)
+            const attempts = toTask(row).attempts.map((a) =>
+              a.attempt === attempt
+                ? new TaskAttempt({ ...a, finishedAt, ...(error !== undefined ? { error } : {}) }, { disableChecks: true })
+                : a
+            )
+            return after(row, attempts)
+          }),
+          Effect.orDie
+        )
+      }
+
+      const finish = (
+        input: FinishTaskInput,
+        outcome: { readonly result: Json } | { readonly error: ErrorDetails; readonly willRetry: boolean }
+      ) =>
+        Effect.flatMap(finishCurrent(input, outcome), (fast) =>
+          fast === undefined ? finishCarefully(input, outcome) : written(input.runId)(fast))
 
       return TaskJournal.of({
         start,
