@@ -56,6 +56,9 @@ describe("aiki", () => {
         assert.strictEqual(waited.run.state, "completed")
         assert.strictEqual(waited.run.result.coffeeResult, "1 cup(s) of coffee ready")
 
+        const known = yield* aiki(["workflows", "list"], env)
+        assert.match(known.stdout, /order-processing\s+1\.0\.0/)
+
         const listed = yield* aiki(["--json", "runs", "list", "--workflow", "order-processing"], env)
         assert.strictEqual(listed.code, 0, listed.stderr)
         assert.deepStrictEqual((JSON.parse(listed.stdout) as { runs: Array<{ id: string }> }).runs.map((r) => r.id), [started.id])

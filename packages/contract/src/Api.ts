@@ -27,6 +27,7 @@ import {
   HeartbeatReply,
   Lease,
   PollRuns,
+  RegisteredWorkflow,
   RegisterWorker,
   Registration,
   ReleaseRun,
@@ -54,6 +55,8 @@ export class HealthApi extends HttpApiGroup.make("health").add(
 
 /** Starting runs and listing a workflow's runs. */
 export class WorkflowsApi extends HttpApiGroup.make("workflows").add(
+  /** Every workflow version workers have registered, with their schemas. */
+  HttpApiEndpoint.get("list", "/workflows", { success: Schema.Array(RegisteredWorkflow) }),
   HttpApiEndpoint.post("start", "/workflows/:name/versions/:version/start", {
     params: { name: WorkflowName, version: WorkflowVersion },
     payload: StartRun,

@@ -105,6 +105,16 @@ export const WorkflowDefinition = Schema.Struct({
 })
 export type WorkflowDefinition = typeof WorkflowDefinition.Type
 
+/** A workflow version the server knows, as its workers registered it. */
+export class RegisteredWorkflow extends Schema.Class<RegisteredWorkflow>("RegisteredWorkflow")({
+  name: WorkflowName,
+  version: WorkflowVersion,
+  payloadSchema: Schema.optionalKey(Json),
+  resultSchema: Schema.optionalKey(Json),
+  firstRegisteredAt: Timestamp,
+  lastRegisteredAt: Timestamp
+}) {}
+
 export const WorkerStatus = Schema.Literals(["healthy", "stale"])
 export type WorkerStatus = typeof WorkerStatus.Type
 

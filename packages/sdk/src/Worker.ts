@@ -14,8 +14,8 @@
  * ```
  */
 import type { RunId, WorkerId } from "@aiki/contract/Ids"
-import type { Lease } from "@aiki/contract/Models"
-import { Duration, Effect, Exit, FiberMap, Layer, Option, Queue, Ref, Schedule, Scope, Stream } from "effect"
+import type { Json, Lease } from "@aiki/contract/Models"
+import { Duration, Effect, Exit, FiberMap, Layer, Option, Queue, Ref, Schedule, Schema, Scope, Stream } from "effect"
 import { hostname } from "node:os"
 import { AikiClient, retryTransient } from "./AikiClient.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -62,6 +62,21 @@ interface Held {
   entry: RedisSubscriber.StreamEntry | undefined
 }
 
+/**
+ * A definition's schema as JSON Schema (draft 2020-12), for the server to show and check against; left out when
+ * the schema has no JSON Schema form (or is the promise API's untyped JSON).
+ */
+const optionalSchema = (key: "payloadSchema" | "resultSchema", schema: Schema.Top) => {
+  if (schema === Schema.Json) return {}
+  try {
+    const document = Schema.toJsonSchemaDocument(schema)
+    const definitions = Object.keys(document.definitions).length > 0 ? { $defs: document.definitions } : {}
+    return { [key]: JSON.parse(JSON.stringify({ ...document.schema, ...definitions })) as Json }
+  } catch {
+    return {}
+  }
+}
+
 /** The worker, alive for as long as the layer. Needs the client and the services the workflows use. */
 export const layer = <W extends Workflow.Any>(
   options: WorkerOptions<W>
@@ -82,7 +97,12 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
   const registration = yield* retryTransient(api.execution.register({
     params: { id: workerId },
     payload: {
-      workflows: [...registry.values()].map((w) => ({ name: w.name, version: w.version })),
+      workflows: [...registry.values()].map((w) => ({
+        name: w.name,
+        version: w.version,
+        ...optionalSchema("payloadSchema", w.payloadSchema),
+        ...optionalSchema("resultSchema", w.successSchema)
+      })),
       maxConcurrentRuns: max
     }
   })).pipe(Effect.orDie)

@@ -97,6 +97,12 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
       assert.deepStrictEqual(tasks.map((t) => [t.name, t.state, t.attempts.length]), [["reserve", "completed", 1], ["flaky", "completed", 3]])
       assert.include(tasks[1]!.attempts[0]!.error?.message ?? "", "flaky attempt 1")
+      // The worker registered the version with its schemas, as JSON Schema.
+      const worker = yield* aiki.api.workers.health({ params: { id: "engine-worker" as never } })
+      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried"])
+      const [registered] = yield* aiki.api.workflows.list()
+      assert.strictEqual(registered!.name, "engine-order")
+      assert.deepStrictEqual((registered!.payloadSchema as { required?: Array<string> }).required, ["sku", "quantity"])
     }))
 
   it.effect("delivers the workflow's declared error to the caller, decoded", () =>

@@ -5,7 +5,7 @@
  */
 import { WorkerNotFound } from "@aiki/contract/Errors"
 import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { Registration, type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
+import { type Json, RegisteredWorkflow, Registration, type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { consumerGroup, RunStreams } from "./RunStreams.ts"
@@ -27,6 +27,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
     maxConcurrentRuns?: number
   ) => Effect.Effect<Registration>
   readonly health: (workerId: WorkerId) => Effect.Effect<WorkerHealth, WorkerNotFound>
+  /** Every registered workflow version with its schemas, by name then version. */
+  readonly workflows: Effect.Effect<ReadonlyArray<RegisteredWorkflow>>
   /** Workers whose last heartbeat is recent enough to count as alive. */
   readonly activeCount: Effect.Effect<number>
 }>()("@aiki/server/WorkerRegistry") {
@@ -120,7 +122,31 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
         Effect.map((rows) => rows[0]?.n ?? 0)
       )
 
-      return WorkerRegistry.of({ register, health, activeCount })
+      const workflows = sql<{
+        readonly workflow_name: string
+        readonly version: string
+        readonly payload_schema: Json | null
+        readonly result_schema: Json | null
+        readonly first_registered_at: Date
+        readonly last_registered_at: Date
+      }>`SELECT * FROM workflow_versions ORDER BY workflow_name, version`.pipe(
+        Effect.orDie,
+        Effect.map((rows) =>
+          rows.map((row) =>
+            new RegisteredWorkflow({
+              name: row.workflow_name as WorkflowName,
+              version: row.version as WorkflowVersion,
+              ...(row.payload_schema !== null ? { payloadSchema: row.payload_schema } : {}),
+              ...(row.result_schema !== null ? { resultSchema: row.result_schema } : {}),
+              firstRegisteredAt: DateTime.fromDateUnsafe(row.first_registered_at),
+              lastRegisteredAt: DateTime.fromDateUnsafe(row.last_registered_at)
+            }, { disableChecks: true })
+          )
+        ),
+        Effect.withSpan("WorkerRegistry.workflows")
+      )
+
+      return WorkerRegistry.of({ register, health, workflows, activeCount })
     })
   )
 }

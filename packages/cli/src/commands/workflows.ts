@@ -48,7 +48,22 @@ const start = Command.make("start", {
     if (flags.wait && started !== undefined) yield* follow(started)
   })).pipe(Command.withDescription("Start a run of a workflow version"))
 
+const list = Command.make("list", {}, () =>
+  Effect.gen(function*() {
+    const { json, url } = yield* settings
+    yield* Output.guard(url, Effect.gen(function*() {
+      const api = yield* client
+      const known = yield* api.workflows.list()
+      if (json) return yield* Output.json(known)
+      if (known.length === 0) return yield* Console.log(Output.dim("No worker has registered a workflow yet"))
+      yield* Console.log(Output.table(
+        ["NAME", "VERSION", "LAST REGISTERED"],
+        known.map((w) => [w.name, w.version, Output.time(w.lastRegisteredAt)])
+      ))
+    }))
+  })).pipe(Command.withDescription("List the workflow versions workers have registered"))
+
 export const workflows = Command.make("workflows").pipe(
-  Command.withDescription("Start runs"),
-  Command.withSubcommands([start])
+  Command.withDescription("List workflow versions and start runs"),
+  Command.withSubcommands([list, start])
 )

@@ -46,7 +46,9 @@ export const HealthHandlers = HttpApiBuilder.group(AikiApi, "health", Effect.fn(
 
 export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effect.fn(function*(handlers) {
   const runs = yield* RunStore
+  const workers = yield* WorkerRegistry
   return handlers.handleAll({
+    list: () => workers.workflows,
     start: ({ params, payload }) =>
       runs.start({
         workflowName: params.name,
