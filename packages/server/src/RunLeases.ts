@@ -10,7 +10,7 @@ import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type
 import type { RunState } from "@aiki/contract/RunState"
 import { Clock, Context, DateTime, Effect, Layer, PubSub, Stream } from "effect"
 import { SqlClient } from "effect/sql"
-import { holdLease } from "./internal/fence.ts"
+import { holdLease, leaseLost } from "./internal/fence.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
 import { announced, recordTransitions, selectTasks } from "./internal/sql.ts"
 import { Outbox } from "./Outbox.ts"
@@ -247,15 +247,7 @@ export class RunLeases extends Context.Service<RunLeases, {
             FROM run LEFT JOIN concluded ON true`.pipe(Effect.orDie)
           if (row === undefined) return yield* RunNotFound.of(runId)
           if (row.id === null) {
-            return yield* new LeaseLost({
-              runId,
-              leaseEpoch,
-              currentEpoch: row.current_epoch,
-              state: row.current_state,
-              message: row.current_epoch !== leaseEpoch
-                ? `Lease ${leaseEpoch} of run ${runId} was superseded by lease ${row.current_epoch}`
-                : `Run ${runId} is ${row.current_state}; lease ${leaseEpoch} no longer holds it`
-            })
+            return yield* leaseLost(runId, leaseEpoch, { state: row.current_state, epoch: row.current_epoch })
           }
           const run = toRun(row)
           yield* events.publish(run, "running")

@@ -60,6 +60,15 @@ export class TaskJournal extends Context.Service<TaskJournal, {
           message: `Task ${address} of run ${runId} cannot go from ${from} to ${to}`
         })
 
+      /** The audit trail of ending an attempt: running → completed | failed, and failed → retrying on a retry. */
+      const finishTransitions = (input: FinishTaskInput, to: TaskState, next: TaskState, workerId: string | null) => {
+        const entry = { runId: input.runId, taskAddress: input.address, leaseEpoch: input.leaseEpoch, ...(workerId !== null ? { workerId } : {}) }
+        return transitionRows([
+          { ...entry, from: "running", to, reason: to === "completed" ? "task_completed" : "task_failed" },
+          ...(next === "retrying" ? [{ ...entry, from: "failed", to: "retrying", reason: "task_retrying" }] : [])
+        ])
+      }
+
       /** Publishes the task when the write changed it; repeated requests answered as they are change nothing. */
       const written = (runId: RunId) => ({ changed, task }: { readonly task: Task; readonly changed: boolean }) =>
         changed ? Effect.as(events.publishTask(runId, task), task) : Effect.succeed(task)
@@ -214,13 +223,7 @@ export class TaskJournal extends Context.Service<TaskJournal, {
           }
           const error = "error" in outcome ? outcome.error : undefined
           const next: TaskState = "error" in outcome && outcome.willRetry ? "retrying" : to
-          const worker = run.lease_owner !== null ? { workerId: run.lease_owner } : {}
-          const entries = transitionRows([
-            { runId, taskAddress: address, from: "running", to, reason: to === "completed" ? "task_completed" : "task_failed", leaseEpoch, ...worker },
-            ...(next === "retrying"
-              ? [{ runId, taskAddress: address, from: "failed", to: "retrying", reason: "task_retrying", leaseEpoch, ...worker }]
-              : [])
-          ])
+          const entries = finishTransitions(input, to, next, run.lease_owner)
           const encodedError = error === undefined ? null : JSON.stringify(error)
           const [row] = yield* sql<TaskRow & { readonly now: Date }>`
             WITH closed AS (
@@ -263,12 +266,8 @@ export class TaskJournal extends Context.Service<TaskJournal, {
         const error = "error" in outcome ? outcome.error : undefined
         const next: TaskState = "error" in outcome && outcome.willRetry ? "retrying" : to
         const encodedError = error === undefined ? null : JSON.stringify(error)
-        const entries = transitionRows([
-          { runId, taskAddress: address, from: "running", to, reason: to === "completed" ? "task_completed" : "task_failed", leaseEpoch },
-          ...(next === "retrying"
-            ? [{ runId, taskAddress: address, from: "failed", to: "retrying", reason: "task_retrying", leaseEpoch }]
-            : [])
-        ])
+        // The worker is filled in by the statement, from the run it locks.
+        const entries = finishTransitions(input, to, next, null)
         return sql<TaskRow & { readonly finished_at: Date }>`
           WITH run AS (
             SELECT id, lease_owner FROM workflow_runs

@@ -19,21 +19,23 @@ export interface LockedRun {
   readonly workflow_version: string
 }
 
+/** The answer to a write whose lease no longer holds the run (the run is now `state` under `currentEpoch`). */
+export const leaseLost = (runId: RunId, leaseEpoch: LeaseEpoch, current: { readonly state: RunState; readonly epoch: number }) =>
+  new LeaseLost({
+    runId,
+    leaseEpoch,
+    currentEpoch: current.epoch,
+    state: current.state,
+    message: current.epoch !== leaseEpoch
+      ? `Lease ${leaseEpoch} of run ${runId} was superseded by lease ${current.epoch}`
+      : `Run ${runId} is ${current.state}; lease ${leaseEpoch} no longer holds it`
+  })
+
 /** Fails unless `leaseEpoch` still holds the run (`row` as just locked). */
 const check = (runId: RunId, leaseEpoch: LeaseEpoch, row: LockedRun | undefined) => {
   if (row === undefined) return Effect.fail(RunNotFound.of(runId))
   if (row.lease_epoch !== leaseEpoch || row.state !== "running") {
-    return Effect.fail(
-      new LeaseLost({
-        runId,
-        leaseEpoch,
-        currentEpoch: row.lease_epoch,
-        state: row.state,
-        message: row.lease_epoch !== leaseEpoch
-          ? `Lease ${leaseEpoch} of run ${runId} was superseded by lease ${row.lease_epoch}`
-          : `Run ${runId} is ${row.state}; lease ${leaseEpoch} no longer holds it`
-      })
-    )
+    return Effect.fail(leaseLost(runId, leaseEpoch, { state: row.state, epoch: row.lease_epoch }))
   }
   return Effect.succeed(row)
 }
