@@ -16,7 +16,8 @@ import { RunLeases } from "./RunLeases.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
-import type { ServerConfig } from "./ServerConfig.ts"
+import { ServerConfig } from "./ServerConfig.ts"
+import * as Telemetry from "./Telemetry.ts"
 import { TaskJournal } from "./TaskJournal.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
 
@@ -46,6 +47,12 @@ export const layerWith = (database: DatabaseLayer) =>
 
 /** The production server: Postgres at `DATABASE_URL`. */
 export const layer = layerWith(Database.layer)
+
+/**
+ * The production server as `aiki-server` runs it: configured from the environment, traces exported when
+ * `OTEL_EXPORTER_OTLP_ENDPOINT` is set (provided under the server, so it is flushed after the server stops).
+ */
+export const layerFromEnv = layer.pipe(Layer.provide(Telemetry.layer), Layer.provideMerge(ServerConfig.layerConfig))
 
 /** The embedded server: PGlite in-process, its data under `dataDir` (or in memory). */
 export const layerEmbedded = (options: { readonly dataDir: string | undefined }) =>

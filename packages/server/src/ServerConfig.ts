@@ -43,6 +43,10 @@ export interface ServerConfigShape {
   readonly shutdownTimeoutMs: number
   /** Log every HTTP request (noisy under load). @default false */
   readonly logRequests: boolean
+  /** OTLP/HTTP collector (e.g. `http://otel-collector:4318`); traces are exported to `<endpoint>/v1/traces`. */
+  readonly otlpEndpoint: Option.Option<string>
+  /** @default "aiki-server" */
+  readonly serviceName: string
 }
 
 export const defaults = {
@@ -61,7 +65,9 @@ export const defaults = {
   republishAfterMs: 30_000,
   workerStaleAfterMs: 90_000,
   shutdownTimeoutMs: 10_000,
-  logRequests: false
+  logRequests: false,
+  otlpEndpoint: Option.none(),
+  serviceName: "aiki-server"
 } satisfies ServerConfigShape
 
 /** A configuration error whose message names the variable at fault. */
@@ -139,7 +145,9 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
   workerStaleAfterMs: positiveInt("WORKER_STALE_AFTER_MS", defaults.workerStaleAfterMs),
   shutdownTimeoutMs: positiveInt("SHUTDOWN_TIMEOUT_MS", defaults.shutdownTimeoutMs),
-  logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests))
+  logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests)),
+  otlpEndpoint: Config.option(Config.String("OTEL_EXPORTER_OTLP_ENDPOINT")),
+  serviceName: Config.String("OTEL_SERVICE_NAME").pipe(Config.withDefault(defaults.serviceName))
 })
 
 export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {

@@ -17,7 +17,7 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
   }
 }))
 
-const main = Layer.launch(Layer.mergeAll(Server.layer, announce).pipe(Layer.provide(ServerConfig.layerConfig))).pipe(
+const main = Layer.launch(announce.pipe(Layer.provideMerge(Server.layerFromEnv))).pipe(
   Effect.catchTag("ConfigError", (error) =>
     Effect.sync(() => {
       process.stderr.write(`aiki-server: invalid configuration: ${error.message.replace(/\s+/g, " ")}\n`)

@@ -6,7 +6,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
+import { createServer as createHttpServer, type Server } from "node:http"
 import { request } from "node:https"
+import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
@@ -135,5 +137,49 @@ describe("aiki-server process", () => {
         "SELECT count(*)::int AS n FROM outbox WHERE published_at IS NULL"
       )
       assert.strictEqual(unpublished[0]!.n, 0)
+    }).pipe(Effect.scoped))
+
+  it.live("exports traces to the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const received: Array<string> = []
+      const collector = yield* Effect.acquireRelease(
+        Effect.promise(() =>
+          new Promise<Server>((resolve) => {
+            const server = createHttpServer((req, res) => {
+              let body = ""
+              req.on("data", (chunk) => (body += chunk))
+              req.on("end", () => {
+                if (req.url === "/v1/traces") received.push(body)
+                res.writeHead(200, { "content-type": "application/json" }).end("{}")
+              })
+            })
+            server.listen(0, "127.0.0.1", () => resolve(server))
+          })
+        ),
+        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
+      )
+      const address = collector.address() as AddressInfo
+      const port = yield* Effect.promise(freePort)
+      const running = yield* spawnNode(mainPath, {
+        DATABASE_URL: database.url,
+        PORT: String(port),
+        HOST: "127.0.0.1",
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${address.port}`,
+        OTEL_SERVICE_NAME: "aiki-test"
+      })
+      yield* waitForHealth(`http://127.0.0.1:${port}/health`, running)
+      yield* Effect.promise(() =>
+        fetch(`http://127.0.0.1:${port}/workflows/traced/versions/1.0.0/start`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ payload: 1 })
+        })
+      )
+      running.child.kill("SIGTERM")
+      yield* Effect.promise(() => running.exited)
+      const exported = received.join("\n")
+      assert.include(exported, "RunStore.start")
+      assert.include(exported, "aiki-test")
     }).pipe(Effect.scoped))
 })

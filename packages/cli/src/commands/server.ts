@@ -21,7 +21,7 @@ const configError = (error: { readonly message: string }) =>
   })
 
 const server = Command.make("server", {}, () =>
-  Layer.launch(Server.layer.pipe(Layer.provide(ServerConfig.layerConfig))).pipe(
+  Layer.launch(Server.layerFromEnv).pipe(
     Effect.catchTag("ConfigError", configError)
   )).pipe(Command.withDescription("Run the Aiki server, configured from the environment (PORT, DATABASE_URL, …)"))
 
