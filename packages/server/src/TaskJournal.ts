@@ -11,7 +11,7 @@ import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { holdLeaseForTask } from "./internal/fence.ts"
 import { type TaskRow, toTask } from "./internal/rows.ts"
-import { announced, insertTransitions, transitionColumns, transitionRows } from "./internal/sql.ts"
+import { announced, insertTransitions, recordedForTask, transitionColumns, transitionRows } from "./internal/sql.ts"
 import { RunEvents } from "./RunEvents.ts"
 
 export interface StartTaskInput {
@@ -170,13 +170,7 @@ export class TaskJournal extends Context.Service<TaskJournal, {
             INSERT INTO task_attempts (run_id, address, attempt, lease_epoch)
             SELECT run_id, address, 1, ${leaseEpoch} FROM task
             RETURNING started_at
-          ), recorded AS (
-            INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
-            SELECT t.run_id, t.task_address, t.from_state, t.to_state, t.reason, t.lease_epoch, (SELECT lease_owner FROM run)
-            FROM jsonb_to_recordset(${entries}::jsonb) AS t(${sql.literal(transitionColumns)})
-            WHERE EXISTS (SELECT 1 FROM task)
-            RETURNING run_id, task_address, to_state
-          ), ${sql.literal(announced)}
+          ), ${recordedForTask(sql, entries)}, ${sql.literal(announced)}
           SELECT task.*, (SELECT started_at FROM opened) AS started_at, (SELECT count(*) FROM announced) AS announced
           FROM task`.pipe(
           Effect.map(([row]) =>
@@ -288,13 +282,7 @@ export class TaskJournal extends Context.Service<TaskJournal, {
               result = ${"result" in outcome ? JSON.stringify(outcome.result) : null}::jsonb, error = ${encodedError}::jsonb
             FROM current WHERE t.run_id = current.run_id AND t.address = current.address
             RETURNING t.*
-          ), recorded AS (
-            INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
-            SELECT e.run_id, e.task_address, e.from_state, e.to_state, e.reason, e.lease_epoch, (SELECT lease_owner FROM run)
-            FROM jsonb_to_recordset(${entries}::jsonb) AS e(${sql.literal(transitionColumns)})
-            WHERE EXISTS (SELECT 1 FROM task)
-            RETURNING run_id, task_address, to_state
-          ), ${sql.literal(announced)}
+          ), ${recordedForTask(sql, entries)}, ${sql.literal(announced)}
           SELECT task.*, (SELECT finished_at FROM closed) AS finished_at,
             COALESCE((
               SELECT jsonb_agg(jsonb_build_object(

@@ -55,6 +55,19 @@ export const announced = `announced AS (
   SELECT pg_notify('aiki_runs', json_build_object('runId', run_id, 'task', task_address, 'state', to_state)::text)
   FROM recorded)`
 
+/**
+ * The `recorded` CTE of a single-statement task write: `entries` (see `transitionRows`) by the owner of the locked
+ * CTE `run`, recorded only if the CTE `task` wrote something.
+ */
+export const recordedForTask = (sql: SqlClient.SqlClient, entries: string) =>
+  sql`recorded AS (
+    INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
+    SELECT e.run_id, e.task_address, e.from_state, e.to_state, e.reason, e.lease_epoch, (SELECT lease_owner FROM run)
+    FROM jsonb_to_recordset(${entries}::jsonb) AS e(${sql.literal(transitionColumns)})
+    WHERE EXISTS (SELECT 1 FROM task)
+    RETURNING run_id, task_address, to_state
+  )`
+
 /** The tasks of a run in the order they were first started, each with its attempts. */
 export const selectTasks = (sql: SqlClient.SqlClient, runId: string, address?: string) =>
   sql<TaskRow>`
