@@ -50,7 +50,9 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   createdAt: Timestamp,
   updatedAt: Timestamp,
   startedAt: Schema.optionalKey(Timestamp),
-  finishedAt: Schema.optionalKey(Timestamp)
+  finishedAt: Schema.optionalKey(Timestamp),
+  /** The W3C `traceparent` of the request that started the run; its execution continues that trace. */
+  traceParent: Schema.optionalKey(Schema.String)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */

@@ -16,6 +16,7 @@
 import type { RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease } from "@aiki/contract/Models"
 import { Duration, Effect, Exit, FiberMap, Layer, Option, Queue, Ref, Schedule, Schema, Scope, Stream } from "effect"
+import { Headers, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient, retryTransient } from "./AikiClient.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -135,16 +136,21 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
         if (workflow === undefined) return
         const stopReason = yield* Ref.make<StopReason | undefined>(undefined)
         held.set(runId, { runId, leaseEpoch: lease.leaseEpoch, stop: stopReason, entry })
+        // The run's execution continues the trace of the request that started it, whichever worker runs it.
+        const startedIn = lease.run.traceParent === undefined
+          ? Option.none()
+          : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
         yield* execute(api, workflow, lease, stopReason).pipe(
-          Effect.catchCause((cause) =>
-            Effect.logDebug("Run stopped", { runId, cause })
-          ),
+          Effect.withSpan("Worker.executeRun", {
+            attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
+          }),
+          (effect) => Option.isSome(startedIn) ? Effect.withParentSpan(effect, startedIn.value) : effect,
+          Effect.catchCause((cause) => Effect.logDebug("Run stopped", { runId, cause })),
           Effect.ensuring(Effect.sync(() => held.delete(runId)))
         )
       }).pipe(
         Effect.ensuring(Effect.andThen(done, Queue.offer(slotFreed, undefined))),
-        Effect.annotateLogs({ runId, workerId }),
-        Effect.withSpan("Worker.run", { attributes: { runId } })
+        Effect.annotateLogs({ runId, workerId })
       ), { onlyIfMissing: true })
     })
 

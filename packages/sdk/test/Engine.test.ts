@@ -127,4 +127,14 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
       assert.deepStrictEqual(tasks.map((t) => [t.name, t.state, t.attempts.length]), [["prepare", "completed", 1], ["fragile", "completed", 2]])
     }))
+
+  it.effect("records the trace a run was started in, for its worker to continue", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const span = yield* Effect.currentSpan
+      const run = yield* aiki.start(Order, { sku: "pear", quantity: 1 })
+      const status = yield* run.status
+      assert.match(status.traceParent ?? "", new RegExp(`^00-${span.traceId}-[0-9a-f]{16}-0[01]$`))
+      yield* run.result({ timeoutMs: 20_000 })
+    }).pipe(Effect.withSpan("test.startTraced")))
 })

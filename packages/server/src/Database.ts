@@ -10,10 +10,12 @@ import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import initial from "./migrations/0001_initial.ts"
+import traceParent from "./migrations/0002_trace_parent.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
-  "0001_initial": initial
+  "0001_initial": initial,
+  "0002_trace_parent": traceParent
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

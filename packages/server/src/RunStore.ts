@@ -7,6 +7,7 @@ import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki
 import { type Json, RunPage, type RunUpdate, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
 import { Clock, Context, Effect, Layer, Stream } from "effect"
+import { HttpTraceContext } from "effect/http"
 import { SqlClient } from "effect/sql"
 import { v7 as uuidv7 } from "uuid"
 import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
@@ -20,6 +21,8 @@ export interface StartRunInput {
   readonly workflowVersion: WorkflowVersion
   readonly payload: Json
   readonly idempotencyKey?: IdempotencyKey | undefined
+  /** The caller's W3C `traceparent`, when its request carried one. */
+  readonly traceParent?: string | undefined
 }
 
 export interface ListRunsInput {
@@ -67,11 +70,16 @@ export class RunStore extends Context.Service<RunStore, {
         const payload = JSON.stringify(input.payload)
         const key = input.idempotencyKey ?? null
         const stream = outbox.streamOf(input.workflowName, input.workflowVersion)
+        // The trace the run was started in (the caller's, else this request's), for the worker to continue.
+        const traceParent = input.traceParent ?? (yield* Effect.currentSpan.pipe(
+          Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"] ?? null),
+          Effect.orElseSucceed(() => null)
+        ))
         // One statement: the run, its first transition (announced) and its outbox row commit together.
         const [inserted] = yield* sql<RunRow>`
           WITH inserted AS (
-            INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key)
-            VALUES (${id}, ${input.workflowName}, ${input.workflowVersion}, 'pending', ${payload}::jsonb, ${key})
+            INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent)
+            VALUES (${id}, ${input.workflowName}, ${input.workflowVersion}, 'pending', ${payload}::jsonb, ${key}, ${traceParent})
             ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING *
           ), recorded AS (

@@ -49,12 +49,13 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
   const workers = yield* WorkerRegistry
   return handlers.handleAll({
     list: () => workers.workflows,
-    start: ({ params, payload }) =>
+    start: ({ params, payload, request }) =>
       runs.start({
         workflowName: params.name,
         workflowVersion: params.version,
         payload: payload.payload,
-        idempotencyKey: payload.idempotencyKey
+        idempotencyKey: payload.idempotencyKey,
+        traceParent: request.headers["traceparent"]
       }),
     runs: ({ params, query }) =>
       runs.list({

@@ -24,6 +24,7 @@ export interface RunRow {
   readonly updated_at: Date
   readonly started_at: Date | null
   readonly finished_at: Date | null
+  readonly trace_parent: string | null
 }
 
 export interface ErrorDetailsRow {
@@ -88,7 +89,8 @@ export const toRun = (row: RunRow): WorkflowRun =>
     createdAt: utc(row.created_at),
     updatedAt: utc(row.updated_at),
     ...(row.started_at !== null ? { startedAt: utc(row.started_at) } : {}),
-    ...(row.finished_at !== null ? { finishedAt: utc(row.finished_at) } : {})
+    ...(row.finished_at !== null ? { finishedAt: utc(row.finished_at) } : {}),
+    ...(row.trace_parent !== null ? { traceParent: row.trace_parent } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
