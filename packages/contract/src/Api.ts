@@ -36,6 +36,7 @@ import {
   StartedRun,
   StartRun,
   StartTask,
+  SuspendRun,
   Task,
   Transition,
   WorkerHealth,
@@ -179,6 +180,12 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
   HttpApiEndpoint.post("fail", "/workflow-runs/:id/fail", {
     params: runParams,
     payload: FailRun,
+    success: WorkflowRun,
+    error: [RunNotFound, LeaseLost]
+  }),
+  HttpApiEndpoint.post("suspend", "/workflow-runs/:id/suspend", {
+    params: runParams,
+    payload: SuspendRun,
     success: WorkflowRun,
     error: [RunNotFound, LeaseLost]
   }),

@@ -51,6 +51,8 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   updatedAt: Timestamp,
   startedAt: Schema.optionalKey(Timestamp),
   finishedAt: Schema.optionalKey(Timestamp),
+  /** When a suspended run (`sleeping`, `awaiting_retry`) becomes pending again. */
+  wakeAt: Schema.optionalKey(Timestamp),
   /** The W3C `traceparent` of the request that started the run; its execution continues that trace. */
   traceParent: Schema.optionalKey(Schema.String)
 }) {}
@@ -263,6 +265,17 @@ export class Health extends Schema.Class<Health>("Health")({
   status: Schema.Literals(["ok"]),
   version: Schema.String
 }) {}
+
+/**
+ * Parks a held run with no worker attached until `delayMs` has passed (a long retry delay, a sleep); the server
+ * makes it pending again then, and any worker resumes it from its journal.
+ */
+export const SuspendRun = Schema.Struct({
+  leaseEpoch: LeaseEpoch,
+  state: Schema.Literals(["awaiting_retry", "sleeping"]),
+  delayMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 366 * 24 * 3_600_000 }))
+})
+export type SuspendRun = typeof SuspendRun.Type
 
 export const ReleaseRun = Schema.Struct({
   leaseEpoch: LeaseEpoch

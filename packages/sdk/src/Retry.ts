@@ -27,11 +27,17 @@ export type Retry = RetryPolicy | Schedule.Schedule<unknown, unknown>
 /** Decides, after a failed attempt, whether to try again and after how long. */
 export interface Retrier {
   readonly next: (failedAttempt: number, error: unknown) => Effect.Effect<Option.Option<Duration.Duration>>
+  /**
+   * Whether the decision depends only on the attempt number (a policy), so the run may be suspended during a long
+   * delay and resumed by any worker. A `Schedule` keeps state in the worker: its delays are always waited there.
+   */
+  readonly durable: boolean
 }
 
-export const noRetry: Retrier = { next: () => Effect.succeedNone }
+export const noRetry: Retrier = { next: () => Effect.succeedNone, durable: true }
 
 const fromPolicy = (policy: RetryPolicy): Retrier => ({
+  durable: true,
   next: (failedAttempt) => {
     if (failedAttempt >= policy.maxAttempts) return Effect.succeedNone
     switch (policy.type) {
@@ -47,6 +53,7 @@ const fromPolicy = (policy: RetryPolicy): Retrier => ({
 
 const fromSchedule = (schedule: Schedule.Schedule<unknown, unknown>) =>
   Effect.map(Schedule.toStep(schedule), (step): Retrier => ({
+    durable: false,
     next: (_attempt, error) =>
       Effect.clockWith((clock) => step(clock.currentTimeMillisUnsafe(), error)).pipe(
         Effect.map(([, delay]) => Option.some(delay)),

@@ -51,6 +51,11 @@ export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
     readonly heartbeatIntervalMs?: number
     /** How long a lease lasts without a heartbeat; another worker may take the run over after it. @default 3 × heartbeatIntervalMs */
     readonly leaseMs?: number
+    /**
+     * Task retry delays at least this long suspend the run on the server (`awaiting_retry`) instead of holding a
+     * slot of this worker; the server wakes it when due (to the reaper's precision). @default 5_000
+     */
+    readonly suspendRetriesAfterMs?: number
   }
   /** @default 5_000 */
   readonly gracefulShutdownTimeoutMs?: number
@@ -93,6 +98,7 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
   const heartbeatIntervalMs = options.workflowRun?.heartbeatIntervalMs ?? 30_000
   const leaseMs = Math.max(1_000, options.workflowRun?.leaseMs ?? 3 * heartbeatIntervalMs)
   const gracefulShutdownTimeoutMs = options.gracefulShutdownTimeoutMs ?? 5_000
+  const suspendAfterMs = options.workflowRun?.suspendRetriesAfterMs ?? 5_000
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
 
   const registration = yield* retryTransient(api.execution.register({
@@ -140,7 +146,7 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
         const startedIn = lease.run.traceParent === undefined
           ? Option.none()
           : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
-        yield* execute(api, workflow, lease, stopReason).pipe(
+        yield* execute(api, workflow, lease, stopReason, { suspendAfterMs }).pipe(
           Effect.withSpan("Worker.executeRun", {
             attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
           }),

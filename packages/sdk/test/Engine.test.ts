@@ -73,6 +73,22 @@ const RetriedWorkflow = Workflow.make("engine-retried", "1.0.0", {
   run: (name) => Effect.all([Prepare.start(name), Fragile.start(name)])
 })
 
+let patientCalls = 0
+
+/** Fails once, then succeeds after a retry delay long enough to suspend the run on the server. */
+const Patient = Task.make("patient", {
+  payload: Schema.Number,
+  success: Schema.Number,
+  retry: { type: "fixed", maxAttempts: 2, delayMs: 400 },
+  run: (n, { attempt }) => Effect.suspend(() => ++patientCalls === 1 ? Effect.die(new Error("not yet")) : Effect.succeed(n + attempt))
+})
+
+const Suspending = Workflow.make("engine-suspending", "1.0.0", {
+  payload: Schema.Number,
+  success: Schema.Number,
+  run: (n) => Patient.start(n)
+})
+
 class Server extends Context.Service<Server, AikiServer.AikiServer>()("test/Server") {}
 
 const TestLayer = Layer.unwrap(Effect.gen(function*() {
@@ -80,9 +96,9 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
   const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
   const worker = Worker.layer({
     id: "engine-worker",
-    workflows: [Order, RetriedWorkflow],
+    workflows: [Order, RetriedWorkflow, Suspending],
     subscriber: { type: "redis_streams", blockTimeMs: 200 },
-    workflowRun: { heartbeatIntervalMs: 1_000 }
+    workflowRun: { heartbeatIntervalMs: 1_000, suspendRetriesAfterMs: 200 }
   })
   return worker.pipe(Layer.provideMerge(client), Layer.provideMerge(Layer.succeed(Server, server)))
 }))
@@ -99,7 +115,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       assert.include(tasks[1]!.attempts[0]!.error?.message ?? "", "flaky attempt 1")
       // The worker registered the version with its schemas, as JSON Schema.
       const worker = yield* aiki.api.workers.health({ params: { id: "engine-worker" as never } })
-      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried"])
+      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried", "engine-suspending"])
       const [registered] = yield* aiki.api.workflows.list()
       assert.strictEqual(registered!.name, "engine-order")
       assert.deepStrictEqual((registered!.payloadSchema as { required?: Array<string> }).required, ["sku", "quantity"])
@@ -137,4 +153,23 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       assert.match(status.traceParent ?? "", new RegExp(`^00-${span.traceId}-[0-9a-f]{16}-0[01]$`))
       yield* run.result({ timeoutMs: 20_000 })
     }).pipe(Effect.withSpan("test.startTraced")))
+
+  it.effect("parks a run on the server during a long retry delay and resumes it when due", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(Suspending, 40)
+      assert.strictEqual(yield* run.result({ timeoutMs: 20_000 }), 42)
+      const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
+      const runSteps = trail.filter((t) => t.taskAddress === undefined).map((t) => `${t.fromState}->${t.toState}:${t.reason}`)
+      assert.deepStrictEqual(runSteps, [
+        "undefined->pending:started",
+        "pending->running:claimed",
+        "running->awaiting_retry:suspended",
+        "awaiting_retry->pending:woken",
+        "pending->running:claimed",
+        "running->completed:completed"
+      ])
+      const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      assert.deepStrictEqual(task!.attempts.map((a) => a.error?.message), ["not yet", undefined])
+    }))
 })

@@ -11,11 +11,13 @@ import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import initial from "./migrations/0001_initial.ts"
 import traceParent from "./migrations/0002_trace_parent.ts"
+import wakeAt from "./migrations/0003_wake_at.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
   "0001_initial": initial,
-  "0002_trace_parent": traceParent
+  "0002_trace_parent": traceParent,
+  "0003_wake_at": wakeAt
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

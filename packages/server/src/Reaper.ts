@@ -1,6 +1,7 @@
 /**
- * Recovery, with Postgres as the truth. Each tick:
+ * Recovery and timers, with Postgres as the truth. Each tick:
  * - runs whose lease lapsed (their worker died or hangs) go back to `pending` and are requeued;
+ * - suspended runs that are due (a long retry delay or a sleep passed) go back to `pending` and are requeued;
  * - pending runs whose stream entry is gone (Redis restarted empty, an entry was lost) are republished, and so are
  *   pending runs that were never published (Redis was not configured when they started).
  * Several replicas may run it: rows are taken with `SKIP LOCKED` and every change is an idempotent requeue.
@@ -60,6 +61,33 @@ export const requeueExpiredLeases = Effect.gen(function*() {
   return requeued
 }).pipe(Effect.withSpan("Reaper.requeueExpiredLeases"))
 
+/** Wakes suspended runs that are due (a retry delay or a sleep has passed): pending again, requeued. */
+export const wakeDueRuns = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const outbox = yield* Outbox
+  const woken = yield* sql.withTransaction(Effect.gen(function*() {
+    const rows = yield* sql<RequeuedRow & { readonly previous_state: string }>`
+      WITH due AS (
+        SELECT id, state FROM workflow_runs
+        WHERE state IN ('sleeping', 'awaiting_event', 'awaiting_child', 'awaiting_retry') AND wake_at <= now()
+        ORDER BY wake_at LIMIT ${batchSize} FOR UPDATE SKIP LOCKED
+      )
+      UPDATE workflow_runs r SET state = 'pending', wake_at = NULL, updated_at = now()
+      FROM due WHERE r.id = due.id
+      RETURNING r.id, r.workflow_name, r.workflow_version, r.lease_epoch, due.state AS previous_state`
+    yield* recordTransitions(sql, rows.map((row) => ({
+      runId: row.id,
+      from: row.previous_state,
+      to: "pending",
+      reason: "woken"
+    })))
+    yield* outbox.enqueue(rows.map(runnable))
+    return rows.length
+  })).pipe(Effect.orDie)
+  if (woken > 0) yield* outbox.notify
+  return woken
+}).pipe(Effect.withSpan("Reaper.wakeDueRuns"))
+
 /** Republishes pending runs whose stream entry is gone or was never written; returns how many. */
 export const republishLostRuns = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -110,11 +138,12 @@ export const republishLostRuns = Effect.gen(function*() {
   return republished
 }).pipe(Effect.withSpan("Reaper.republishLostRuns"))
 
-/** Runs both checks every `REAPER_INTERVAL_MS` for as long as the layer is alive. */
+/** Runs the checks every `REAPER_INTERVAL_MS` for as long as the layer is alive. */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
   const tick = Effect.all([
     requeueExpiredLeases,
+    wakeDueRuns,
     republishLostRuns.pipe(
       Effect.catchTag("RedisUnavailable", (e) => Effect.logWarning("Reaper cannot check Redis streams", e.reason))
     )

@@ -35,6 +35,13 @@ export class RunLeases extends Context.Service<RunLeases, {
   ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
   readonly complete: (runId: RunId, leaseEpoch: LeaseEpoch, result: Json) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
   readonly fail: (runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
+  /** Parks the run with no worker until `delayMs` passed (the reaper wakes it): a long retry delay or a sleep. */
+  readonly suspend: (
+    runId: RunId,
+    leaseEpoch: LeaseEpoch,
+    state: "awaiting_retry" | "sleeping",
+    delayMs: number
+  ) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
   /** Gives the run back (graceful shutdown): it is pending again and requeued at once, no lease to wait out. */
   readonly release: (runId: RunId, leaseEpoch: LeaseEpoch) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
 }>()("@aiki/server/RunLeases") {
@@ -218,12 +225,15 @@ export class RunLeases extends Context.Service<RunLeases, {
           return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(cancelled, pings)))
         }))
 
-      /** Completes or fails a held run in one fenced statement: the lease check, the change and its record. */
+      /**
+       * Moves a held run out of `running` in one fenced statement (the lease check, the change and its record):
+       * to a final state, or suspended until `delayMs` passed (no owner, no lease: the reaper wakes it).
+       */
       const conclude = (
         runId: RunId,
         leaseEpoch: LeaseEpoch,
-        to: "completed" | "failed",
-        set: { readonly result?: Json; readonly error?: ErrorDetails }
+        to: "completed" | "failed" | "awaiting_retry" | "sleeping",
+        set: { readonly result?: Json; readonly error?: ErrorDetails; readonly delayMs?: number }
       ) =>
         Effect.gen(function*() {
           const [row] = yield* sql<RunRow & { readonly current_state: RunState; readonly current_epoch: number }>`
@@ -233,13 +243,18 @@ export class RunLeases extends Context.Service<RunLeases, {
               SET state = ${to},
                   result = ${set.result === undefined ? null : JSON.stringify(set.result)}::jsonb,
                   error = ${set.error === undefined ? null : JSON.stringify(set.error)}::jsonb,
-                  lease_expires_at = NULL, finished_at = now(), updated_at = now()
+                  lease_expires_at = NULL,
+                  ${set.delayMs === undefined
+                    ? sql`finished_at = now(),`
+                    : sql`lease_owner = NULL, wake_at = now() + make_interval(secs => ${set.delayMs / 1000}),`}
+                  updated_at = now()
               FROM run
               WHERE w.id = run.id AND run.lease_epoch = ${leaseEpoch} AND run.state = 'running'
               RETURNING w.*
             ), recorded AS (
               INSERT INTO transitions (run_id, from_state, to_state, reason, lease_epoch, worker_id)
-              SELECT id, 'running', state, state, ${leaseEpoch}, lease_owner FROM concluded
+              SELECT id, 'running', state, CASE WHEN state IN ('completed', 'failed') THEN state ELSE 'suspended' END,
+                ${leaseEpoch}, (SELECT lease_owner FROM run) FROM concluded
               RETURNING run_id, task_address, to_state
             ), ${sql.literal(announced)}
             SELECT concluded.*, run.state AS current_state, run.lease_epoch AS current_epoch,
@@ -294,6 +309,10 @@ export class RunLeases extends Context.Service<RunLeases, {
         ),
         fail: Effect.fn("RunLeases.fail")((runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) =>
           conclude(runId, leaseEpoch, "failed", { error })
+        ),
+        suspend: Effect.fn("RunLeases.suspend")(
+          (runId: RunId, leaseEpoch: LeaseEpoch, state: "awaiting_retry" | "sleeping", delayMs: number) =>
+            conclude(runId, leaseEpoch, state, { delayMs })
         ),
         release: Effect.fn("RunLeases.release")(release)
       })

@@ -8,7 +8,7 @@
 import type { AikiClient as ApiClient } from "@aiki/contract/Client"
 import type { LeaseEpoch, TaskAddress, TaskName } from "@aiki/contract/Ids"
 import type { Json, Lease, Task } from "@aiki/contract/Models"
-import { Cause, Effect, Exit, Option, Ref } from "effect"
+import { Cause, Duration, Effect, Exit, Option, Ref } from "effect"
 import { retryTransient } from "../AikiClient.ts"
 import { NonDeterminismError } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
@@ -16,8 +16,13 @@ import type * as Workflow from "../Workflow.ts"
 import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
 import * as JsonCodec from "./json.ts"
 
-/** Why a run's fiber was interrupted from outside its own code. */
-export type StopReason = "cancelled" | "lost" | "shutdown"
+/** Why a run's fiber was interrupted (from outside, or by its own suspension). */
+export type StopReason = "cancelled" | "lost" | "shutdown" | "suspended"
+
+export interface ExecutionOptions {
+  /** Retry delays at least this long park the run on the server (`awaiting_retry`) instead of waiting here. */
+  readonly suspendAfterMs: number
+}
 
 /** Server answers that mean this worker no longer holds the run. */
 const isLost = (error: { readonly _tag: string }) =>
@@ -31,9 +36,10 @@ export const execute = (
   api: ApiClient,
   workflow: Workflow.Any,
   lease: Lease,
-  stopReason: Ref.Ref<StopReason | undefined>
+  stopReason: Ref.Ref<StopReason | undefined>,
+  options: ExecutionOptions
 ) =>
-  executeAndReport(api, workflow, lease, stopReason).pipe(
+  executeAndReport(api, workflow, lease, stopReason, options).pipe(
     // Interrupted for a shutdown: hand the run back now rather than after its lease runs out (best effort: if the
     // server does not answer in time, the lease lapses and the reaper requeues the run).
     Effect.onInterrupt(() =>
@@ -49,7 +55,8 @@ const executeAndReport = Effect.fnUntraced(function*(
   api: ApiClient,
   workflow: Workflow.Any,
   lease: Lease,
-  stopReason: Ref.Ref<StopReason | undefined>
+  stopReason: Ref.Ref<StopReason | undefined>,
+  options: ExecutionOptions
 ) {
   const run = lease.run
   const runId = run.id
@@ -195,6 +202,16 @@ const executeAndReport = Effect.fnUntraced(function*(
         }))
         journal.set(at.sequence, failed)
         if (Option.isNone(delay)) return yield* Effect.failCause(exit.cause)
+        const delayMs = Duration.toMillis(delay.value)
+        if (retrier.durable && delayMs >= options.suspendAfterMs) {
+          // A long wait holds no worker and no lease: the server wakes the run when it is due, and whichever
+          // worker takes it replays the journal up to this task and runs its next attempt.
+          yield* write(api.execution.suspend({
+            params: { id: runId },
+            payload: { leaseEpoch, state: "awaiting_retry", delayMs: Math.round(delayMs) }
+          }))
+          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
+        }
         yield* Effect.sleep(delay.value)
       }
     })

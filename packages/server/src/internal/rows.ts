@@ -25,6 +25,7 @@ export interface RunRow {
   readonly started_at: Date | null
   readonly finished_at: Date | null
   readonly trace_parent: string | null
+  readonly wake_at: Date | null
 }
 
 export interface ErrorDetailsRow {
@@ -90,6 +91,7 @@ export const toRun = (row: RunRow): WorkflowRun =>
     updatedAt: utc(row.updated_at),
     ...(row.started_at !== null ? { startedAt: utc(row.started_at) } : {}),
     ...(row.finished_at !== null ? { finishedAt: utc(row.finished_at) } : {}),
+    ...(row.wake_at !== null ? { wakeAt: utc(row.wake_at) } : {}),
     ...(row.trace_parent !== null ? { traceParent: row.trace_parent } : {})
   }, { disableChecks: true })
 
