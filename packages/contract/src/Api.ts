@@ -187,7 +187,7 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
     params: runParams,
     payload: SuspendRun,
     success: WorkflowRun,
-    error: [RunNotFound, LeaseLost]
+    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
   }),
   HttpApiEndpoint.post("release", "/workflow-runs/:id/release", {
     params: runParams,

@@ -273,7 +273,16 @@ export class Health extends Schema.Class<Health>("Health")({
 export const SuspendRun = Schema.Struct({
   leaseEpoch: LeaseEpoch,
   state: Schema.Literals(["awaiting_retry", "sleeping"]),
-  delayMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 366 * 24 * 3_600_000 }))
+  delayMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 366 * 24 * 3_600_000 })),
+  /**
+   * A journal entry to complete in the same transaction (a sleep: once the run is woken, its replay finds the
+   * sleep done). Without it, a crash between the two writes could skip or repeat the wait.
+   */
+  completeTask: Schema.optionalKey(Schema.Struct({
+    address: TaskAddress,
+    attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
+    result: Json
+  }))
 })
 export type SuspendRun = typeof SuspendRun.Type
 

@@ -52,10 +52,11 @@ export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
     /** How long a lease lasts without a heartbeat; another worker may take the run over after it. @default 3 × heartbeatIntervalMs */
     readonly leaseMs?: number
     /**
-     * Task retry delays at least this long suspend the run on the server (`awaiting_retry`) instead of holding a
-     * slot of this worker; the server wakes it when due (to the reaper's precision). @default 5_000
+     * Waits at least this long — task retry delays (`awaiting_retry`) and `Workflow.sleep` (`sleeping`) — suspend
+     * the run on the server instead of holding a slot of this worker; the server wakes it when due (to the
+     * reaper's precision). @default 5_000
      */
-    readonly suspendRetriesAfterMs?: number
+    readonly suspendAfterMs?: number
   }
   /** @default 5_000 */
   readonly gracefulShutdownTimeoutMs?: number
@@ -98,7 +99,7 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
   const heartbeatIntervalMs = options.workflowRun?.heartbeatIntervalMs ?? 30_000
   const leaseMs = Math.max(1_000, options.workflowRun?.leaseMs ?? 3 * heartbeatIntervalMs)
   const gracefulShutdownTimeoutMs = options.gracefulShutdownTimeoutMs ?? 5_000
-  const suspendAfterMs = options.workflowRun?.suspendRetriesAfterMs ?? 5_000
+  const suspendAfterMs = options.workflowRun?.suspendAfterMs ?? 5_000
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
 
   const registration = yield* retryTransient(api.execution.register({

@@ -23,9 +23,9 @@
  * ```
  */
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Effect, Schema } from "effect"
+import { Duration, Effect, Schema } from "effect"
 import type { Retry } from "./Retry.ts"
-import type { WorkflowRun } from "./WorkflowRun.ts"
+import { WorkflowRun } from "./WorkflowRun.ts"
 
 const TypeId = "~@aiki/sdk/Workflow"
 
@@ -89,6 +89,22 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
   run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"],
   retry: options.retry
 })
+
+/**
+ * Waits `duration` inside a workflow, durably: the wait is a journal entry, so a replay does not wait again, and
+ * a long wait (see the worker's `suspendAfterMs`) holds no worker: the run sleeps on the server and any worker
+ * resumes it when it is due (to the reaper's precision, `REAPER_INTERVAL_MS`). Use it instead of `Effect.sleep`,
+ * which a replay would repeat.
+ *
+ * @example
+ * ```ts
+ * yield* SendReminder.start(user)
+ * yield* Workflow.sleep("3 days")
+ * yield* SendFollowUp.start(user)
+ * ```
+ */
+export const sleep = (duration: Duration.Input): Effect.Effect<void, never, WorkflowRun> =>
+  Effect.flatMap(WorkflowRun, (run) => run.sleep(Duration.toMillis(Duration.fromInputUnsafe(duration))))
 
 /** `name@version`, how a workflow version is keyed and shown. */
 export const key = (workflow: { readonly name: string; readonly version: string }) => `${workflow.name}@${workflow.version}`

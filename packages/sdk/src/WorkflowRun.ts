@@ -31,4 +31,6 @@ export class WorkflowRun extends Context.Service<WorkflowRun, {
   readonly workflowVersion: WorkflowVersion
   /** Runs a task durably: a recorded result is returned without running it again. */
   readonly task: <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P) => Effect.Effect<A, E, R>
+  /** Waits durably: a long sleep parks the run on the server, and a replay after it does not sleep again. */
+  readonly sleep: (millis: number) => Effect.Effect<void>
 }>()("@aiki/sdk/WorkflowRun") {}

@@ -111,6 +111,11 @@ export interface WorkflowContext {
   readonly workflowRun: { readonly id: RunId; readonly name: string; readonly version: string }
   /** Aborted when the run is cancelled, its lease is lost or the worker shuts down. */
   readonly signal: AbortSignal
+  /**
+   * Waits `ms` durably (a replay does not wait again; a long wait parks the run on the server, holding no
+   * worker). Use it instead of `setTimeout`, which a replay would repeat.
+   */
+  readonly sleep: (ms: number) => Promise<void>
   readonly [services]: Context.Context<WorkflowRun>
 }
 
@@ -162,6 +167,7 @@ export const workflow = (options: { readonly name: string }): Workflow => {
                 await definition.run({
                   workflowRun: { id: run.runId, name: run.workflowName, version: run.workflowVersion },
                   signal,
+                  sleep: (ms) => runToPromise(context, run.sleep(ms), signal),
                   // The run's services travel with the context, so `task.start(ctx, …)` runs inside this run.
                   [services]: context
                 }, payload as Payload)

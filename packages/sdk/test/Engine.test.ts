@@ -89,6 +89,20 @@ const Suspending = Workflow.make("engine-suspending", "1.0.0", {
   run: (n) => Patient.start(n)
 })
 
+/** Sleeps briefly (in the worker) and then long enough to be parked on the server, between two tasks. */
+const Sleepy = Workflow.make("engine-sleepy", "1.0.0", {
+  payload: Schema.String,
+  success: Schema.Array(Schema.String),
+  run: (name) =>
+    Effect.gen(function*() {
+      const before = yield* Prepare.start(`${name}-before`)
+      yield* Workflow.sleep("50 millis")
+      yield* Workflow.sleep("600 millis")
+      const after = yield* Prepare.start(`${name}-after`)
+      return [before, after]
+    })
+})
+
 class Server extends Context.Service<Server, AikiServer.AikiServer>()("test/Server") {}
 
 const TestLayer = Layer.unwrap(Effect.gen(function*() {
@@ -96,9 +110,9 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
   const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
   const worker = Worker.layer({
     id: "engine-worker",
-    workflows: [Order, RetriedWorkflow, Suspending],
+    workflows: [Order, RetriedWorkflow, Suspending, Sleepy],
     subscriber: { type: "redis_streams", blockTimeMs: 200 },
-    workflowRun: { heartbeatIntervalMs: 1_000, suspendRetriesAfterMs: 200 }
+    workflowRun: { heartbeatIntervalMs: 1_000, suspendAfterMs: 200 }
   })
   return worker.pipe(Layer.provideMerge(client), Layer.provideMerge(Layer.succeed(Server, server)))
 }))
@@ -115,7 +129,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       assert.include(tasks[1]!.attempts[0]!.error?.message ?? "", "flaky attempt 1")
       // The worker registered the version with its schemas, as JSON Schema.
       const worker = yield* aiki.api.workers.health({ params: { id: "engine-worker" as never } })
-      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried", "engine-suspending"])
+      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried", "engine-sleepy", "engine-suspending"])
       const [registered] = yield* aiki.api.workflows.list()
       assert.strictEqual(registered!.name, "engine-order")
       assert.deepStrictEqual((registered!.payloadSchema as { required?: Array<string> }).required, ["sku", "quantity"])
@@ -171,5 +185,23 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       ])
       const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
       assert.deepStrictEqual(task!.attempts.map((a) => a.error?.message), ["not yet", undefined])
+    }))
+
+  it.effect("sleeps durably: a short sleep in the worker, a long one parked on the server, neither repeated", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(Sleepy, "nap")
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 20_000 }), ["prepared nap-before", "prepared nap-after"])
+      const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
+      const runSteps = trail.filter((t) => t.taskAddress === undefined).map((t) => `${t.fromState}->${t.toState}`)
+      assert.includeMembers(runSteps, ["running->sleeping", "sleeping->pending"])
+      const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      assert.deepStrictEqual(tasks.map((t) => [t.name, t.state, t.attempts.length]), [
+        ["prepare", "completed", 1],
+        ["aiki.sleep", "completed", 1],
+        ["aiki.sleep", "completed", 1],
+        ["prepare", "completed", 1]
+      ])
+      assert.deepStrictEqual(memoized.filter((m) => m.startsWith("nap")), ["nap-before", "nap-after"])
     }))
 })

@@ -4,8 +4,15 @@
  * Heartbeats extend the leases a worker holds and tell it which runs were cancelled or lost. Finishing or releasing
  * a run is fenced by the epoch: a stale one is rejected with `LeaseLost` and changes nothing.
  */
-import { LeaseLost, RunNotClaimable, RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
-import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
+import {
+  type InvalidTransition,
+  LeaseLost,
+  RunNotClaimable,
+  RunNotFound,
+  type TaskNotFound,
+  WorkerNotFound
+} from "@aiki/contract/Errors"
+import type { LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type Task, type WorkerSignal, type WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import { Clock, Context, DateTime, Effect, Layer, PubSub, Stream } from "effect"
@@ -17,6 +24,7 @@ import { Outbox } from "./Outbox.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
+import { TaskJournal } from "./TaskJournal.ts"
 
 export class RunLeases extends Context.Service<RunLeases, {
   readonly claim: (
@@ -40,8 +48,10 @@ export class RunLeases extends Context.Service<RunLeases, {
     runId: RunId,
     leaseEpoch: LeaseEpoch,
     state: "awaiting_retry" | "sleeping",
-    delayMs: number
-  ) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
+    delayMs: number,
+    /** A journal entry completed in the same transaction (a sleep's). */
+    completeTask?: { readonly address: TaskAddress; readonly attempt: number; readonly result: Json }
+  ) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost | InvalidTransition | TaskNotFound>
   /** Gives the run back (graceful shutdown): it is pending again and requeued at once, no lease to wait out. */
   readonly release: (runId: RunId, leaseEpoch: LeaseEpoch) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
 }>()("@aiki/server/RunLeases") {
@@ -53,6 +63,7 @@ export class RunLeases extends Context.Service<RunLeases, {
       const outbox = yield* Outbox
       const events = yield* RunEvents
       const notifications = yield* RunNotifications
+      const journal = yield* TaskJournal
 
       /** Grants the runs `rows` just moved to running: audit trail, journals, events. Inside the transaction. */
       const granted = Effect.fnUntraced(function*(
@@ -310,10 +321,21 @@ export class RunLeases extends Context.Service<RunLeases, {
         fail: Effect.fn("RunLeases.fail")((runId: RunId, leaseEpoch: LeaseEpoch, error: ErrorDetails) =>
           conclude(runId, leaseEpoch, "failed", { error })
         ),
-        suspend: Effect.fn("RunLeases.suspend")(
-          (runId: RunId, leaseEpoch: LeaseEpoch, state: "awaiting_retry" | "sleeping", delayMs: number) =>
-            conclude(runId, leaseEpoch, state, { delayMs })
-        ),
+        suspend: Effect.fn("RunLeases.suspend")(function*(
+          runId: RunId,
+          leaseEpoch: LeaseEpoch,
+          state: "awaiting_retry" | "sleeping",
+          delayMs: number,
+          completeTask?: { readonly address: TaskAddress; readonly attempt: number; readonly result: Json }
+        ) {
+          if (completeTask === undefined) return yield* conclude(runId, leaseEpoch, state, { delayMs })
+          return yield* sql.withTransaction(
+            Effect.andThen(
+              journal.complete({ runId, leaseEpoch, ...completeTask }),
+              conclude(runId, leaseEpoch, state, { delayMs })
+            )
+          ).pipe(Effect.catchTag("SqlError", Effect.die))
+        }),
         release: Effect.fn("RunLeases.release")(release)
       })
     })

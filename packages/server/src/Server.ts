@@ -30,7 +30,8 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 
 /** The stores, with everything they stand on. */
 const layerStores = (database: DatabaseLayer) =>
-  Layer.mergeAll(RunStore.layer, RunLeases.layer, TaskJournal.layer, WorkerRegistry.layer).pipe(
+  Layer.mergeAll(RunStore.layer, RunLeases.layer, WorkerRegistry.layer).pipe(
+    Layer.provideMerge(TaskJournal.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )
 

@@ -20,7 +20,7 @@ import * as JsonCodec from "./json.ts"
 export type StopReason = "cancelled" | "lost" | "shutdown" | "suspended"
 
 export interface ExecutionOptions {
-  /** Retry delays at least this long park the run on the server (`awaiting_retry`) instead of waiting here. */
+  /** Waits (retry delays, sleeps) at least this long park the run on the server instead of waiting here. */
   readonly suspendAfterMs: number
 }
 
@@ -79,6 +79,33 @@ const executeAndReport = Effect.fnUntraced(function*(
       Effect.orDie
     )
 
+  /**
+   * The journal entry a call at `sequence` addresses (name, payload hash, occurrence), and what is recorded
+   * there; a recorded entry of another address means the workflow changed (`NonDeterminismError`).
+   */
+  const locate = (name: string, encoded: Json, sequence: number) =>
+    Effect.suspend(() => {
+      const key = `${name}:${JsonCodec.hash(encoded)}`
+      const occurrence = occurrences.get(key) ?? 0
+      occurrences.set(key, occurrence + 1)
+      const address = `${key}:${occurrence}` as TaskAddress
+      const recorded = journal.get(sequence)
+      if (recorded !== undefined && recorded.address !== address) {
+        return Effect.die(
+          fatal = new NonDeterminismError({
+            runId,
+            sequence,
+            expected: recorded.address,
+            actual: address,
+            message: `Run ${runId} is not deterministic: its task #${sequence} was "${recorded.name}" ` +
+              `(${recorded.address}) when it was recorded, but the workflow now starts "${name}" ` +
+              `(${address}) there. Deploy changed workflow code as a new version.`
+          })
+        )
+      }
+      return Effect.succeed({ address, recorded })
+    })
+
   const task = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P): Effect.Effect<A, E, R> =>
     Effect.suspend(() => {
       // Taken before anything asynchronous, so concurrent task calls are numbered in the order they were made.
@@ -86,24 +113,7 @@ const executeAndReport = Effect.fnUntraced(function*(
       return Effect.gen(function*() {
         const encoded = yield* JsonCodec.encode(definition.payloadSchema, payload, `the payload of task ${definition.name}`)
           .pipe(Effect.orDie)
-        const key = `${definition.name}:${JsonCodec.hash(encoded)}`
-        const occurrence = occurrences.get(key) ?? 0
-        occurrences.set(key, occurrence + 1)
-        const address = `${key}:${occurrence}` as TaskAddress
-        const recorded = journal.get(sequence)
-        if (recorded !== undefined && recorded.address !== address) {
-          return yield* Effect.die(
-            fatal = new NonDeterminismError({
-              runId,
-              sequence,
-              expected: recorded.address,
-              actual: address,
-              message: `Run ${runId} is not deterministic: its task #${sequence} was "${recorded.name}" ` +
-                `(${recorded.address}) when it was recorded, but the workflow now starts "${definition.name}" ` +
-                `(${address}) there. Deploy changed workflow code as a new version.`
-            })
-          )
-        }
+        const { address, recorded } = yield* locate(definition.name, encoded, sequence)
         const rerun = recorded?.state === "failed" && restartFailed
         const replayed = recorded === undefined || rerun ? undefined : yield* fromJournal(definition, recorded)
         if (replayed !== undefined) return yield* replayed
@@ -216,11 +226,46 @@ const executeAndReport = Effect.fnUntraced(function*(
       }
     })
 
+  /**
+   * A durable wait: a journal entry named `aiki.sleep`. A short one waits here (a crash repeats it in full); a long
+   * one parks the run (`sleeping`) and completes its entry in the same transaction, so the replay after waking
+   * goes straight on.
+   */
+  const sleep = (millis: number): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const sequence = nextSequence++
+      return Effect.gen(function*() {
+        const delayMs = Math.max(0, Math.round(millis))
+        const { address, recorded } = yield* locate("aiki.sleep", { ms: delayMs }, sequence)
+        if (recorded?.state === "completed") return
+        const started = yield* write(api.execution.startTask({
+          params: { id: runId },
+          payload: { leaseEpoch, address, name: "aiki.sleep" as TaskName, payload: { ms: delayMs }, sequence }
+        }))
+        journal.set(sequence, started)
+        if (started.state === "completed") return
+        const attempt = started.attempts.length
+        if (delayMs >= options.suspendAfterMs) {
+          yield* write(api.execution.suspend({
+            params: { id: runId },
+            payload: { leaseEpoch, state: "sleeping", delayMs, completeTask: { address, attempt, result: null } }
+          }))
+          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
+        }
+        yield* Effect.sleep(Duration.millis(delayMs))
+        journal.set(sequence, yield* write(api.execution.completeTask({
+          params: { id: runId },
+          payload: { leaseEpoch, address, attempt, result: null }
+        })))
+      })
+    })
+
   const context = WorkflowRun.of({
     runId,
     workflowName: run.workflowName,
     workflowVersion: run.workflowVersion,
-    task
+    task,
+    sleep
   })
 
   const workflowRetrier = yield* Retry.make(workflow.retry)

@@ -101,7 +101,8 @@ export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effe
     failTask: ({ params, payload }) => journal.fail({ runId: params.id, ...payload }),
     complete: ({ params, payload }) => leases.complete(params.id, payload.leaseEpoch, payload.result),
     fail: ({ params, payload }) => leases.fail(params.id, payload.leaseEpoch, payload.error),
-    suspend: ({ params, payload }) => leases.suspend(params.id, payload.leaseEpoch, payload.state, payload.delayMs),
+    suspend: ({ params, payload }) =>
+      leases.suspend(params.id, payload.leaseEpoch, payload.state, payload.delayMs, payload.completeTask),
     release: ({ params, payload }) => leases.release(params.id, payload.leaseEpoch)
   })
 }))
