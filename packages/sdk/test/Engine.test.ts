@@ -8,6 +8,7 @@ import { AikiClient } from "../src/AikiClient.ts"
 import * as Task from "../src/Task.ts"
 import * as Worker from "../src/Worker.ts"
 import * as Workflow from "../src/Workflow.ts"
+import { eventually } from "@aiki/testing/eventually"
 import * as AikiServer from "./support/AikiServer.ts"
 
 class OutOfStock extends Schema.TaggedError<OutOfStock>()("OutOfStock", { sku: Schema.String }) {}
@@ -203,5 +204,34 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
         ["prepare", "completed", 1]
       ])
       assert.deepStrictEqual(memoized.filter((m) => m.startsWith("nap")), ["nap-before", "nap-after"])
+    }))
+
+  it.effect("counts runs and tasks in the Prometheus metrics, under the names operators expect", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const server = yield* Server
+      yield* (yield* aiki.start(Order, { sku: "fig", quantity: 1 })).result({ timeoutMs: 20_000 })
+      yield* (yield* aiki.start(Order, { sku: "fig", quantity: 99 })).result({ timeoutMs: 20_000 }).pipe(Effect.flip)
+      // Worker gauges are sampled every few seconds: wait for a sample that includes this worker.
+      yield* eventually(Effect.gen(function*() {
+        const text = yield* Effect.promise(() => fetch(`${server.baseUrl}/metrics`).then((r) => r.text()))
+        const value = (name: string) => Number(text.split("\n").find((l) => l.startsWith(`${name} `))?.split(" ")[1] ?? NaN)
+        for (
+          const name of [
+            "aiki_workflows_started_total",
+            "aiki_workflows_completed_total",
+            "aiki_workflows_failed_total",
+            "aiki_tasks_started_total",
+            "aiki_tasks_completed_total",
+            "aiki_tasks_failed_total",
+            "aiki_tasks_retried_total",
+            "aiki_workers_active"
+          ]
+        ) {
+          assert.isAtLeast(value(name), 1, name)
+        }
+        assert.include(text, "aiki_workflow_duration_seconds_bucket")
+        assert.include(text, "aiki_workers_heartbeat_age_seconds{worker_id=\"engine-worker\"}")
+      }))
     }))
 })
