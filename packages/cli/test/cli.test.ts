@@ -7,7 +7,7 @@ import { freePort } from "@aiki/testing/freePort"
 import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { mkdtempSync } from "node:fs"
+import { existsSync, mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -30,9 +30,9 @@ describe("aiki", () => {
       const port = yield* Effect.promise(freePort)
       const url = `http://localhost:${port}`
       const env = { AIKI_URL: url }
-      // No DATABASE_URL, no REDIS_URL: only what `aiki dev` needs, in an empty directory.
+      // No DATABASE_URL, no REDIS_URL, run in an empty directory: its data goes to ./.aiki there.
       const dev = (args: ReadonlyArray<string>) =>
-        spawnNode(cli, { NO_COLOR: "1" }, ["dev", "--port", String(port), "--data-dir", join(dir, ".aiki"), ...args])
+        spawnNode(cli, { NO_COLOR: "1" }, ["dev", "--port", String(port), ...args], { cwd: dir })
 
       // First life: start a run over plain HTTP, as any client would, and see it complete.
       const first = yield* Effect.scoped(Effect.gen(function*() {
@@ -105,6 +105,7 @@ describe("aiki", () => {
           fetch(`${url}/workflow-runs/${first}/status`).then((r) => r.json() as Promise<{ state: string }>)
         )
         assert.strictEqual(status.state, "completed")
+        assert.isTrue(existsSync(join(dir, ".aiki", "pgdata")))
       }))
 
       const closed = yield* Effect.promise(freePort)

@@ -18,12 +18,21 @@ export interface Running {
   readonly exited: Promise<Exited>
 }
 
-/** Starts `script` with `args` and exactly `env` (plus PATH); the process is killed when the scope closes. */
-export const spawnNode = (script: string, env: Record<string, string>, args: ReadonlyArray<string> = []) =>
+/**
+ * Starts `script` with `args` and exactly `env` (plus PATH), in `cwd` (default: this process's); the process is
+ * killed when the scope closes.
+ */
+export const spawnNode = (
+  script: string,
+  env: Record<string, string>,
+  args: ReadonlyArray<string> = [],
+  options: { readonly cwd?: string } = {}
+) =>
   Effect.acquireRelease(
     Effect.sync((): Running => {
       const child = spawn(process.execPath, [script, ...args], {
         env: { PATH: process.env["PATH"] ?? "", ...env },
+        ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
         stdio: ["ignore", "pipe", "pipe"]
       })
       let stdout = ""
