@@ -1,10 +1,11 @@
 /**
  * Every example: what `pnpm example NAME` runs and what `aiki dev`'s worker serves.
  */
-import type { Client, WorkflowRunHandle } from "@aiki/sdk"
+import { type Client, toHandle, type WorkflowRunHandle } from "@aiki/sdk"
 import { AikiClient } from "@aiki/sdk/effect"
 import { Effect } from "effect"
 import { OrderProcessing, sampleEffectOrder } from "./effect-order-processing.ts"
+import { expenseApproval } from "./expense-approval.ts"
 import { morningRoutine, morningRoutineV1, sampleMorning } from "./morning-routine.ts"
 import { orderProcessing, orderProcessingV1, sampleOrder } from "./order-processing.ts"
 
@@ -29,22 +30,16 @@ export const examples: ReadonlyArray<Example> = [
   {
     name: "effect-order-processing",
     description: "validate → charge (typed PaymentDeclined) → reserve (Effect API)",
-    start: async (client) => {
-      const handle = await client.runtime.runPromise(
-        Effect.flatMap(AikiClient, (aiki) => aiki.start(OrderProcessing, sampleEffectOrder))
+    start: async (client) =>
+      toHandle(
+        client,
+        await client.runtime.runPromise(Effect.flatMap(AikiClient, (aiki) => aiki.start(OrderProcessing, sampleEffectOrder)))
       )
-      return {
-        id: handle.id,
-        getStatus: () => client.runtime.runPromise(handle.status),
-        waitForCompletion: (options) => client.runtime.runPromise(handle.result(options)),
-        cancel: () => client.runtime.runPromise(handle.cancel)
-      }
-    }
   }
 ]
 
 /** What a worker serving every example registers: promise workflows and Effect workflows. */
-export const promiseWorkflows = [orderProcessing, morningRoutine]
+export const promiseWorkflows = [orderProcessing, morningRoutine, expenseApproval]
 export const effectWorkflows = [OrderProcessing]
 
 /** Everything above, for `aiki dev --workflows examples/src/catalog.ts` (what `pnpm dev` runs). */

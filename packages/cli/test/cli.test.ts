@@ -71,6 +71,15 @@ describe("aiki", () => {
         assert.include(shown.stdout, "order-processing@1.0.0")
         assert.match(shown.stdout, /process-payment\s+completed\s+1/)
 
+        // A run waiting for an event: sent from the command line, it wakes and completes.
+        const expense = yield* aiki(["--json", "workflows", "start", "expense-approval", "1.0.0", "--payload", "{\"expenseId\":\"e-1\",\"employee\":\"ann\",\"amount\":12}"], env)
+        const expenseId = (JSON.parse(expense.stdout) as { id: string }).id
+        const approved = yield* aiki(["runs", "send-event", expenseId, "approval", "--payload", "{\"approved\":true,\"by\":\"bob\"}"], env)
+        assert.strictEqual(approved.code, 0, approved.stderr)
+        const reimbursed = yield* aiki(["--json", "runs", "watch", expenseId], env)
+        assert.strictEqual(reimbursed.code, 0, reimbursed.stderr)
+        assert.strictEqual((JSON.parse(reimbursed.stdout) as { run: { result: { status: string } } }).run.result.status, "reimbursed")
+
         // A run nobody serves stays pending until cancelled; cancelling twice is fine, watching it exits 1.
         const pending = yield* aiki(["--json", "workflows", "start", "nobody-serves-this", "1.0.0"], env)
         const pendingId = (JSON.parse(pending.stdout) as { id: string }).id

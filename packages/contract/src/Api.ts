@@ -15,7 +15,7 @@ import {
   TaskNotFound,
   WorkerNotFound
 } from "./Errors.ts"
-import { RunId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
+import { EventName, RunId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
 import {
   ClaimRun,
   CompleteRun,
@@ -27,12 +27,16 @@ import {
   HeartbeatReply,
   Lease,
   PollRuns,
+  ReceivedEvent,
+  ReceiveEvent,
   RegisteredWorkflow,
   RegisterWorker,
   Registration,
   ReleaseRun,
   RunPage,
   RunUpdate,
+  SendEvent,
+  SentEvent,
   StartedRun,
   StartRun,
   StartTask,
@@ -95,6 +99,13 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
     params: runParams,
     success: Schema.Array(Transition),
     error: RunNotFound
+  }),
+  /** Sends an event to a run; a run waiting for it wakes up, otherwise it is kept for its next wait. */
+  HttpApiEndpoint.post("sendEvent", "/workflow-runs/:id/events/:name", {
+    params: { id: RunId, name: EventName },
+    payload: SendEvent,
+    success: SentEvent,
+    error: [RunNotFound, InvalidTransition]
   }),
   /**
    * Follows a run as Server-Sent Events: its current state first, then every change to it or its tasks, until it
@@ -182,6 +193,12 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
     payload: FailRun,
     success: WorkflowRun,
     error: [RunNotFound, LeaseLost]
+  }),
+  HttpApiEndpoint.post("receiveEvent", "/workflow-runs/:id/receive-event", {
+    params: runParams,
+    payload: ReceiveEvent,
+    success: ReceivedEvent,
+    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
   }),
   HttpApiEndpoint.post("suspend", "/workflow-runs/:id/suspend", {
     params: runParams,

@@ -58,3 +58,7 @@ export type IdempotencyKey = typeof IdempotencyKey.Type
 /** A lease generation: incremented each time a run is granted to a worker; every worker write carries it. */
 export const LeaseEpoch = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)).pipe(Schema.brand("LeaseEpoch"))
 export type LeaseEpoch = typeof LeaseEpoch.Type
+
+/** The name of an event a run can wait for, e.g. `approval`. */
+export const EventName = slug("an event name", 128).pipe(Schema.brand("EventName"))
+export type EventName = typeof EventName.Type

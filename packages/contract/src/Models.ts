@@ -4,6 +4,7 @@
  */
 import { Schema } from "effect"
 import {
+  EventName,
   IdempotencyKey,
   LeaseEpoch,
   RunId,
@@ -308,3 +309,29 @@ export const PollRuns = Schema.Struct({
   leaseMs: Schema.optionalKey(LeaseMs)
 })
 export type PollRuns = typeof PollRuns.Type
+
+/** An event for a run: delivered to its next `waitForEvent` of that name (kept until then). */
+export const SendEvent = Schema.Struct({ payload: Json })
+export type SendEvent = typeof SendEvent.Type
+
+export class SentEvent extends Schema.Class<SentEvent>("SentEvent")({
+  eventId: Schema.String,
+  /** The run's state after the event arrived (`pending` when it woke a run waiting for it). */
+  runState: RunState
+}) {}
+
+/** A worker asks for the run's oldest unconsumed event `name`, for the journal entry `address`. */
+export const ReceiveEvent = Schema.Struct({
+  leaseEpoch: LeaseEpoch,
+  name: EventName,
+  address: TaskAddress,
+  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+})
+export type ReceiveEvent = typeof ReceiveEvent.Type
+
+/** The event, with the journal entry that now records it; or none yet: the run is parked (`awaiting_event`). */
+export const ReceivedEvent = Schema.Union([
+  Schema.TaggedStruct("Received", { payload: Json, task: Task }),
+  Schema.TaggedStruct("Waiting", { run: WorkflowRun })
+])
+export type ReceivedEvent = typeof ReceivedEvent.Type

@@ -12,10 +12,10 @@
  * ```
  */
 import * as Client from "@aiki/contract/Client"
-import type { IdempotencyKey, RunId } from "@aiki/contract/Ids"
-import type { RunUpdate, WorkflowRun } from "@aiki/contract/Models"
+import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
+import type { RunUpdate, SentEvent, WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
-import { Context, Effect, Layer, Schedule, type Schema, Stream } from "effect"
+import { Context, Effect, Layer, Schedule, Schema, Stream } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
 import * as Json from "./internal/json.ts"
@@ -51,6 +51,8 @@ export interface RunHandle<A, E> {
   /** Live updates of the run and its tasks until it is final. */
   readonly updates: Stream.Stream<RunUpdate, ClientError>
   readonly cancel: Effect.Effect<WorkflowRun, ClientError>
+  /** Sends an event to the run (for its `waitForEvent(name)`); kept until the run waits for it. */
+  readonly sendEvent: (name: string, payload: unknown) => Effect.Effect<SentEvent, ClientError | SerializationError>
 }
 
 /** Failures talking to the server (unreachable, or an error it answered). */
@@ -134,7 +136,12 @@ const make = (options: ClientOptions) =>
         status: api.runs.status({ params: { id } }),
         result: result as RunHandle<unknown, unknown>["result"],
         updates,
-        cancel: api.runs.cancel({ params: { id } })
+        cancel: api.runs.cancel({ params: { id } }),
+        sendEvent: (name, payload) =>
+          Effect.flatMap(
+            Json.encode(Schema.Json, payload, `the payload of event ${name}`),
+            (encoded) => api.runs.sendEvent({ params: { id, name: name as EventName }, payload: { payload: encoded } })
+          )
       }
     }
 

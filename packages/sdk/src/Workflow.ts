@@ -24,6 +24,7 @@
  */
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { Duration, Effect, Schema } from "effect"
+import * as Json from "./internal/json.ts"
 import type { Retry } from "./Retry.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
@@ -105,6 +106,23 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
  */
 export const sleep = (duration: Duration.Input): Effect.Effect<void, never, WorkflowRun> =>
   Effect.flatMap(WorkflowRun, (run) => run.sleep(Duration.toMillis(Duration.fromInputUnsafe(duration))))
+
+/**
+ * Waits for the next event `name` sent to this run (`POST /workflow-runs/:id/events/:name`, or `sendEvent` on a
+ * run handle) and decodes its payload with `schema`. An event sent before the workflow gets here is kept for it.
+ * While nothing has arrived, the run waits on the server (`awaiting_event`) holding no worker. Each event is
+ * received once; a replay returns the same one.
+ *
+ * @example
+ * ```ts
+ * const approval = yield* Workflow.waitForEvent("approval", Schema.Struct({ approved: Schema.Boolean }))
+ * ```
+ */
+export const waitForEvent = <S extends Schema.Top>(name: string, schema: S): Effect.Effect<S["Type"], never, WorkflowRun> =>
+  Effect.flatMap(WorkflowRun, (run) => run.waitForEvent(name)).pipe(
+    Effect.flatMap((payload) => Json.decode(schema, payload, `the payload of event ${name}`)),
+    Effect.orDie
+  )
 
 /** `name@version`, how a workflow version is keyed and shown. */
 export const key = (workflow: { readonly name: string; readonly version: string }) => `${workflow.name}@${workflow.version}`

@@ -3,6 +3,7 @@
  * workflow go through it: it looks each call up in the run's journal and runs only what is not recorded yet.
  */
 import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { Json } from "@aiki/contract/Models"
 import { Context, type Effect, type Schema } from "effect"
 import type { Retry } from "./Retry.ts"
 
@@ -33,4 +34,6 @@ export class WorkflowRun extends Context.Service<WorkflowRun, {
   readonly task: <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P) => Effect.Effect<A, E, R>
   /** Waits durably: a long sleep parks the run on the server, and a replay after it does not sleep again. */
   readonly sleep: (millis: number) => Effect.Effect<void>
+  /** The payload of the next event `name` sent to this run, waiting (parked on the server) until one arrives. */
+  readonly waitForEvent: (name: string) => Effect.Effect<Json>
 }>()("@aiki/sdk/WorkflowRun") {}

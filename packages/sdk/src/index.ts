@@ -116,6 +116,11 @@ export interface WorkflowContext {
    * worker). Use it instead of `setTimeout`, which a replay would repeat.
    */
   readonly sleep: (ms: number) => Promise<void>
+  /**
+   * The payload of the next event `name` sent to this run (`handle.sendEvent(name, payload)`); the run waits on
+   * the server, holding no worker, until one arrives. An event sent earlier is kept for it.
+   */
+  readonly waitForEvent: <Payload = unknown>(name: string) => Promise<Payload>
   readonly [services]: Context.Context<WorkflowRun>
 }
 
@@ -168,6 +173,8 @@ export const workflow = (options: { readonly name: string }): Workflow => {
                   workflowRun: { id: run.runId, name: run.workflowName, version: run.workflowVersion },
                   signal,
                   sleep: (ms) => runToPromise(context, run.sleep(ms), signal),
+                  waitForEvent: <Payload>(name: string) =>
+                    runToPromise(context, run.waitForEvent(name), signal) as Promise<Payload>,
                   // The run's services travel with the context, so `task.start(ctx, …)` runs inside this run.
                   [services]: context
                 }, payload as Payload)
@@ -208,13 +215,17 @@ export interface WorkflowRunHandle<Result> {
   /** Resolves with the result once the run completes; rejects with `RunFailed`, `RunCancelled` or `WaitTimeout`. */
   readonly waitForCompletion: (options?: { readonly timeoutMs?: number }) => Promise<Result>
   readonly cancel: () => Promise<RunRecord>
+  /** Sends an event to the run, for its `ctx.waitForEvent(name)`. */
+  readonly sendEvent: (name: string, payload: unknown) => Promise<void>
 }
 
-const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unknown>): WorkflowRunHandle<Result> => ({
+/** The promise handle of a run handle of the Effect API (to mix both styles with one client). */
+export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unknown>): WorkflowRunHandle<Result> => ({
   id: handle.id,
   getStatus: () => client.runtime.runPromise(handle.status),
   waitForCompletion: (options) => client.runtime.runPromise(handle.result(options)) as Promise<Result>,
-  cancel: () => client.runtime.runPromise(handle.cancel)
+  cancel: () => client.runtime.runPromise(handle.cancel),
+  sendEvent: (name, payload) => client.runtime.runPromise(handle.sendEvent(name, toJson(payload))).then(() => undefined)
 })
 
 export interface Client {

@@ -64,7 +64,10 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })(`durability ($
       const aiki = yield* AikiClient
       const a = yield* worker("worker-a", { STEP_TWO_MS: "60000" })
       const run = yield* aiki.start(Fixtures.threeSteps.effect, 7)
-      yield* taskRunning(run.id, "step-two")
+      // Killed while step two's code is running (it has begun its side effect), not merely recorded as started.
+      yield* eventually(Effect.gen(function*() {
+        assert.include((yield* sideEffects(run.id)).map(([what]) => what), "step-two")
+      }))
       yield* WorkerProcess.signal(a, "SIGKILL")
       yield* worker("worker-b", { STEP_TWO_MS: "50" })
       const result = yield* run.result({ timeoutMs: 60_000 })

@@ -104,6 +104,17 @@ const Sleepy = Workflow.make("engine-sleepy", "1.0.0", {
     })
 })
 
+/** Waits for an approval event, then acts on it. */
+const Approval = Workflow.make("engine-approval", "1.0.0", {
+  payload: Schema.String,
+  success: Schema.String,
+  run: (name) =>
+    Effect.gen(function*() {
+      const decision = yield* Workflow.waitForEvent("approval", Schema.Struct({ approved: Schema.Boolean, by: Schema.String }))
+      return yield* Prepare.start(`${name} ${decision.approved ? "approved" : "rejected"} by ${decision.by}`)
+    })
+})
+
 class Server extends Context.Service<Server, AikiServer.AikiServer>()("test/Server") {}
 
 const TestLayer = Layer.unwrap(Effect.gen(function*() {
@@ -111,7 +122,7 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
   const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
   const worker = Worker.layer({
     id: "engine-worker",
-    workflows: [Order, RetriedWorkflow, Suspending, Sleepy],
+    workflows: [Order, RetriedWorkflow, Suspending, Sleepy, Approval],
     subscriber: { type: "redis_streams", blockTimeMs: 200 },
     workflowRun: { heartbeatIntervalMs: 1_000, suspendAfterMs: 200 }
   })
@@ -130,9 +141,9 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
       assert.include(tasks[1]!.attempts[0]!.error?.message ?? "", "flaky attempt 1")
       // The worker registered the version with its schemas, as JSON Schema.
       const worker = yield* aiki.api.workers.health({ params: { id: "engine-worker" as never } })
-      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-order", "engine-retried", "engine-sleepy", "engine-suspending"])
-      const [registered] = yield* aiki.api.workflows.list()
-      assert.strictEqual(registered!.name, "engine-order")
+      assert.deepStrictEqual(worker.workflows.map((w) => w.name), ["engine-approval", "engine-order", "engine-retried", "engine-sleepy", "engine-suspending"])
+      const registered = (yield* aiki.api.workflows.list()).find((w) => w.name === "engine-order")
+      assert.isDefined(registered)
       assert.deepStrictEqual((registered!.payloadSchema as { required?: Array<string> }).required, ["sku", "quantity"])
     }))
 
@@ -233,5 +244,29 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("engine", (it) 
         assert.include(text, "aiki_workflow_duration_seconds_bucket")
         assert.include(text, "aiki_workers_heartbeat_age_seconds{worker_id=\"engine-worker\"}")
       }))
+    }))
+
+  it.effect("waits on the server for an event, wakes when it is sent, and receives it once", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(Approval, "invoice-9")
+      yield* eventually(Effect.gen(function*() {
+        assert.strictEqual((yield* run.status).state, "awaiting_event")
+      }))
+      const sent = yield* run.sendEvent("approval", { approved: true, by: "ann" })
+      assert.strictEqual(sent.runState, "pending")
+      assert.strictEqual(yield* run.result({ timeoutMs: 20_000 }), "prepared invoice-9 approved by ann")
+      const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
+      assert.includeMembers(trail.map((t) => `${t.fromState}->${t.toState}:${t.reason}`), [
+        "running->awaiting_event:suspended",
+        "awaiting_event->pending:event_received"
+      ])
+      const late = yield* run.sendEvent("approval", { approved: false, by: "bob" }).pipe(Effect.flip)
+      assert.strictEqual(late._tag, "InvalidTransition")
+
+      // An event sent before the workflow waits for it is kept for it: the run never parks.
+      const early = yield* aiki.start(Approval, "invoice-10")
+      yield* early.sendEvent("approval", { approved: false, by: "cy" })
+      assert.strictEqual(yield* early.result({ timeoutMs: 20_000 }), "prepared invoice-10 rejected by cy")
     }))
 })

@@ -13,7 +13,7 @@ import {
   WorkerNotFound
 } from "@aiki/contract/Errors"
 import type { LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
-import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type Task, type WorkerSignal, type WorkflowRun } from "@aiki/contract/Models"
+import { type ErrorDetails, HeartbeatReply, type HeldRun, type Json, Lease, type PollRuns, type ReceivedEvent, type ReceiveEvent, type Task, type WorkerSignal, type WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import { Clock, Context, DateTime, Effect, Layer, PubSub, Stream } from "effect"
 import { SqlClient } from "effect/sql"
@@ -52,6 +52,15 @@ export class RunLeases extends Context.Service<RunLeases, {
     /** A journal entry completed in the same transaction (a sleep's). */
     completeTask?: { readonly address: TaskAddress; readonly attempt: number; readonly result: Json }
   ) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost | InvalidTransition | TaskNotFound>
+  /**
+   * Hands the run's oldest unconsumed event `name` to the journal entry `address` (completing it with the
+   * event's payload), or, when there is none, parks the run in `awaiting_event` until one is sent. One
+   * transaction, under the run's lock, so an event sent meanwhile is never missed.
+   */
+  readonly receiveEvent: (
+    runId: RunId,
+    input: ReceiveEvent
+  ) => Effect.Effect<ReceivedEvent, RunNotFound | LeaseLost | InvalidTransition | TaskNotFound>
   /** Gives the run back (graceful shutdown): it is pending again and requeued at once, no lease to wait out. */
   readonly release: (runId: RunId, leaseEpoch: LeaseEpoch) => Effect.Effect<WorkflowRun, RunNotFound | LeaseLost>
 }>()("@aiki/server/RunLeases") {
@@ -243,7 +252,7 @@ export class RunLeases extends Context.Service<RunLeases, {
       const conclude = (
         runId: RunId,
         leaseEpoch: LeaseEpoch,
-        to: "completed" | "failed" | "awaiting_retry" | "sleeping",
+        to: "completed" | "failed" | "awaiting_retry" | "sleeping" | "awaiting_event",
         set: { readonly result?: Json; readonly error?: ErrorDetails; readonly delayMs?: number }
       ) =>
         Effect.gen(function*() {
@@ -255,8 +264,10 @@ export class RunLeases extends Context.Service<RunLeases, {
                   result = ${set.result === undefined ? null : JSON.stringify(set.result)}::jsonb,
                   error = ${set.error === undefined ? null : JSON.stringify(set.error)}::jsonb,
                   lease_expires_at = NULL,
-                  ${set.delayMs === undefined
+                  ${to === "completed" || to === "failed"
                     ? sql`finished_at = now(),`
+                    : set.delayMs === undefined
+                    ? sql`lease_owner = NULL, wake_at = NULL,`
                     : sql`lease_owner = NULL, wake_at = now() + make_interval(secs => ${set.delayMs / 1000}),`}
                   updated_at = now()
               FROM run
@@ -335,6 +346,30 @@ export class RunLeases extends Context.Service<RunLeases, {
               conclude(runId, leaseEpoch, state, { delayMs })
             )
           ).pipe(Effect.catchTag("SqlError", Effect.die))
+        }),
+        receiveEvent: Effect.fn("RunLeases.receiveEvent")(function*(runId: RunId, input: ReceiveEvent) {
+          return yield* sql.withTransaction(Effect.gen(function*() {
+            yield* holdLease(sql, runId, input.leaseEpoch)
+            const [event] = yield* sql<{ readonly id: string; readonly payload: Json }>`
+              UPDATE run_events SET consumed_by = ${input.address}, consumed_at = now()
+              WHERE id = (
+                SELECT id FROM run_events WHERE run_id = ${runId} AND name = ${input.name} AND consumed_by IS NULL
+                ORDER BY id LIMIT 1 FOR UPDATE
+              )
+              RETURNING id::text AS id, payload`
+            if (event === undefined) {
+              const run = yield* conclude(runId, input.leaseEpoch, "awaiting_event", {})
+              return { _tag: "Waiting", run } as const
+            }
+            const task = yield* journal.complete({
+              runId,
+              leaseEpoch: input.leaseEpoch,
+              address: input.address,
+              attempt: input.attempt,
+              result: event.payload
+            })
+            return { _tag: "Received", payload: event.payload, task } as const
+          })).pipe(Effect.catchTag("SqlError", Effect.die))
         }),
         release: Effect.fn("RunLeases.release")(release)
       })

@@ -3,8 +3,8 @@
  * transaction), read it, list a workflow's runs, read its tasks and audit trail, cancel it.
  */
 import { IdempotencyConflict, InvalidTransition, RunNotFound } from "@aiki/contract/Errors"
-import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Json, RunPage, type RunUpdate, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import type { EventName, IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { type Json, RunPage, type RunUpdate, SentEvent, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
 import { Clock, Context, Effect, Layer, Stream } from "effect"
 import { HttpTraceContext } from "effect/http"
@@ -42,6 +42,8 @@ export class RunStore extends Context.Service<RunStore, {
   readonly transitions: (id: RunId) => Effect.Effect<ReadonlyArray<Transition>, RunNotFound>
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** Keeps an event for the run's next wait for `name`, waking the run if it is waiting for events. */
+  readonly sendEvent: (id: RunId, name: EventName, payload: Json) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition>
   /**
    * The run now, then each change to it or to its tasks, whichever server replica committed it; ends once the run
    * is final. Fails with `RunNotFound` before emitting anything for an unknown id.
@@ -207,7 +209,37 @@ export class RunStore extends Context.Service<RunStore, {
         }))
       })
 
-      return RunStore.of({ start, get, list, tasks, transitions, cancel, follow })
+      const sendEvent = Effect.fn("RunStore.sendEvent")(function*(id: RunId, name: EventName, payload: Json) {
+        const sent = yield* sql.withTransaction(Effect.gen(function*() {
+          // Under the run's lock: a worker deciding to park the run for lack of an event cannot miss this one.
+          const [run] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id} FOR UPDATE`
+          if (run === undefined) return yield* RunNotFound.of(id)
+          if (isTerminal(run.state)) {
+            return yield* new InvalidTransition({
+              runId: id,
+              from: run.state,
+              to: "event",
+              message: `Run ${id} is ${run.state}; it can no longer receive events`
+            })
+          }
+          const [event] = yield* sql<{ readonly id: string }>`
+            INSERT INTO run_events (run_id, name, payload) VALUES (${id}, ${name}, ${JSON.stringify(payload)}::jsonb)
+            RETURNING id::text AS id`
+          if (run.state !== "awaiting_event") return { eventId: event!.id, run, woke: false }
+          const [woken] = yield* sql<RunRow>`
+            UPDATE workflow_runs SET state = 'pending', updated_at = now() WHERE id = ${id} RETURNING *`
+          yield* recordTransitions(sql, [{ runId: id, from: "awaiting_event", to: "pending", reason: "event_received" }])
+          yield* outbox.enqueue([{ id, workflowName: run.workflow_name, workflowVersion: run.workflow_version }])
+          return { eventId: event!.id, run: woken!, woke: true }
+        })).pipe(Effect.catchTag("SqlError", Effect.die))
+        if (sent.woke) {
+          yield* outbox.notify
+          yield* events.publish(toRun(sent.run), "awaiting_event")
+        }
+        return new SentEvent({ eventId: sent.eventId, runState: sent.run.state })
+      })
+
+      return RunStore.of({ start, get, list, tasks, transitions, cancel, sendEvent, follow })
     })
   )
 }

@@ -1,8 +1,8 @@
 /**
  * `aiki runs list | get | cancel | watch`: read and manage runs through the API.
  */
-import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import type { RunUpdate, Task, WorkflowRun } from "@aiki/contract/Models"
+import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { Json, RunUpdate, Task, WorkflowRun } from "@aiki/contract/Models"
 import { RunState } from "@aiki/contract/RunState"
 import { Console, Effect, Option, Stream } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
@@ -67,6 +67,22 @@ const cancel = Command.make("cancel", { id: runId }, ({ id }) =>
     })
   )).pipe(Command.withDescription("Cancel a run that has not finished"))
 
+const sendEvent = Command.make("send-event", {
+  id: runId,
+  name: Argument.String("name").pipe(Argument.withDescription("The event's name, as the workflow waits for it")),
+  payload: Flag.String("payload").pipe(Flag.withDescription("The event's payload as JSON"), Flag.withDefault("null"))
+}, ({ id, name, payload }) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const parsed = yield* Effect.try({
+        try: () => JSON.parse(payload) as Json,
+        catch: (error) => new Error(`--payload is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
+      })
+      const sent = yield* api.runs.sendEvent({ params: { id: id as RunId, name: name as EventName }, payload: { payload: parsed } })
+      yield* json ? Output.json(sent) : Console.log(`Sent ${name} to run ${id} (now ${Output.state(sent.runState)})`)
+    })
+  )).pipe(Command.withDescription("Send an event to a run (for its waitForEvent)"))
+
 /** Follows a run until it is final; prints its tasks as they change. Exit code 1 unless it completed. */
 export const follow = (id: RunId) =>
   withClient((api, json) =>
@@ -117,5 +133,5 @@ const watch = Command.make("watch", { id: runId }, ({ id }) => follow(id as RunI
 
 export const runs = Command.make("runs").pipe(
   Command.withDescription("List, inspect, follow and cancel runs"),
-  Command.withSubcommands([list, get, cancel, watch])
+  Command.withSubcommands([list, get, cancel, watch, sendEvent])
 )

@@ -6,7 +6,7 @@
  * interrupted and this worker stops touching the run.
  */
 import type { AikiClient as ApiClient } from "@aiki/contract/Client"
-import type { LeaseEpoch, TaskAddress, TaskName } from "@aiki/contract/Ids"
+import type { EventName, LeaseEpoch, TaskAddress, TaskName } from "@aiki/contract/Ids"
 import type { Json, Lease, Task } from "@aiki/contract/Models"
 import { Cause, Duration, Effect, Exit, Option, Ref } from "effect"
 import { retryTransient } from "../AikiClient.ts"
@@ -260,12 +260,41 @@ const executeAndReport = Effect.fnUntraced(function*(
       })
     })
 
+  /**
+   * The next event `name`: a journal entry `aiki.event` that the server completes with the event's payload, or,
+   * with none sent yet, parks the run (`awaiting_event`) until one is; the replay after that receives it.
+   */
+  const waitForEvent = (name: string): Effect.Effect<Json> =>
+    Effect.suspend(() => {
+      const sequence = nextSequence++
+      return Effect.gen(function*() {
+        const { address, recorded } = yield* locate("aiki.event", { name }, sequence)
+        if (recorded?.state === "completed") return recorded.result ?? null
+        const started = yield* write(api.execution.startTask({
+          params: { id: runId },
+          payload: { leaseEpoch, address, name: "aiki.event" as TaskName, payload: { name }, sequence }
+        }))
+        journal.set(sequence, started)
+        if (started.state === "completed") return started.result ?? null
+        const received = yield* write(api.execution.receiveEvent({
+          params: { id: runId },
+          payload: { leaseEpoch, name: name as EventName, address, attempt: started.attempts.length }
+        }))
+        if (received._tag === "Waiting") {
+          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
+        }
+        journal.set(sequence, received.task)
+        return received.payload
+      })
+    })
+
   const context = WorkflowRun.of({
     runId,
     workflowName: run.workflowName,
     workflowVersion: run.workflowVersion,
     task,
-    sleep
+    sleep,
+    waitForEvent
   })
 
   const workflowRetrier = yield* Retry.make(workflow.retry)

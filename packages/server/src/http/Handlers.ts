@@ -75,7 +75,8 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     cancel: ({ params }) => runs.cancel(params.id),
     tasks: ({ params }) => runs.tasks(params.id),
     transitions: ({ params }) => runs.transitions(params.id),
-    events: ({ params }) => runs.follow(params.id)
+    events: ({ params }) => runs.follow(params.id),
+    sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload)
   })
 }))
 
@@ -101,6 +102,7 @@ export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effe
     failTask: ({ params, payload }) => journal.fail({ runId: params.id, ...payload }),
     complete: ({ params, payload }) => leases.complete(params.id, payload.leaseEpoch, payload.result),
     fail: ({ params, payload }) => leases.fail(params.id, payload.leaseEpoch, payload.error),
+    receiveEvent: ({ params, payload }) => leases.receiveEvent(params.id, payload),
     suspend: ({ params, payload }) =>
       leases.suspend(params.id, payload.leaseEpoch, payload.state, payload.delayMs, payload.completeTask),
     release: ({ params, payload }) => leases.release(params.id, payload.leaseEpoch)
