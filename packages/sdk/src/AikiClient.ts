@@ -16,7 +16,7 @@ import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
 import type { RunUpdate, SentEvent, WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
 import { Context, Effect, Layer, Schedule, Schema, Stream } from "effect"
-import { FetchHttpClient } from "effect/http"
+import { NodeHttpClient } from "@effect/platform-node"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
@@ -75,8 +75,12 @@ export class AikiClient extends Context.Service<AikiClient, {
     id: RunId
   ) => RunHandle<S["Type"], E["Type"]>
 }>()("@aiki/sdk/AikiClient") {
+  /**
+   * Over Node's undici with pooled keep-alive connections: a worker makes a few requests per task, and the
+   * `fetch` path's per-request overhead showed in the benchmark (about 20% fewer runs per second).
+   */
   static readonly layer = (options: ClientOptions) =>
-    Layer.effect(AikiClient, make(options)).pipe(Layer.provide(FetchHttpClient.layer))
+    Layer.effect(AikiClient, make(options)).pipe(Layer.provide(NodeHttpClient.layerUndici))
 }
 
 /** Retries what a restarting or briefly unreachable server answers; everything else is the caller's. */
