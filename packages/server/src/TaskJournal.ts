@@ -11,7 +11,7 @@ import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { holdLeaseForTask } from "./internal/fence.ts"
 import { type TaskRow, toTask } from "./internal/rows.ts"
-import { announced, insertTransitions, recordedForTask, transitionColumns, transitionRows } from "./internal/sql.ts"
+import { announced, attemptsJson, insertTransitions, recordedForTask, transitionColumns, transitionRows } from "./internal/sql.ts"
 import { RunEvents } from "./RunEvents.ts"
 
 export interface StartTaskInput {
@@ -284,12 +284,7 @@ export class TaskJournal extends Context.Service<TaskJournal, {
             RETURNING t.*
           ), ${recordedForTask(sql, entries)}, ${sql.literal(announced)}
           SELECT task.*, (SELECT finished_at FROM closed) AS finished_at,
-            COALESCE((
-              SELECT jsonb_agg(jsonb_build_object(
-                'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
-                'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
-              FROM task_attempts a WHERE a.run_id = ${runId} AND a.address = ${address}
-            ), '[]'::jsonb) AS attempts,
+            ${attemptsJson(sql, runId, address)} AS attempts,
             (SELECT count(*) FROM announced) AS announced
           FROM task`.pipe(
           Effect.map(([row]) => {

@@ -10,6 +10,7 @@ import type { RunState } from "@aiki/contract/RunState"
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import { type TaskRow, toTask } from "./rows.ts"
+import { attemptsJson } from "./sql.ts"
 
 export interface LockedRun {
   readonly state: RunState
@@ -68,12 +69,7 @@ export const holdLeaseForTask = Effect.fnUntraced(
     const [row] = yield* sql<LockedTaskRow>`
       SELECT r.state AS run_state, r.lease_epoch, r.lease_owner, r.workflow_name, r.workflow_version,
         t.address, t.sequence, t.name, t.state AS task_state, t.payload, t.result, t.error, t.created_at, t.updated_at,
-        COALESCE((
-          SELECT jsonb_agg(jsonb_build_object(
-            'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
-            'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
-          FROM task_attempts a WHERE a.run_id = r.id AND a.address = ${address}
-        ), '[]'::jsonb) AS attempts
+        ${attemptsJson(sql, sql`r.id`, address)} AS attempts
       FROM workflow_runs r LEFT JOIN tasks t ON t.run_id = r.id AND t.address = ${address}
       WHERE r.id = ${runId}
       FOR UPDATE OF r`

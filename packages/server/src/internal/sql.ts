@@ -3,6 +3,7 @@
  */
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
+import type { Fragment } from "effect/sql/Statement"
 import { type TaskRow, toTask } from "./rows.ts"
 
 export interface TransitionInput {
@@ -68,16 +69,23 @@ export const recordedForTask = (sql: SqlClient.SqlClient, entries: string) =>
     RETURNING run_id, task_address, to_state
   )`
 
+/**
+ * The attempts of the task at (`runId`, `address`) as the JSON array `TaskRow.attempts` reads: one shape for
+ * every query that returns a task.
+ */
+export const attemptsJson = (sql: SqlClient.SqlClient, runId: Fragment | string, address: Fragment | string) =>
+  sql`COALESCE((
+    SELECT jsonb_agg(jsonb_build_object(
+      'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
+      'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
+    FROM task_attempts a WHERE a.run_id = ${runId} AND a.address = ${address}
+  ), '[]'::jsonb)`
+
 /** The tasks of a run in the order they were first started, each with its attempts. */
 export const selectTasks = (sql: SqlClient.SqlClient, runId: string, address?: string) =>
   sql<TaskRow>`
     SELECT t.address, t.sequence, t.name, t.state, t.payload, t.result, t.error, t.created_at, t.updated_at,
-      COALESCE((
-        SELECT jsonb_agg(jsonb_build_object(
-          'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
-          'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
-        FROM task_attempts a WHERE a.run_id = t.run_id AND a.address = t.address
-      ), '[]'::jsonb) AS attempts
+      ${attemptsJson(sql, sql`t.run_id`, sql`t.address`)} AS attempts
     FROM tasks t
     WHERE t.run_id = ${runId} ${address === undefined ? sql`` : sql`AND t.address = ${address}`}
     ORDER BY t.sequence, t.seq
