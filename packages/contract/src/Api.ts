@@ -5,47 +5,32 @@
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
-import {
-  DependencyUnavailable,
-  IdempotencyConflict,
-  InvalidTransition,
-  LeaseLost,
-  RunNotClaimable,
-  RunNotFound,
-  TaskNotFound,
-  WorkerNotFound
-} from "./Errors.ts"
+import { DependencyUnavailable, IdempotencyConflict, InvalidTransition, RunNotFound, WorkerNotFound } from "./Errors.ts"
 import { EventName, RunId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
 import {
-  ClaimRun,
-  CompleteRun,
-  CompleteTask,
-  FailRun,
-  FailTask,
+  ClaimRuns,
+  Claims,
   Health,
   Heartbeat,
   HeartbeatReply,
   Lease,
   PollRuns,
-  ReceivedEvent,
-  ReceiveEvent,
   RegisteredWorkflow,
   RegisterWorker,
   Registration,
-  ReleaseRun,
   RunPage,
   RunUpdate,
   SendEvent,
   SentEvent,
   StartedRun,
   StartRun,
-  StartTask,
-  SuspendRun,
   Task,
   Transition,
   WorkerHealth,
   WorkerSignal,
-  WorkflowRun
+  WorkflowRun,
+  WriteBatch,
+  WriteResults
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
 
@@ -132,8 +117,9 @@ export class WorkersApi extends HttpApiGroup.make("workers").add(
 ) {}
 
 /**
- * The worker protocol: register, claim a run (a lease), heartbeat, record tasks and finish runs. Every write about
- * a run carries the lease epoch it was granted; a stale epoch is rejected with `LeaseLost` and changes nothing.
+ * The worker protocol: register, claim runs (leases), heartbeat, and write what happens to the runs held. Every
+ * write about a run carries the lease epoch it was granted; a stale epoch is answered `LeaseLost` and changes
+ * nothing. Claims and writes are batched: a worker sends what all its runs have to say in one request.
  */
 export class ExecutionApi extends HttpApiGroup.make("execution").add(
   HttpApiEndpoint.post("register", "/workers/:id/register", {
@@ -158,59 +144,20 @@ export class ExecutionApi extends HttpApiGroup.make("execution").add(
     payload: PollRuns,
     success: Schema.Array(Lease)
   }),
-  HttpApiEndpoint.post("claim", "/workflow-runs/:id/claim", {
-    params: runParams,
-    payload: ClaimRun,
-    success: Lease,
-    error: [RunNotFound, RunNotClaimable]
+  /** Grants the runs it can (a lease each, with its journal) and says why it refused the others. */
+  HttpApiEndpoint.post("claim", "/workers/:id/claim", {
+    params: { id: WorkerId },
+    payload: ClaimRuns,
+    success: Claims
   }),
-  HttpApiEndpoint.post("startTask", "/workflow-runs/:id/tasks/start", {
-    params: runParams,
-    payload: StartTask,
-    success: Task,
-    error: [RunNotFound, LeaseLost, InvalidTransition]
-  }),
-  HttpApiEndpoint.post("completeTask", "/workflow-runs/:id/tasks/complete", {
-    params: runParams,
-    payload: CompleteTask,
-    success: Task,
-    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
-  }),
-  HttpApiEndpoint.post("failTask", "/workflow-runs/:id/tasks/fail", {
-    params: runParams,
-    payload: FailTask,
-    success: Task,
-    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
-  }),
-  HttpApiEndpoint.post("complete", "/workflow-runs/:id/complete", {
-    params: runParams,
-    payload: CompleteRun,
-    success: WorkflowRun,
-    error: [RunNotFound, LeaseLost]
-  }),
-  HttpApiEndpoint.post("fail", "/workflow-runs/:id/fail", {
-    params: runParams,
-    payload: FailRun,
-    success: WorkflowRun,
-    error: [RunNotFound, LeaseLost]
-  }),
-  HttpApiEndpoint.post("receiveEvent", "/workflow-runs/:id/receive-event", {
-    params: runParams,
-    payload: ReceiveEvent,
-    success: ReceivedEvent,
-    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
-  }),
-  HttpApiEndpoint.post("suspend", "/workflow-runs/:id/suspend", {
-    params: runParams,
-    payload: SuspendRun,
-    success: WorkflowRun,
-    error: [RunNotFound, LeaseLost, InvalidTransition, TaskNotFound]
-  }),
-  HttpApiEndpoint.post("release", "/workflow-runs/:id/release", {
-    params: runParams,
-    payload: ReleaseRun,
-    success: WorkflowRun,
-    error: [RunNotFound, LeaseLost]
+  /**
+   * Writes about the runs the worker holds (task attempts, outcomes, events received, parking, completion),
+   * committed together and answered one by one, in order.
+   */
+  HttpApiEndpoint.post("write", "/workers/:id/writes", {
+    params: { id: WorkerId },
+    payload: WriteBatch,
+    success: WriteResults
   })
 ).middleware(RequestValidation).middleware(WorkerAccess).annotateMerge(
   OpenApi.annotations({ title: "Execution", description: "The protocol workers speak: leases, tasks, results" })

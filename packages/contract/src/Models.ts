@@ -14,7 +14,8 @@ import {
   WorkflowName,
   WorkflowVersion
 } from "./Ids.ts"
-import { RunState } from "./RunState.ts"
+import { InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
+import { ParkedState, RunState } from "./RunState.ts"
 import { TaskState } from "./TaskState.ts"
 
 /** A UTC instant, an ISO 8601 string on the wire (also inside SSE events, which encode to plain JSON). */
@@ -55,7 +56,11 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** When a suspended run (`sleeping`, `awaiting_retry`) becomes pending again. */
   wakeAt: Schema.optionalKey(Timestamp),
   /** The W3C `traceparent` of the request that started the run; its execution continues that trace. */
-  traceParent: Schema.optionalKey(Schema.String)
+  traceParent: Schema.optionalKey(Schema.String),
+  /** The replay semantics the run is pinned to (set when a worker first executes it); see `ReplayVersion`. */
+  replayVersion: Schema.optionalKey(Schema.Int),
+  /** While `awaiting_event`: the names of the events that wake it. */
+  awaitingEvents: Schema.optionalKey(Schema.Array(EventName))
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -79,7 +84,12 @@ export class TaskAttempt extends Schema.Class<TaskAttempt>("TaskAttempt")({
   error: Schema.optionalKey(ErrorDetails)
 }) {}
 
-/** A task of a run: one journal entry, with every attempt made at it. */
+/**
+ * A journal entry of a run: a task (or a durable wait: `aiki.sleep`, `aiki.event`), with every attempt made at it.
+ * `sequence` is its place among the calls the workflow's code made; `outcomeOrder` is the place of its outcome
+ * among the outcomes the code received. A replay delivers recorded outcomes in that order, which is what makes
+ * replaying concurrent code independent of timing.
+ */
 export class Task extends Schema.Class<Task>("Task")({
   address: TaskAddress,
   sequence: Schema.Int,
@@ -89,6 +99,10 @@ export class Task extends Schema.Class<Task>("Task")({
   result: Schema.optionalKey(Json),
   error: Schema.optionalKey(ErrorDetails),
   attempts: Schema.Array(TaskAttempt),
+  /** Set once the outcome is final (`completed`, or `failed` for good). */
+  outcomeOrder: Schema.optionalKey(Schema.Int),
+  /** When a waiting entry is due: a sleep's wake-up, or the next attempt of a task waiting to be retried. */
+  notBefore: Schema.optionalKey(Timestamp),
   createdAt: Timestamp,
   updatedAt: Timestamp
 }) {}
@@ -158,19 +172,44 @@ export type RegisterWorker = typeof RegisterWorker.Type
 /** Bounds on how long a lease lasts before another worker may take the run over. */
 export const LeaseMs = Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 3_600_000 }))
 
-export const ClaimRun = Schema.Struct({
-  workerId: WorkerId,
-  /** @default 60_000 */
-  leaseMs: Schema.optionalKey(LeaseMs)
-})
-export type ClaimRun = typeof ClaimRun.Type
+/**
+ * The replay semantics a worker implements. A run is pinned to the version it was first executed with, and only
+ * workers implementing that version (or a later one that keeps it) are granted it; see `docs/replay.md`.
+ * 1: recorded outcomes are delivered in call order (journals recorded before outcome orders existed).
+ * 2: recorded outcomes are delivered in their recorded outcome order, each once the workflow's code is idle.
+ */
+export const ReplayVersion = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000 }))
 
-/** A granted lease: the run, its epoch and expiry, and its journal of tasks so far. */
+/** A granted lease: the run, its epoch and expiry, its journal so far, and the server's clock when it was granted. */
 export class Lease extends Schema.Class<Lease>("Lease")({
   run: WorkflowRun,
   leaseEpoch: LeaseEpoch,
   leaseExpiresAt: Timestamp,
-  journal: Schema.Array(Task)
+  journal: Schema.Array(Task),
+  /** The server's clock at the grant; workers measure the times they send (due times) against it. */
+  serverTime: Timestamp
+}) {}
+
+/** Runs a worker received (from Redis Streams) and asks to be granted, in one request. */
+export const ClaimRuns = Schema.Struct({
+  runIds: Schema.Array(RunId).check(Schema.isMaxLength(500)),
+  /** @default 60_000 */
+  leaseMs: Schema.optionalKey(LeaseMs),
+  replayVersion: ReplayVersion
+})
+export type ClaimRuns = typeof ClaimRuns.Type
+
+/** Why a run was not granted. */
+export const ClaimRefusal = Schema.Literals(["held", "finished", "not_found", "unsupported_replay_version", "not_runnable"])
+export type ClaimRefusal = typeof ClaimRefusal.Type
+
+export class Claims extends Schema.Class<Claims>("Claims")({
+  leases: Schema.Array(Lease),
+  refused: Schema.Array(Schema.Struct({
+    runId: RunId,
+    reason: ClaimRefusal,
+    message: Schema.String
+  }))
 }) {}
 
 export const HeldRun = Schema.Struct({
@@ -179,10 +218,20 @@ export const HeldRun = Schema.Struct({
 })
 export type HeldRun = typeof HeldRun.Type
 
+/** Bounds on how long a worker counts as alive without a heartbeat. */
+export const LivenessMs = Schema.Int.check(Schema.isBetween({ minimum: 1_000, maximum: 600_000 }))
+
 export const Heartbeat = Schema.Struct({
+  /** Runs whose leases to extend (the worker sends them every `heartbeatIntervalMs`, not with every beat). */
   runs: Schema.Array(HeldRun),
   /** @default 60_000 */
-  leaseMs: Schema.optionalKey(LeaseMs)
+  leaseMs: Schema.optionalKey(LeaseMs),
+  /**
+   * The worker counts as alive for this long after the beat. Once it lapses, the runs it holds may be taken over
+   * at once, without waiting for their leases: that is what makes recovery after a worker's death take seconds.
+   * @default 10_000
+   */
+  livenessMs: Schema.optionalKey(LivenessMs)
 })
 export type Heartbeat = typeof Heartbeat.Type
 
@@ -193,53 +242,125 @@ export class HeartbeatReply extends Schema.Class<HeartbeatReply>("HeartbeatReply
   lost: Schema.Array(RunId)
 }) {}
 
-export const StartTask = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
+const held = { runId: RunId, leaseEpoch: LeaseEpoch }
+const Attempt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
+
+/**
+ * Attempt `attempt` of the journal entry at `address` began. Workers need not wait for it: it travels with their
+ * next write (often with the attempt's own outcome). An attempt whose start never reached the server is not
+ * counted (a crash before it was sent costs one uncounted attempt at most).
+ */
+export const StartTask = Schema.TaggedStruct("StartTask", {
+  ...held,
   address: TaskAddress,
+  /** The entry's place among the run's calls, as the workflow's code made them. */
+  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
   name: TaskName,
   payload: Json,
-  /**
-   * The task's place among the run's task calls (0, 1, …), as the workflow code makes them. The journal is kept
-   * in this order, so a replay can tell a changed workflow (non-determinism) from tasks that merely finished in
-   * another order.
-   */
-  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
-  /** Run a task that failed for good once more (the workflow itself is being retried). @default false */
-  restart: Schema.optionalKey(Schema.Boolean)
+  attempt: Attempt,
+  /** A durable wait's due time (a sleep's wake-up). */
+  notBefore: Schema.optionalKey(Timestamp)
 })
 export type StartTask = typeof StartTask.Type
 
-export const CompleteTask = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
-  address: TaskAddress,
-  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
-  result: Json
-})
-export type CompleteTask = typeof CompleteTask.Type
+export const TaskOutcome = Schema.Union([
+  Schema.TaggedStruct("Completed", { result: Json }),
+  Schema.TaggedStruct("Failed", {
+    error: ErrorDetails,
+    /** Another attempt follows at this time (the entry goes to `retrying`); absent when it failed for good. */
+    retryAt: Schema.optionalKey(Timestamp)
+  })
+])
+export type TaskOutcome = typeof TaskOutcome.Type
 
-export const FailTask = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
+/** Attempt `attempt` of the entry at `address` ended. */
+export const FinishTask = Schema.TaggedStruct("FinishTask", {
+  ...held,
   address: TaskAddress,
-  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
-  error: ErrorDetails,
-  /** True when another attempt will follow (the task goes to `retrying`), false when it has failed for good. */
-  willRetry: Schema.Boolean
+  attempt: Attempt,
+  /** How long the attempt ran, by the worker's clock (places its start when both travel together). */
+  elapsedMs: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+  outcome: TaskOutcome,
+  /** For a final outcome: its place among the outcomes the workflow's code received (see `Task.outcomeOrder`). */
+  outcomeOrder: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)))
 })
-export type FailTask = typeof FailTask.Type
+export type FinishTask = typeof FinishTask.Type
 
-export const CompleteRun = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
-  result: Json
+/**
+ * Takes the oldest event `name` sent to the run that no entry received yet, for the entry at `address` (which must
+ * be started). Asking again for the same entry returns the same event.
+ */
+export const ReceiveEvent = Schema.TaggedStruct("ReceiveEvent", {
+  ...held,
+  address: TaskAddress,
+  name: EventName
 })
+export type ReceiveEvent = typeof ReceiveEvent.Type
+
+/**
+ * Parks the run, holding no worker, until `wakeAt` or until one of `events` is sent, whichever comes first; the
+ * server then makes it pending again and any worker resumes it from its journal. Refused (`EventWaiting`) when one
+ * of `events` is already waiting to be received.
+ */
+export const ParkRun = Schema.TaggedStruct("ParkRun", {
+  ...held,
+  state: ParkedState,
+  wakeAt: Schema.optionalKey(Timestamp),
+  events: Schema.Array(EventName)
+})
+export type ParkRun = typeof ParkRun.Type
+
+export const CompleteRun = Schema.TaggedStruct("CompleteRun", { ...held, result: Json })
 export type CompleteRun = typeof CompleteRun.Type
 
-export const FailRun = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
-  error: ErrorDetails
-})
+export const FailRun = Schema.TaggedStruct("FailRun", { ...held, error: ErrorDetails })
 export type FailRun = typeof FailRun.Type
 
-/** What a worker learns when it registers: where its runs are delivered. */
+/** Gives a held run back (the worker is shutting down): pending again, for another worker at once. */
+export const ReleaseRun = Schema.TaggedStruct("ReleaseRun", held)
+export type ReleaseRun = typeof ReleaseRun.Type
+
+/** One thing a worker reports about a run it holds. Every write is fenced by the lease epoch it carries. */
+export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun])
+export type Write = typeof Write.Type
+
+/**
+ * Writes from all the runs a worker holds, committed together in one transaction and answered one by one, in
+ * order: one run's lost lease does not fail its neighbours. Writes of one run are applied in the order given.
+ */
+export const WriteBatch = Schema.Struct({
+  writes: Schema.Array(Write).check(Schema.isMinLength(1), Schema.isMaxLength(2_000))
+})
+export type WriteBatch = typeof WriteBatch.Type
+
+/** The answer to one write that was applied (or was already applied: writes are idempotent). */
+export const Written = Schema.TaggedStruct("Written", {})
+/** `ReceiveEvent`: the event the entry received. */
+export const EventReceived = Schema.TaggedStruct("EventReceived", { payload: Json })
+/** `ReceiveEvent`: no such event yet. */
+export const NoEvent = Schema.TaggedStruct("NoEvent", {})
+/** `ParkRun` refused: an awaited event is already waiting, receive it instead. */
+export const EventWaiting = Schema.TaggedStruct("EventWaiting", { names: Schema.Array(EventName) })
+
+/** The answer to each write of a batch, in the order of the writes. */
+export const WriteResult = Schema.Union([
+  Written,
+  EventReceived,
+  NoEvent,
+  EventWaiting,
+  LeaseLost,
+  RunNotFound,
+  InvalidTransition,
+  TaskNotFound,
+  PayloadTooLarge
+])
+export type WriteResult = typeof WriteResult.Type
+
+export class WriteResults extends Schema.Class<WriteResults>("WriteResults")({
+  results: Schema.Array(WriteResult)
+}) {}
+
+/** What a worker learns when it registers: where its runs are delivered, and the server's limits. */
 export class Registration extends Schema.Class<Registration>("Registration")({
   worker: WorkerHealth,
   /** The Redis stream of each registered version; absent when the server has no Redis (use `poll`). */
@@ -248,7 +369,11 @@ export class Registration extends Schema.Class<Registration>("Registration")({
     version: WorkflowVersion,
     stream: Schema.String
   }))),
-  consumerGroup: Schema.String
+  consumerGroup: Schema.String,
+  /** The largest payload, result or error the server stores, in bytes (`MAX_PAYLOAD_BYTES`). */
+  maxPayloadBytes: Schema.Int,
+  /** The largest request of writes or claims the server accepts, in bytes. */
+  maxBatchBytes: Schema.Int
 }) {}
 
 /**
@@ -267,31 +392,6 @@ export class Health extends Schema.Class<Health>("Health")({
   version: Schema.String
 }) {}
 
-/**
- * Parks a held run with no worker attached until `delayMs` has passed (a long retry delay, a sleep); the server
- * makes it pending again then, and any worker resumes it from its journal.
- */
-export const SuspendRun = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
-  state: Schema.Literals(["awaiting_retry", "sleeping"]),
-  delayMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 366 * 24 * 3_600_000 })),
-  /**
-   * A journal entry to complete in the same transaction (a sleep: once the run is woken, its replay finds the
-   * sleep done). Without it, a crash between the two writes could skip or repeat the wait.
-   */
-  completeTask: Schema.optionalKey(Schema.Struct({
-    address: TaskAddress,
-    attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)),
-    result: Json
-  }))
-})
-export type SuspendRun = typeof SuspendRun.Type
-
-export const ReleaseRun = Schema.Struct({
-  leaseEpoch: LeaseEpoch
-})
-export type ReleaseRun = typeof ReleaseRun.Type
-
 /** What a client following a run receives: the run whenever it changes, and each task as it changes. */
 export const RunUpdate = Schema.Union([
   Schema.TaggedStruct("Run", { run: WorkflowRun }),
@@ -306,7 +406,8 @@ export const PollRuns = Schema.Struct({
   /** @default 0 */
   waitMs: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60_000 }))),
   /** @default 60_000 */
-  leaseMs: Schema.optionalKey(LeaseMs)
+  leaseMs: Schema.optionalKey(LeaseMs),
+  replayVersion: ReplayVersion
 })
 export type PollRuns = typeof PollRuns.Type
 
@@ -319,19 +420,3 @@ export class SentEvent extends Schema.Class<SentEvent>("SentEvent")({
   /** The run's state after the event arrived (`pending` when it woke a run waiting for it). */
   runState: RunState
 }) {}
-
-/** A worker asks for the run's oldest unconsumed event `name`, for the journal entry `address`. */
-export const ReceiveEvent = Schema.Struct({
-  leaseEpoch: LeaseEpoch,
-  name: EventName,
-  address: TaskAddress,
-  attempt: Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))
-})
-export type ReceiveEvent = typeof ReceiveEvent.Type
-
-/** The event, with the journal entry that now records it; or none yet: the run is parked (`awaiting_event`). */
-export const ReceivedEvent = Schema.Union([
-  Schema.TaggedStruct("Received", { payload: Json, task: Task }),
-  Schema.TaggedStruct("Waiting", { run: WorkflowRun })
-])
-export type ReceivedEvent = typeof ReceivedEvent.Type

@@ -1,9 +1,13 @@
 /**
  * The states of a workflow run and the one state machine that every transition goes through.
  *
- * `pending → running → completed | failed | cancelled`; a run suspended with no worker attached waits in
- * `sleeping`, `awaiting_event`, `awaiting_child` or `awaiting_retry` and goes back to `pending` when it is woken.
- * A running run whose lease lapsed goes back to `pending` too. Any non-terminal state may become `cancelled`.
+ * `pending → running → completed | failed | cancelled`; a run parked with no worker attached waits in `sleeping`,
+ * `awaiting_event`, `awaiting_child` or `awaiting_retry` and goes back to `pending` when it is woken. A running
+ * run whose lease lapsed goes back to `pending` (requeued), or straight to `running` under a new lease (taken
+ * over). Any non-terminal state may become `cancelled`.
+ *
+ * The server derives every guard of its writes from `sourcesOf`, so this table is the only place the machine is
+ * written down.
  */
 import { Schema } from "effect"
 
@@ -20,8 +24,12 @@ export const RunState = Schema.Literals([
 ])
 export type RunState = typeof RunState.Type
 
+/** The states of a run parked on the server, holding no worker, until something wakes it. */
+export const ParkedState = Schema.Literals(["sleeping", "awaiting_event", "awaiting_child", "awaiting_retry"])
+export type ParkedState = typeof ParkedState.Type
+
 export const terminalStates: ReadonlyArray<RunState> = ["completed", "failed", "cancelled"]
-export const suspendedStates: ReadonlyArray<RunState> = ["sleeping", "awaiting_event", "awaiting_child", "awaiting_retry"]
+export const suspendedStates: ReadonlyArray<ParkedState> = ParkedState.literals
 
 /** A run that can never change again. */
 export const isTerminal = (state: RunState): boolean => {
@@ -40,13 +48,14 @@ export const isTerminal = (state: RunState): boolean => {
   }
 }
 
-/** A run waiting for a worker with no worker attached to it. */
-export const isSuspended = (state: RunState): boolean => suspendedStates.includes(state)
+/** A run parked on the server with no worker attached to it. */
+export const isSuspended = (state: RunState): state is ParkedState => (suspendedStates as ReadonlyArray<RunState>).includes(state)
 
 /** The states a transition may go to from each state. */
 const next: { readonly [S in RunState]: ReadonlyArray<RunState> } = {
   pending: ["running", "cancelled"],
-  running: ["pending", "completed", "failed", "cancelled", "sleeping", "awaiting_event", "awaiting_child", "awaiting_retry"],
+  // `running → running` is a takeover: a new lease granted over one that lapsed.
+  running: ["running", "pending", "completed", "failed", "cancelled", "sleeping", "awaiting_event", "awaiting_child", "awaiting_retry"],
   sleeping: ["pending", "cancelled"],
   awaiting_event: ["pending", "cancelled"],
   awaiting_child: ["pending", "cancelled"],
@@ -59,6 +68,6 @@ const next: { readonly [S in RunState]: ReadonlyArray<RunState> } = {
 /** Whether a run may go from one state to another. */
 export const canTransition = (from: RunState, to: RunState): boolean => next[from].includes(to)
 
-/** The states from which `to` can be reached (used to guard SQL updates: `WHERE state IN (…)`). */
+/** The states from which `to` can be reached. */
 export const sourcesOf = (to: RunState): ReadonlyArray<RunState> =>
   RunState.literals.filter((from) => canTransition(from, to))

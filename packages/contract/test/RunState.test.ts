@@ -16,8 +16,8 @@ describe("RunState", () => {
     expect(RunState.terminalStates).toEqual(["completed", "failed", "cancelled"])
   })
 
-  it("only runs a pending run, and only a running run finishes or suspends", () => {
-    expect(RunState.sourcesOf("running")).toEqual(["pending"])
+  it("only runs a pending run (or takes a running one over), and only a running run finishes or suspends", () => {
+    expect(RunState.sourcesOf("running")).toEqual(["pending", "running"])
     expect(RunState.sourcesOf("completed")).toEqual(["running"])
     expect(RunState.sourcesOf("failed")).toEqual(["running"])
     for (const suspended of RunState.suspendedStates) {
@@ -36,6 +36,9 @@ describe("TaskState", () => {
     expect(TaskState.canTransition("retrying", "running")).toBe(true)
     expect(TaskState.canTransition("failed", "running")).toBe(false)
     expect(TaskState.canTransition("completed", "running")).toBe(false)
-    expect(TaskState.sourcesOf("running")).toEqual(["pending", "retrying"])
+    // running → running: a new attempt replaces one a lost lease cut off.
+    expect(TaskState.sourcesOf("running")).toEqual(["pending", "running", "retrying"])
+    expect(TaskState.isFinal("completed") && TaskState.isFinal("failed")).toBe(true)
+    expect(TaskState.isFinal("retrying")).toBe(false)
   })
 })

@@ -2,7 +2,7 @@
  * The errors the SDK itself raises. Errors of your workflows and tasks are your own types; these say what
  * happened to a run around them.
  */
-import type { ErrorDetails } from "@aiki/contract/Models"
+import type { ErrorDetails, Json } from "@aiki/contract/Models"
 import { Data, Schema } from "effect"
 
 /**
@@ -49,5 +49,40 @@ export class SerializationError extends Data.TaggedError("SerializationError")<{
 }> {
   override get message() {
     return `Cannot serialize ${this.what}: ${this.cause instanceof Error ? this.cause.message : String(this.cause)}`
+  }
+}
+
+/**
+ * A task failed for good with an error that is not one of its declared errors (any thrown value in the promise
+ * API). The workflow sees it the same way the first time and on every replay: rebuilt from what was stored, so
+ * catching it is deterministic. `errorName` and `message` are those of what the task threw; `data` holds the rest:
+ * an Error's own properties, or `{ thrown }` for a thrown value that is not an Error.
+ */
+export class TaskError extends Data.TaggedError("TaskError")<{
+  readonly taskName: string
+  readonly errorName: string
+  readonly message: string
+  readonly data?: Json
+}> {
+  static fromDetails(taskName: string, details: ErrorDetails): TaskError {
+    const error = new TaskError({
+      taskName,
+      errorName: details.name,
+      message: details.message,
+      ...(details.data !== undefined ? { data: details.data } : {})
+    })
+    if (details.stack !== undefined) error.stack = details.stack
+    return error
+  }
+}
+
+/** The server refused a write of a run for good (a value too large, a transition the journal does not allow). */
+export class WriteRefused extends Data.TaggedError("WriteRefused")<{
+  readonly runId: string
+  readonly write: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `The server refused ${this.write} of run ${this.runId}: ${this.reason}`
   }
 }

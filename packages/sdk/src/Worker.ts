@@ -1,8 +1,10 @@
 /**
  * A worker runs workflows in your infrastructure. It registers the versions it serves, receives runs (from Redis
- * Streams, or by long-polling the server when there is no Redis), claims each one (a lease) and executes it as a
- * supervised fiber, one per run, keyed by run id. One heartbeat per interval extends the leases of every run it
- * holds; cancellations are pushed to it and interrupt the run at once.
+ * Streams, or by long-polling the server when there is no Redis), claims them (leases, in one request) and executes
+ * each one as an actor: a supervised fiber per run, with its state beside it. Everything its runs write travels in
+ * batches (`internal/WriteBatcher.ts`). One heartbeat keeps the worker alive in the server's eyes (so its runs are
+ * taken over within seconds if it dies) and extends the leases it holds; cancellations are pushed to it and stop
+ * the run at once.
  *
  * Closing the worker's scope stops receiving, lets runs in flight finish for up to `gracefulShutdownTimeoutMs`,
  * then interrupts the rest and hands them back to the server, so another worker resumes them at once.
@@ -13,14 +15,17 @@
  * Layer.launch(WorkerLive.pipe(Layer.provide(AikiClient.layer({ baseUrl, redis: { url: "redis://localhost:6379" } }))))
  * ```
  */
-import type { RunId, WorkerId } from "@aiki/contract/Ids"
+import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease } from "@aiki/contract/Models"
-import { Duration, Effect, Exit, FiberMap, Layer, Option, Queue, Ref, Schedule, Schema, Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
 import { Headers, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
-import { AikiClient, retryTransient } from "./AikiClient.ts"
-import { execute, type StopReason } from "./internal/RunExecution.ts"
+import { AikiClient } from "./AikiClient.ts"
+import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
+import { execute, type StopReason } from "./internal/RunExecution.ts"
+import * as ServerLink from "./internal/ServerLink.ts"
+import * as WriteBatcher from "./internal/WriteBatcher.ts"
 import * as Workflow from "./Workflow.ts"
 
 export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
@@ -47,26 +52,33 @@ export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
       readonly blockTimeMs?: number
     }
   readonly workflowRun?: {
-    /** @default 30_000 */
+    /** How often the leases of the runs held are extended. @default 30_000 */
     readonly heartbeatIntervalMs?: number
     /** How long a lease lasts without a heartbeat; another worker may take the run over after it. @default 3 × heartbeatIntervalMs */
     readonly leaseMs?: number
     /**
-     * Waits at least this long — task retry delays (`awaiting_retry`) and `Workflow.sleep` (`sleeping`) — suspend
-     * the run on the server instead of holding a slot of this worker; the server wakes it when due (to the
-     * reaper's precision). @default 5_000
+     * Waits due at least this far ahead — `Workflow.sleep`, task retry delays, event waits — park the run on the
+     * server instead of holding a slot of this worker; the server wakes it when due (to the reaper's precision).
+     * @default 5_000
      */
     readonly suspendAfterMs?: number
   }
+  /**
+   * How long this worker counts as alive without being heard from. Its heartbeat renews it four times as often;
+   * once it lapses (the process died, the machine is gone), its runs are taken over without waiting for their
+   * leases. @default 10_000
+   */
+  readonly livenessTimeoutMs?: number
   /** @default 5_000 */
   readonly gracefulShutdownTimeoutMs?: number
 }
 
-interface Held {
-  readonly runId: RunId
-  readonly leaseEpoch: number
-  readonly stop: Ref.Ref<StopReason | undefined>
-  entry: RedisSubscriber.StreamEntry | undefined
+/** A run this worker holds: its lease, why it is being stopped (if it is), and its fiber. */
+interface Actor {
+  readonly lease: Lease
+  readonly entry: RedisSubscriber.StreamEntry | undefined
+  stopReason: StopReason | undefined
+  readonly fiber: Deferred.Deferred<Fiber.Fiber<void>>
 }
 
 /**
@@ -84,6 +96,14 @@ const optionalSchema = (key: "payloadSchema" | "resultSchema", schema: Schema.To
   }
 }
 
+/** Runs `loop` in `scope` for as long as the scope lives: a failure is logged and the loop starts again. */
+const supervise = <A, E, R>(name: string, loop: Effect.Effect<A, E, R>, scope: Scope.Scope, every: Duration.Input = "500 millis") =>
+  loop.pipe(
+    Effect.catchCause((cause) => Effect.logWarning(`${name} failed; retrying`, cause)),
+    Effect.repeat(Schedule.spaced(every)),
+    Effect.forkIn(scope)
+  )
+
 /** The worker, alive for as long as the layer. Needs the client and the services the workflows use. */
 export const layer = <W extends Workflow.Any>(
   options: WorkerOptions<W>
@@ -98,11 +118,13 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
   const max = options.maxConcurrentWorkflowRuns ?? 10
   const heartbeatIntervalMs = options.workflowRun?.heartbeatIntervalMs ?? 30_000
   const leaseMs = Math.max(1_000, options.workflowRun?.leaseMs ?? 3 * heartbeatIntervalMs)
+  const livenessMs = Math.max(1_000, options.livenessTimeoutMs ?? 10_000)
   const gracefulShutdownTimeoutMs = options.gracefulShutdownTimeoutMs ?? 5_000
   const suspendAfterMs = options.workflowRun?.suspendAfterMs ?? 5_000
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
+  const link = yield* ServerLink.make(client.options.baseUrl)
 
-  const registration = yield* retryTransient(api.execution.register({
+  const registration = yield* link.retrying(api.execution.register({
     params: { id: workerId },
     payload: {
       workflows: [...registry.values()].map((w) => ({
@@ -115,61 +137,82 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
     }
   })).pipe(Effect.orDie)
 
-  const held = new Map<RunId, Held>()
-  const actors = yield* FiberMap.make<RunId>()
-  const slotFreed = yield* Queue.sliding<void>(1)
-  const free = Effect.map(FiberMap.size(actors), (size) => max - size)
-  const waitForSlot = Effect.gen(function*() {
-    while ((yield* free) <= 0) yield* Queue.take(slotFreed)
-  })
-
-  /** Stops a run this worker holds, for `reason`; its fiber is interrupted. */
-  const stop = (runId: RunId, reason: StopReason) =>
-    Effect.gen(function*() {
-      const run = held.get(runId)
-      if (run === undefined) return
-      yield* Ref.update(run.stop, (current) => current ?? reason)
-      yield* FiberMap.remove(actors, runId)
-    })
-
-  /** The actor of one run: acquire its lease, execute it, let go of its stream entry. */
-  const spawn = (runId: RunId, acquire: Effect.Effect<Lease | undefined>, done: Effect.Effect<void>, entry?: RedisSubscriber.StreamEntry) =>
-    Effect.gen(function*() {
-      if (yield* FiberMap.has(actors, runId)) return yield* done
-      yield* FiberMap.run(actors, runId, Effect.gen(function*() {
-        const lease = yield* acquire
-        if (lease === undefined) return
-        const workflow = registry.get(Workflow.key({ name: lease.run.workflowName, version: lease.run.workflowVersion }))
-        if (workflow === undefined) return
-        const stopReason = yield* Ref.make<StopReason | undefined>(undefined)
-        held.set(runId, { runId, leaseEpoch: lease.leaseEpoch, stop: stopReason, entry })
-        // The run's execution continues the trace of the request that started it, whichever worker runs it.
-        const startedIn = lease.run.traceParent === undefined
-          ? Option.none()
-          : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
-        yield* execute(api, workflow, lease, stopReason, { suspendAfterMs }).pipe(
-          Effect.withSpan("Worker.executeRun", {
-            attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
-          }),
-          (effect) => Option.isSome(startedIn) ? Effect.withParentSpan(effect, startedIn.value) : effect,
-          Effect.catchCause((cause) => Effect.logDebug("Run stopped", { runId, cause })),
-          Effect.ensuring(Effect.sync(() => held.delete(runId)))
-        )
-      }).pipe(
-        Effect.ensuring(Effect.andThen(done, Queue.offer(slotFreed, undefined))),
-        Effect.annotateLogs({ runId, workerId })
-      ), { onlyIfMissing: true })
-    })
-
-  /** Claims a run; undefined when someone else holds it or it is finished (the message was stale). */
-  const claim = (runId: RunId) =>
-    retryTransient(api.execution.claim({ params: { id: runId }, payload: { workerId, leaseMs } })).pipe(
-      Effect.catchTags({ RunNotClaimable: () => Effect.undefined, RunNotFound: () => Effect.undefined }),
-      Effect.orDie
-    )
-
+  // Receiving stops first on shutdown; supervising (heartbeat, writes, actors) goes on until the runs are settled.
   const receiving = yield* Scope.make()
   const supervising = yield* Scope.make()
+  const writes = yield* WriteBatcher.make({ api, workerId, link, maxBatchBytes: registration.maxBatchBytes }).pipe(
+    Scope.provide(supervising)
+  )
+  const capacity = yield* Semaphore.make(max)
+  const actors = new Map<RunId, Actor>()
+  const free = Effect.sync(() => max - actors.size)
+  const waitForSlot = Semaphore.withPermit(capacity, Effect.void)
+  let done: (entry: RedisSubscriber.StreamEntry) => Effect.Effect<void> = () => Effect.void
+
+  /** Stops a run this worker holds, for `reason`. */
+  const stop = (runId: RunId, reason: StopReason) =>
+    Effect.gen(function*() {
+      const actor = actors.get(runId)
+      if (actor === undefined) return
+      actor.stopReason ??= reason
+      yield* Fiber.interrupt(yield* Deferred.await(actor.fiber))
+    })
+
+  /** The actor of one granted run: execute it, then let go of its slot and its stream entry. */
+  const spawn = (lease: Lease, entry: RedisSubscriber.StreamEntry | undefined) =>
+    Effect.gen(function*() {
+      const runId = lease.run.id
+      const workflow = registry.get(Workflow.key({ name: lease.run.workflowName, version: lease.run.workflowVersion }))
+      if (workflow === undefined || actors.has(runId)) return
+      yield* Semaphore.take(capacity, 1)
+      const actor: Actor = { lease, entry, stopReason: undefined, fiber: yield* Deferred.make<Fiber.Fiber<void>>() }
+      actors.set(runId, actor)
+      // The run's execution continues the trace of the request that started it, whichever worker runs it.
+      const startedIn = lease.run.traceParent === undefined
+        ? Option.none()
+        : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
+      const fiber = yield* execute(workflow, lease, writes, { suspendAfterMs, maxPayloadBytes: registration.maxPayloadBytes }).pipe(
+        Effect.flatMap((end) => Effect.logDebug(`Run ${end}`)),
+        Effect.withSpan("Worker.executeRun", {
+          attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
+        }),
+        (effect) => Option.isSome(startedIn) ? Effect.withParentSpan(effect, startedIn.value) : effect,
+        // Interrupted for a shutdown: hand the run back now rather than when its lease runs out (best effort: if
+        // the server does not answer in time, the worker's liveness lapses and the reaper requeues the run).
+        Effect.onInterrupt(() =>
+          actor.stopReason !== "shutdown" ? Effect.void : writes.submit({
+            _tag: "ReleaseRun",
+            runId,
+            leaseEpoch: lease.leaseEpoch as LeaseEpoch
+          }).pipe(Effect.flatMap(Deferred.await), Effect.timeout("3 seconds"), Effect.ignore)
+        ),
+        Effect.catchCause((cause) => Effect.logWarning("Run stopped by a failure", cause)),
+        Effect.ensuring(Effect.gen(function*() {
+          actors.delete(runId)
+          yield* Semaphore.release(capacity, 1)
+          if (entry !== undefined) yield* done(entry)
+        })),
+        Effect.annotateLogs({ runId, workerId }),
+        Effect.forkIn(supervising)
+      )
+      yield* Deferred.succeed(actor.fiber, fiber)
+    })
+
+  /** Claims runs received from Redis in one request; the stream entries of runs not granted are let go. */
+  const claim = (entries: ReadonlyArray<RedisSubscriber.StreamEntry>) =>
+    Effect.gen(function*() {
+      // A run this worker already holds was delivered again (republished): that entry is a duplicate.
+      const fresh = entries.filter((entry) => !actors.has(entry.runId as RunId))
+      yield* Effect.forEach(entries.filter((entry) => !fresh.includes(entry)), done, { discard: true })
+      if (fresh.length === 0) return
+      const claims = yield* link.retrying(api.execution.claim({
+        params: { id: workerId },
+        payload: { runIds: fresh.map((e) => e.runId as RunId), leaseMs, replayVersion }
+      })).pipe(Effect.orDie)
+      const byRun = new Map(fresh.map((entry) => [entry.runId, entry]))
+      yield* Effect.forEach(claims.leases, (lease) => spawn(lease, byRun.get(lease.run.id)), { discard: true })
+      yield* Effect.forEach(claims.refused, (refused) => done(byRun.get(refused.runId)!), { discard: true })
+    })
 
   // Receive runs.
   const streams = registration.streams ?? []
@@ -191,80 +234,68 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
       claimMinIdleTimeMs: subscriber.claimMinIdleTimeMs ?? 60_000,
       maxBatchSize: subscriber.maxBatchSize ?? 100
     }).pipe(Scope.provide(supervising))
-    const deliver = (entries: ReadonlyArray<RedisSubscriber.StreamEntry>) =>
-      Effect.forEach(entries, (entry) =>
-        spawn(entry.runId as RunId, claim(entry.runId as RunId), redis.done(entry), entry), { discard: true })
-    yield* Effect.gen(function*() {
+    done = redis.done
+    yield* supervise("Redis subscriber", Effect.gen(function*() {
       while (true) {
         yield* waitForSlot
-        yield* deliver(yield* redis.read(yield* free))
+        yield* claim(yield* redis.read(yield* free))
       }
-    }).pipe(
-      Effect.catchCause((cause) => Effect.logWarning("Redis subscriber failed; retrying", cause)),
-      Effect.repeat(Schedule.spaced("500 millis")),
-      Effect.forkIn(receiving)
-    )
+    }), receiving)
     const reclaimEvery = Duration.millis(Math.max(250, Math.min(subscriber.claimMinIdleTimeMs ?? 60_000, 30_000) / 2))
-    yield* Effect.gen(function*() {
+    yield* supervise("Reclaiming idle entries", Effect.gen(function*() {
       const room = yield* free
-      if (room > 0) yield* deliver(yield* redis.reclaim(room))
-    }).pipe(
-      Effect.catchCause((cause) => Effect.logWarning("Reclaiming idle entries failed", cause)),
-      Effect.repeat(Schedule.spaced(reclaimEvery)),
-      Effect.forkIn(receiving)
-    )
-    touchEntries = Effect.suspend(() =>
-      redis.touch([...held.values()].flatMap((run) => (run.entry === undefined ? [] : [run.entry])))
-    )
+      if (room > 0) yield* claim(yield* redis.reclaim(room))
+    }), receiving, reclaimEvery)
+    touchEntries = Effect.suspend(() => redis.touch([...actors.values()].flatMap((a) => (a.entry === undefined ? [] : [a.entry]))))
   } else {
     const wanted = [...registry.values()].map((w) => ({ name: w.name, version: w.version }))
     const waitMs = Math.min(subscriber.blockTimeMs ?? 20_000, 60_000)
-    yield* Effect.gen(function*() {
+    yield* supervise("HTTP subscriber", Effect.gen(function*() {
       while (true) {
         yield* waitForSlot
-        const leases = yield* retryTransient(api.execution.poll({
+        const leases = yield* link.retrying(api.execution.poll({
           params: { id: workerId },
-          payload: { workflows: wanted, max: Math.min(yield* free, 100), waitMs, leaseMs }
+          payload: { workflows: wanted, max: Math.min(yield* free, 100), waitMs, leaseMs, replayVersion }
         })).pipe(Effect.orDie)
-        yield* Effect.forEach(leases, (lease) => spawn(lease.run.id, Effect.succeed(lease), Effect.void), { discard: true })
+        yield* Effect.forEach(leases, (lease) => spawn(lease, undefined), { discard: true })
       }
-    }).pipe(
-      Effect.catchCause((cause) => Effect.logWarning("HTTP subscriber failed; retrying", cause)),
-      Effect.repeat(Schedule.spaced("500 millis")),
-      Effect.forkIn(receiving)
-    )
+    }), receiving)
   }
 
-  // Extend the leases of every run held, and stop the ones the server says are cancelled or lost.
-  yield* Effect.gen(function*() {
-    const runs = [...held.values()].map((run) => ({ runId: run.runId, leaseEpoch: run.leaseEpoch as never }))
-    const reply = yield* retryTransient(api.execution.heartbeat({ params: { id: workerId }, payload: { runs, leaseMs } }))
+  // One heartbeat: the worker's liveness every quarter of its timeout, the leases of its runs every interval.
+  let extendedAt = yield* Clock.currentTimeMillis
+  yield* supervise("Heartbeat", Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const extending = now - extendedAt >= heartbeatIntervalMs
+    const runs = extending ? [...actors.values()].map((a) => ({ runId: a.lease.run.id, leaseEpoch: a.lease.leaseEpoch })) : []
+    const reply = yield* link.retrying(api.execution.heartbeat({ params: { id: workerId }, payload: { runs, leaseMs, livenessMs } }))
+    if (extending) {
+      extendedAt = now
+      yield* touchEntries
+    }
     yield* Effect.forEach(reply.cancelled, (runId) => stop(runId, "cancelled"), { discard: true })
     yield* Effect.forEach(reply.lost, (runId) => stop(runId, "lost"), { discard: true })
-    yield* touchEntries
-  }).pipe(
-    Effect.catchCause((cause) => Effect.logWarning("Heartbeat failed", cause)),
-    Effect.repeat(Schedule.spaced(Duration.millis(heartbeatIntervalMs))),
-    Effect.forkIn(supervising)
-  )
+  }), supervising, Duration.millis(Math.min(heartbeatIntervalMs, livenessMs / 4)))
 
   // Cancellations pushed by the server reach the run at once, not at the next heartbeat.
-  yield* Stream.unwrap(api.execution.signals({ params: { id: workerId } })).pipe(
-    Stream.runForEach((signal) => signal._tag === "Cancelled" ? stop(signal.runId, "cancelled") : Effect.void),
-    Effect.catchCause(() => Effect.void),
-    Effect.repeat(Schedule.spaced("1 second")),
-    Effect.forkIn(supervising)
+  yield* supervise(
+    "Signals",
+    Stream.unwrap(api.execution.signals({ params: { id: workerId } })).pipe(
+      Stream.runForEach((signal) => signal._tag === "Cancelled" ? stop(signal.runId, "cancelled") : Effect.void)
+    ),
+    supervising,
+    "1 second"
   )
 
   yield* Effect.addFinalizer(() =>
     Effect.gen(function*() {
       yield* Scope.close(receiving, Exit.void)
-      const finished = yield* FiberMap.awaitEmpty(actors).pipe(
-        Effect.timeoutOption(Duration.millis(gracefulShutdownTimeoutMs))
-      )
-      if (Option.isNone(finished)) {
-        yield* Effect.forEach([...held.keys()], (runId) => stop(runId, "shutdown"), { discard: true, concurrency: "unbounded" })
-        yield* FiberMap.clear(actors)
+      const settled = yield* Effect.forEach([...actors.values()], (a) => Effect.flatMap(Deferred.await(a.fiber), Fiber.await), {
+        concurrency: "unbounded",
+        discard: true
+      }).pipe(Effect.timeoutOption(Duration.millis(gracefulShutdownTimeoutMs)))
+      if (Option.isNone(settled)) {
+        yield* Effect.forEach([...actors.keys()], (runId) => stop(runId, "shutdown"), { discard: true, concurrency: "unbounded" })
       }
       yield* Scope.close(supervising, Exit.void)
     }).pipe(Effect.catchCause((cause) => Effect.logError("Worker shutdown failed", cause)))

@@ -1,11 +1,11 @@
 /**
  * Prometheus metrics, named as operators of Aiki expect them (`aiki_workflows_started_total`, …). Run and task
- * counters follow the changes this server commits (`RunEvents`); worker gauges are read from the database on a
- * timer, so every replica reports the same fleet.
+ * counters count the transitions this server commits (`recordCommitted`, from the post-commit hook); worker gauges
+ * are read from the database on a timer, so every replica reports the same fleet.
  */
-import { Effect, Layer, Metric, Schedule, Stream } from "effect"
+import { Effect, Layer, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { RunEvents } from "./RunEvents.ts"
+import type { TransitionRecord } from "./internal/Ledger.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 export const workflowsStarted = Metric.counter("aiki_workflows_started_total", { description: "Workflow runs started" })
@@ -29,48 +29,50 @@ export const workersHeartbeatAge = Metric.gauge("aiki_workers_heartbeat_age_seco
   description: "Seconds since each recent worker's last heartbeat"
 })
 
-const observeEvents = Effect.gen(function*() {
-  const events = yield* RunEvents
-  yield* events.stream.pipe(
-    Stream.runForEach((event) => {
-      switch (event._tag) {
-        case "RunChanged": {
-          const { previous, run } = event
-          if (previous === null) return Metric.update(workflowsStarted, 1)
-          switch (run.state) {
-            case "completed":
-            case "failed":
-            case "cancelled": {
-              const counter = run.state === "completed"
-                ? workflowsCompleted
-                : run.state === "failed"
-                ? workflowsFailed
-                : workflowsCancelled
-              const seconds = (Number(run.updatedAt.epochMilliseconds) - Number(run.createdAt.epochMilliseconds)) / 1000
-              return Effect.andThen(Metric.update(counter, 1), Metric.update(workflowDuration, seconds))
-            }
-            default:
-              return Effect.void
-          }
+/**
+ * Counts what a commit changed (called by the post-commit hook of `RunTransitions`, so every committed transition
+ * is counted exactly once, by the replica that committed it: counters of several replicas sum up correctly).
+ */
+export const recordCommitted = (committed: {
+  readonly transitions: ReadonlyArray<TransitionRecord>
+  /** Workflow names of the runs created. */
+  readonly created: ReadonlyArray<string>
+  readonly now: number
+}) =>
+  Effect.gen(function*() {
+    if (committed.created.length > 0) yield* Metric.update(workflowsStarted, committed.created.length)
+    for (const t of committed.transitions) {
+      if (t.taskAddress === null) {
+        const counter = t.to === "completed"
+          ? workflowsCompleted
+          : t.to === "failed"
+          ? workflowsFailed
+          : t.to === "cancelled"
+          ? workflowsCancelled
+          : undefined
+        if (counter === undefined) continue
+        yield* Metric.update(counter, 1)
+        if (t.runCreatedAt !== null) {
+          yield* Metric.update(workflowDuration, Math.max(0, committed.now - t.runCreatedAt.getTime()) / 1000)
         }
-        case "TaskChanged": {
-          switch (event.task.state) {
-            case "running":
-              return Metric.update(tasksStarted, 1)
-            case "completed":
-              return Metric.update(tasksCompleted, 1)
-            case "failed":
-              return Metric.update(tasksFailed, 1)
-            case "retrying":
-              return Effect.andThen(Metric.update(tasksFailed, 1), Metric.update(tasksRetried, 1))
-            case "pending":
-              return Effect.void
-          }
-        }
+        continue
       }
-    })
-  )
-})
+      switch (t.to) {
+        case "running":
+          yield* Metric.update(tasksStarted, 1)
+          break
+        case "completed":
+          yield* Metric.update(tasksCompleted, 1)
+          break
+        case "failed":
+          yield* Metric.update(tasksFailed, 1)
+          break
+        case "retrying":
+          yield* Metric.update(tasksRetried, 1)
+          break
+      }
+    }
+  })
 
 const sampleWorkers = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
@@ -85,7 +87,6 @@ const sampleWorkers = Effect.gen(function*() {
 
 /** Keeps the metrics current for as long as the layer is alive. */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
-  yield* Effect.forkScoped(observeEvents)
   yield* sampleWorkers.pipe(
     Effect.catchCause((cause) => Effect.logWarning("Cannot sample worker metrics", cause)),
     Effect.repeat(Schedule.spaced("5 seconds")),

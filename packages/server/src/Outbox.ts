@@ -1,10 +1,15 @@
 /**
- * The transactional outbox: a run's stream message is written in the same transaction as the change that makes
- * it runnable, so a crash between the commit and the `XADD` loses nothing. `OutboxPublisher` drains it.
+ * The transactional outbox: a run's stream message is written in the same transaction as the change that makes it
+ * runnable (see `RunTransitions`), so a crash between the commit and the `XADD` loses nothing. After the commit the
+ * new rows are handed straight to `OutboxPublisher` (`publishNow`), which sends them at once; rows that could not
+ * be sent then (Redis down, this server crashed) are found by its periodic sweep.
  */
 import { Context, Effect, Layer, Queue } from "effect"
 import { SqlClient } from "effect/sql"
+import type { OutboxRow } from "./internal/Ledger.ts"
 import { RunStreams } from "./RunStreams.ts"
+
+export type { OutboxRow }
 
 export interface RunnableRun {
   readonly id: string
@@ -13,36 +18,40 @@ export interface RunnableRun {
 }
 
 export class Outbox extends Context.Service<Outbox, {
-  /** The stream a run of this version is published to, when streams are enabled (for single-statement writes). */
+  /** The stream a run of this version is published to, or null when streams are off (no outbox row then). */
   readonly streamOf: (workflowName: string, workflowVersion: string) => string | null
-  /** Queues stream messages for these runs; call inside the transaction that made them runnable. */
-  readonly enqueue: (runs: ReadonlyArray<RunnableRun>) => Effect.Effect<void>
-  /** Tells the publisher there is something to drain (after the transaction committed). */
-  readonly notify: Effect.Effect<void>
-  /** Completes when a notification is waiting (the publisher's wake-up). */
-  readonly notified: Effect.Effect<void>
+  /** After a commit: rows to publish now. */
+  readonly publishNow: (rows: ReadonlyArray<OutboxRow>) => Effect.Effect<void>
+  /** The publisher's side: the rows handed over since it last looked (waits until there are some). */
+  readonly fresh: Effect.Effect<ReadonlyArray<OutboxRow>>
+  /** Queues stream messages for runs that are pending but lost theirs (Redis lost its data). */
+  readonly republish: (runs: ReadonlyArray<RunnableRun>) => Effect.Effect<void>
 }>()("@aiki/server/Outbox") {
   static readonly layer = Layer.effect(
     Outbox,
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const streams = yield* RunStreams
-      // One pending wake-up is enough: the publisher drains everything it finds.
-      const signal = yield* Queue.dropping<void>(1)
+      const handed = yield* Effect.acquireRelease(Queue.unbounded<OutboxRow>(), Queue.shutdown)
+      const streamOf = (name: string, version: string) => (streams.enabled ? streams.streamOf(name, version) : null)
 
-      const enqueue = (runs: ReadonlyArray<RunnableRun>) =>
-        !streams.enabled || runs.length === 0 ? Effect.void : sql`
+      const republish = (runs: ReadonlyArray<RunnableRun>) =>
+        !streams.enabled || runs.length === 0 ? Effect.void : sql<{ readonly id: string; readonly run_id: string; readonly stream: string }>`
           INSERT INTO outbox (run_id, stream)
           SELECT id, stream FROM jsonb_to_recordset(${
           JSON.stringify(runs.map((r) => ({ id: r.id, stream: streams.streamOf(r.workflowName, r.workflowVersion) })))
         }::jsonb) AS t(id uuid, stream text)
-        `.pipe(Effect.asVoid, Effect.orDie)
+          RETURNING id::text AS id, run_id, stream`.pipe(
+          Effect.flatMap((rows) => Queue.offerAll(handed, rows.map((r) => ({ id: r.id, runId: r.run_id, stream: r.stream })))),
+          Effect.asVoid,
+          Effect.orDie
+        )
 
       return Outbox.of({
-        streamOf: (name, version) => (streams.enabled ? streams.streamOf(name, version) : null),
-        enqueue,
-        notify: streams.enabled ? Queue.offer(signal, undefined).pipe(Effect.asVoid) : Effect.void,
-        notified: Queue.take(signal).pipe(Effect.asVoid, Effect.orDie)
+        streamOf,
+        publishNow: (rows) => streams.enabled ? Queue.offerAll(handed, rows).pipe(Effect.asVoid) : Effect.void,
+        fresh: Queue.takeBetween(handed, 1, 1_000).pipe(Effect.orDie),
+        republish
       })
     })
   )

@@ -1,29 +1,21 @@
 /**
- * Workflow runs as applications see them: start one (idempotently, with its outbox message in the same
- * transaction), read it, list a workflow's runs, read its tasks and audit trail, cancel it.
+ * Workflow runs as applications see them: start one (idempotently), read it, list a workflow's runs, read its
+ * tasks and audit trail, follow it live, cancel it, send it an event. Every change goes through `RunTransitions`.
  */
-import { IdempotencyConflict, InvalidTransition, RunNotFound } from "@aiki/contract/Errors"
-import type { EventName, IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Json, RunPage, type RunUpdate, SentEvent, StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import type { IdempotencyConflict, InvalidTransition } from "@aiki/contract/Errors"
+import { RunNotFound } from "@aiki/contract/Errors"
+import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { type Json, RunPage, type RunUpdate, type SentEvent, type StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
-import { Clock, Context, Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 import { HttpTraceContext } from "effect/http"
 import { SqlClient } from "effect/sql"
-import { v7 as uuidv7 } from "uuid"
 import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
-import { announced, recordTransitions, selectTasks } from "./internal/sql.ts"
-import { Outbox } from "./Outbox.ts"
-import { RunEvents } from "./RunEvents.ts"
+import { selectTasks } from "./internal/sql.ts"
 import { RunNotifications } from "./RunNotifications.ts"
+import { RunTransitions, type StartRunInput } from "./RunTransitions.ts"
 
-export interface StartRunInput {
-  readonly workflowName: WorkflowName
-  readonly workflowVersion: WorkflowVersion
-  readonly payload: Json
-  readonly idempotencyKey?: IdempotencyKey | undefined
-  /** The caller's W3C `traceparent`, when its request carried one. */
-  readonly traceParent?: string | undefined
-}
+export type { StartRunInput }
 
 export interface ListRunsInput {
   readonly workflowName: WorkflowName
@@ -54,8 +46,7 @@ export class RunStore extends Context.Service<RunStore, {
     RunStore,
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
-      const outbox = yield* Outbox
-      const events = yield* RunEvents
+      const engine = yield* RunTransitions
       const notifications = yield* RunNotifications
 
       const find = (id: string) =>
@@ -68,51 +59,12 @@ export class RunStore extends Context.Service<RunStore, {
       })
 
       const start = Effect.fn("RunStore.start")(function*(input: StartRunInput) {
-        const id = uuidv7({ msecs: yield* Clock.currentTimeMillis })
-        const payload = JSON.stringify(input.payload)
-        const key = input.idempotencyKey ?? null
-        const stream = outbox.streamOf(input.workflowName, input.workflowVersion)
         // The trace the run was started in (the caller's, else this request's), for the worker to continue.
         const traceParent = input.traceParent ?? (yield* Effect.currentSpan.pipe(
-          Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"] ?? null),
-          Effect.orElseSucceed(() => null)
+          Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"]),
+          Effect.orElseSucceed(() => undefined)
         ))
-        // One statement: the run, its first transition (announced) and its outbox row commit together.
-        const [inserted] = yield* sql<RunRow>`
-          WITH inserted AS (
-            INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent)
-            VALUES (${id}, ${input.workflowName}, ${input.workflowVersion}, 'pending', ${payload}::jsonb, ${key}, ${traceParent})
-            ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING *
-          ), recorded AS (
-            INSERT INTO transitions (run_id, from_state, to_state, reason)
-            SELECT id, NULL, 'pending', 'started' FROM inserted
-            RETURNING run_id, task_address, to_state
-          ), queued AS (
-            INSERT INTO outbox (run_id, stream) SELECT id, ${stream}::text FROM inserted WHERE ${stream}::text IS NOT NULL
-          ), ${sql.literal(announced)}
-          SELECT inserted.*, (SELECT count(*) FROM announced) AS announced FROM inserted`.pipe(Effect.orDie)
-        const outcome = inserted !== undefined ? { row: inserted, created: true } : yield* Effect.gen(function*() {
-          // The key was taken (possibly by a concurrent start that we just waited for): same request, same run.
-          const [existing] = yield* sql<RunRow & { readonly same: boolean }>`
-            SELECT *, (payload = ${payload}::jsonb AND workflow_version = ${input.workflowVersion}) AS same
-            FROM workflow_runs WHERE workflow_name = ${input.workflowName} AND idempotency_key = ${key}`.pipe(Effect.orDie)
-          if (existing === undefined) return yield* Effect.die(new Error("idempotency key conflict without a row"))
-          if (!existing.same) {
-            return yield* new IdempotencyConflict({
-              idempotencyKey: key ?? "",
-              existingRunId: existing.id as RunId,
-              message:
-                `Idempotency key "${key}" was already used for run ${existing.id} of ${input.workflowName} with a different payload or version`
-            })
-          }
-          return { row: existing as RunRow, created: false }
-        })
-        if (outcome.created) {
-          yield* outbox.notify
-          yield* events.publish(toRun(outcome.row), null)
-        }
-        return new StartedRun({ id: outcome.row.id as RunId, state: outcome.row.state, created: outcome.created })
+        return yield* engine.start({ ...input, traceParent })
       })
 
       const list = Effect.fn("RunStore.list")(function*(input: ListRunsInput) {
@@ -152,31 +104,7 @@ export class RunStore extends Context.Service<RunStore, {
         return rows.map(toTransition)
       })
 
-      const cancel = Effect.fn("RunStore.cancel")(function*(id: RunId) {
-        const row = yield* sql.withTransaction(Effect.gen(function*() {
-          const [current] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id} FOR UPDATE`
-          if (current === undefined) return yield* RunNotFound.of(id)
-          if (current.state === "cancelled") return current
-          if (isTerminal(current.state)) {
-            return yield* new InvalidTransition({
-              runId: id,
-              from: current.state,
-              to: "cancelled",
-              message: `Run ${id} is already ${current.state} and cannot be cancelled`
-            })
-          }
-          // The owner keeps its epoch: its next heartbeat or write finds the run cancelled and stops it.
-          const [updated] = yield* sql<RunRow>`
-            UPDATE workflow_runs
-            SET state = 'cancelled', lease_expires_at = NULL, finished_at = now(), updated_at = now()
-            WHERE id = ${id} RETURNING *`
-          yield* recordTransitions(sql, [{ runId: id, from: current.state, to: "cancelled", reason: "cancelled" }])
-          return { updated: updated!, previous: current.state }
-        })).pipe(Effect.catchTag("SqlError", Effect.die))
-        const run = toRun("updated" in row ? row.updated : row)
-        if ("updated" in row) yield* events.publish(run, row.previous)
-        return run
-      })
+      const cancel = Effect.fn("RunStore.cancel")((id: RunId) => engine.cancel(id))
 
       const follow = Effect.fn("RunStore.follow")(function*(id: RunId) {
         yield* get(id)
@@ -209,35 +137,9 @@ export class RunStore extends Context.Service<RunStore, {
         }))
       })
 
-      const sendEvent = Effect.fn("RunStore.sendEvent")(function*(id: RunId, name: EventName, payload: Json) {
-        const sent = yield* sql.withTransaction(Effect.gen(function*() {
-          // Under the run's lock: a worker deciding to park the run for lack of an event cannot miss this one.
-          const [run] = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id} FOR UPDATE`
-          if (run === undefined) return yield* RunNotFound.of(id)
-          if (isTerminal(run.state)) {
-            return yield* new InvalidTransition({
-              runId: id,
-              from: run.state,
-              to: "event",
-              message: `Run ${id} is ${run.state}; it can no longer receive events`
-            })
-          }
-          const [event] = yield* sql<{ readonly id: string }>`
-            INSERT INTO run_events (run_id, name, payload) VALUES (${id}, ${name}, ${JSON.stringify(payload)}::jsonb)
-            RETURNING id::text AS id`
-          if (run.state !== "awaiting_event") return { eventId: event!.id, run, woke: false }
-          const [woken] = yield* sql<RunRow>`
-            UPDATE workflow_runs SET state = 'pending', updated_at = now() WHERE id = ${id} RETURNING *`
-          yield* recordTransitions(sql, [{ runId: id, from: "awaiting_event", to: "pending", reason: "event_received" }])
-          yield* outbox.enqueue([{ id, workflowName: run.workflow_name, workflowVersion: run.workflow_version }])
-          return { eventId: event!.id, run: woken!, woke: true }
-        })).pipe(Effect.catchTag("SqlError", Effect.die))
-        if (sent.woke) {
-          yield* outbox.notify
-          yield* events.publish(toRun(sent.run), "awaiting_event")
-        }
-        return new SentEvent({ eventId: sent.eventId, runState: sent.run.state })
-      })
+      const sendEvent = Effect.fn("RunStore.sendEvent")((id: RunId, name: EventName, payload: Json) =>
+        engine.sendEvent(id, name, payload)
+      )
 
       return RunStore.of({ start, get, list, tasks, transitions, cancel, sendEvent, follow })
     })

@@ -8,30 +8,30 @@ import type { SqlClient } from "effect/sql"
 import * as Database from "./Database.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
+import { LeaseGrace } from "./LeaseGrace.ts"
+import { Leases } from "./Leases.ts"
 import { Outbox } from "./Outbox.ts"
 import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
-import { RunEvents } from "./RunEvents.ts"
-import { RunLeases } from "./RunLeases.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
+import { RunTransitions } from "./RunTransitions.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import * as Telemetry from "./Telemetry.ts"
-import { TaskJournal } from "./TaskJournal.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
 
 /** A database for the server: SQL, the run change announcements, migrated (see `Database`). */
 export type DatabaseLayer = Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | RunNotifications, never, ServerConfig>
 
-/** The database, Redis Streams, the outbox and the in-process event bus. */
+/** The database, Redis Streams, the outbox and the lease grace period after outages. */
 const layerInfrastructure = (database: DatabaseLayer) =>
-  Layer.mergeAll(Outbox.layer, RunEvents.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
+  Layer.mergeAll(Outbox.layer, LeaseGrace.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
 
-/** The stores, with everything they stand on. */
+/** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
-  Layer.mergeAll(RunStore.layer, RunLeases.layer, WorkerRegistry.layer).pipe(
-    Layer.provideMerge(TaskJournal.layer),
+  Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer).pipe(
+    Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )
 

@@ -33,6 +33,13 @@ export interface ServerConfigShape {
   readonly maxPayloadBytes: number
   /** Lease length when a worker asks for none. @default 60_000 */
   readonly defaultLeaseMs: number
+  /**
+   * How long lapsed leases are left alone after this server started or regained its database, so that workers cut
+   * off by the outage can renew theirs before their runs are taken over. @default 15_000
+   */
+  readonly leaseGraceMs: number
+  /** How many groups of changes commit at once (each one transaction on its own connection). @default 2 */
+  readonly commitConcurrency: number
   /** How often the reaper looks for lapsed leases and lost messages. @default 5_000 */
   readonly reaperIntervalMs: number
   /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
@@ -61,6 +68,8 @@ export const defaults = {
   tls: Option.none(),
   maxPayloadBytes: 2 * 1024 * 1024,
   defaultLeaseMs: 60_000,
+  leaseGraceMs: 15_000,
+  commitConcurrency: 2,
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
   workerStaleAfterMs: 90_000,
@@ -141,6 +150,11 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   tls,
   maxPayloadBytes: positiveInt("MAX_PAYLOAD_BYTES", defaults.maxPayloadBytes),
   defaultLeaseMs: positiveInt("LEASE_DEFAULT_MS", defaults.defaultLeaseMs),
+  leaseGraceMs: Config.Int("LEASE_GRACE_MS").pipe(
+    Config.mapEffect((n) => n >= 0 ? Effect.succeed(n) : Effect.fail(invalid(`LEASE_GRACE_MS must be 0 or more, got ${n}`))),
+    Config.withDefault(defaults.leaseGraceMs)
+  ),
+  commitConcurrency: positiveInt("COMMIT_CONCURRENCY", defaults.commitConcurrency),
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
   workerStaleAfterMs: positiveInt("WORKER_STALE_AFTER_MS", defaults.workerStaleAfterMs),

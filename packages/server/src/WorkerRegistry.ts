@@ -8,6 +8,8 @@ import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids
 import { type Json, RegisteredWorkflow, Registration, type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
+import { maxBatchBytes } from "./http/HttpServer.ts"
+import { defaultLivenessMs } from "./Leases.ts"
 import { consumerGroup, RunStreams } from "./RunStreams.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
@@ -76,9 +78,10 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
           })))
           yield* sql.withTransaction(Effect.gen(function*() {
             yield* sql`
-              INSERT INTO workers (id, max_concurrent_runs) VALUES (${workerId}, ${maxConcurrentRuns ?? null})
+              INSERT INTO workers (id, max_concurrent_runs, alive_until)
+              VALUES (${workerId}, ${maxConcurrentRuns ?? null}, now() + make_interval(secs => ${defaultLivenessMs / 1000}))
               ON CONFLICT (id) DO UPDATE SET max_concurrent_runs = EXCLUDED.max_concurrent_runs,
-                registered_at = now(), last_heartbeat_at = now()`
+                registered_at = now(), last_heartbeat_at = now(), alive_until = EXCLUDED.alive_until`
             yield* sql`DELETE FROM worker_workflows WHERE worker_id = ${workerId}`
             yield* sql`
               WITH defs AS (
@@ -98,6 +101,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
           return new Registration({
             worker,
             consumerGroup,
+            maxPayloadBytes: config.maxPayloadBytes,
+            maxBatchBytes: maxBatchBytes(config.maxPayloadBytes),
             ...(streams.enabled
               ? {
                 streams: worker.workflows.map((w) => ({ ...w, stream: streams.streamOf(w.name, w.version) }))

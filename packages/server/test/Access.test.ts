@@ -87,10 +87,10 @@ layer(
       const missing = yield* raw(`/workflow-runs/${someRun}/status`)
       assert.strictEqual(missing.status, 401)
       assert.deepStrictEqual(missing.body, { _tag: "Unauthorized", message: "Missing X-API-Key header" })
-      const forbidden = yield* raw(`/workflow-runs/${someRun}/claim`, {
+      const forbidden = yield* raw(`/workers/w/claim`, {
         method: "POST",
         headers: { "x-api-key": keys.client, "content-type": "application/json" },
-        body: JSON.stringify({ workerId: "w" })
+        body: JSON.stringify({ runIds: [someRun], replayVersion: 2 })
       })
       assert.strictEqual(forbidden.status, 403)
       assert.strictEqual(forbidden.body._tag, "Forbidden")

@@ -1,12 +1,14 @@
 /**
  * The worker protocol through the derived client: registration and health, claiming (leases and their journal),
- * recording tasks, heartbeats, finishing and releasing runs, cancellation seen by the owner, and lease fencing:
- * once a lease lapsed and was granted again, the old epoch can change nothing.
+ * batched writes (task attempts and outcomes, completion, release), heartbeats, cancellation seen by the owner,
+ * and lease fencing: once a lease lapsed and was granted again, the old epoch can change nothing. A batch is
+ * answered write by write: one run's lost lease does not fail its neighbours.
  */
 import type { AikiClient } from "@aiki/contract/Client"
 import type { LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { Write, WriteResult } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { DateTime, Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import * as TestServer from "./support/TestServer.ts"
 
@@ -17,9 +19,53 @@ const workerB = "worker-b" as WorkerId
 const address = (a: string) => a as TaskAddress
 const taskName = (n: string) => n as TaskName
 const epoch = (n: number) => n as LeaseEpoch
+const replayVersion = 2
 
 const startRun = (api: AikiClient, payload: unknown = {}) =>
   api.workflows.start({ params: { name, version }, payload: { payload: payload as never } }).pipe(Effect.map((r) => r.id))
+
+/** Claims one run: its lease, or why it was refused. */
+const claim = (api: AikiClient, id: RunId, workerId: WorkerId, leaseMs?: number) =>
+  api.execution.claim({
+    params: { id: workerId },
+    payload: { runIds: [id], replayVersion, ...(leaseMs !== undefined ? { leaseMs } : {}) }
+  }).pipe(Effect.map((claims) => ({ lease: claims.leases[0], refused: claims.refused[0] })))
+
+const granted = (api: AikiClient, id: RunId, workerId: WorkerId, leaseMs?: number) =>
+  claim(api, id, workerId, leaseMs).pipe(Effect.map(({ lease }) => {
+    assert.isDefined(lease, `run ${id} was not granted`)
+    return lease!
+  }))
+
+/** Sends `writes` as one batch; their results, in order. */
+const writeAll = (api: AikiClient, writes: ReadonlyArray<Write>) =>
+  api.execution.write({ params: { id: workerA }, payload: { writes } }).pipe(Effect.map((r) => r.results))
+
+const writeOne = (api: AikiClient, write: Write) => writeAll(api, [write]).pipe(Effect.map((results) => results[0]!))
+
+const tag = (result: WriteResult) => result._tag
+
+const startTask = (runId: RunId, leaseEpoch: LeaseEpoch, at: string, attempt = 1, sequence = 0): Write => ({
+  _tag: "StartTask",
+  runId,
+  leaseEpoch,
+  address: address(at),
+  sequence,
+  name: taskName(at.split(":")[0]!),
+  payload: { at },
+  attempt
+})
+
+const completeTask = (runId: RunId, leaseEpoch: LeaseEpoch, at: string, result: unknown, attempt = 1, outcomeOrder = 0): Write => ({
+  _tag: "FinishTask",
+  runId,
+  leaseEpoch,
+  address: address(at),
+  attempt,
+  elapsedMs: 5,
+  outcome: { _tag: "Completed", result: result as never },
+  outcomeOrder
+})
 
 /** Makes the run's lease lapse now, as if its worker had stopped heartbeating long ago. */
 const expireLease = (id: RunId) =>
@@ -44,12 +90,13 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.strictEqual(registered.worker.status, "healthy")
       assert.deepStrictEqual(registered.worker.workflows.map((w) => w.name), ["fencing", "other"])
       const server = yield* TestServer.TestServer
+      assert.strictEqual(registered.maxPayloadBytes, server.config.maxPayloadBytes)
       assert.deepStrictEqual(registered.streams?.map((s) => s.stream), [
         `${server.redisPrefix}:workflow:fencing:1.0.0`,
         `${server.redisPrefix}:workflow:other:1.0.0`
       ])
       const id = yield* startRun(api)
-      yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
+      yield* granted(api, id, workerA)
       const health = yield* api.workers.health({ params: { id: workerA } })
       assert.strictEqual(health.runsInFlight, 1)
       assert.isAtLeast(health.heartbeatAgeMs, 0)
@@ -64,124 +111,184 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
       const id = yield* startRun(api, { order: 1 })
-      const lease = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA, leaseMs: 30_000 } })
+      const lease = yield* granted(api, id, workerA, 30_000)
       assert.strictEqual(lease.leaseEpoch, 1)
       assert.strictEqual(lease.run.state, "running")
       assert.strictEqual(lease.run.leaseOwner, workerA)
+      assert.strictEqual(lease.run.replayVersion, replayVersion)
       assert.deepStrictEqual(lease.journal, [])
-      const again = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } }).pipe(Effect.flip)
-      assert.strictEqual(again._tag, "RunNotClaimable")
+      // The server's clock at the grant, against which the worker places the due times it sends.
+      assert.isBelow(Math.abs(Number(lease.serverTime.epochMilliseconds) - Date.now()), 5_000)
+      const again = yield* claim(api, id, workerB)
+      assert.strictEqual(again.refused?.reason, "held")
 
       const leaseEpoch = lease.leaseEpoch
-      const started = yield* api.execution.startTask({
-        params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
-      })
-      assert.strictEqual(started.state, "running")
-      assert.strictEqual(started.attempts.length, 1)
+      assert.strictEqual(tag(yield* writeOne(api, startTask(id, leaseEpoch, "validate:abc:0"))), "Written")
       // Repeating the request (a retried HTTP call) does not count a new attempt.
-      const repeated = yield* api.execution.startTask({
-        params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
-      })
-      assert.strictEqual(repeated.attempts.length, 1)
-      const done = yield* api.execution.completeTask({
-        params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), attempt: 1, result: { valid: true } }
-      })
-      assert.strictEqual(done.state, "completed")
-      assert.deepStrictEqual(done.result, { valid: true })
-      // Starting a completed task answers with its stored result rather than running it again.
-      const replay = yield* api.execution.startTask({
-        params: { id },
-        payload: { leaseEpoch, address: address("validate:abc:0"), name: taskName("validate"), payload: { order: 1 }, sequence: 0 }
-      })
-      assert.strictEqual(replay.state, "completed")
-      assert.deepStrictEqual(replay.result, { valid: true })
+      assert.strictEqual(tag(yield* writeOne(api, startTask(id, leaseEpoch, "validate:abc:0"))), "Written")
+      const [started] = yield* api.runs.tasks({ params: { id } })
+      assert.strictEqual(started!.state, "running")
+      assert.strictEqual(started!.attempts.length, 1)
+      assert.strictEqual(tag(yield* writeOne(api, completeTask(id, leaseEpoch, "validate:abc:0", { valid: true }))), "Written")
+      // Reporting the same outcome again is answered as done; starting the completed task again is refused.
+      assert.strictEqual(tag(yield* writeOne(api, completeTask(id, leaseEpoch, "validate:abc:0", { valid: true }))), "Written")
+      assert.strictEqual(tag(yield* writeOne(api, startTask(id, leaseEpoch, "validate:abc:0", 2))), "InvalidTransition")
 
-      const completed = yield* api.execution.complete({ params: { id }, payload: { leaseEpoch, result: { ok: true } } })
+      assert.strictEqual(tag(yield* writeOne(api, { _tag: "CompleteRun", runId: id, leaseEpoch, result: { ok: true } })), "Written")
+      const completed = yield* api.runs.status({ params: { id } })
       assert.strictEqual(completed.state, "completed")
       assert.deepStrictEqual(completed.result, { ok: true })
       assert.isDefined(completed.finishedAt)
       const tasks = yield* api.runs.tasks({ params: { id } })
-      assert.deepStrictEqual(tasks.map((t) => [t.name, t.state]), [["validate", "completed"]])
+      assert.deepStrictEqual(tasks.map((t): Array<unknown> => [t.name, t.state, t.outcomeOrder]), [["validate", "completed", 0]])
+      assert.deepStrictEqual(tasks[0]!.result, { valid: true })
       const trail = yield* api.runs.transitions({ params: { id } })
-      assert.deepStrictEqual(trail.map((t) => `${t.taskAddress ?? "run"}:${t.fromState}->${t.toState}`), [
-        "run:undefined->pending",
-        "run:pending->running",
-        "validate:abc:0:pending->running",
-        "validate:abc:0:running->completed",
-        "run:running->completed"
+      assert.deepStrictEqual(trail.map((t) => `${t.taskAddress ?? "run"}:${t.fromState}->${t.toState}:${t.reason}`), [
+        "run:undefined->pending:started",
+        "run:pending->running:claimed",
+        "validate:abc:0:pending->running:task_started",
+        "validate:abc:0:running->completed:task_completed",
+        "run:running->completed:completed"
       ])
-      const late = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } }).pipe(Effect.flip)
-      assert.strictEqual(late._tag, "RunNotClaimable")
+      const late = yield* claim(api, id, workerB)
+      assert.strictEqual(late.refused?.reason, "finished")
+    }))
+
+  it.effect("applies a batch's writes of one run in order: a start and its outcome travel together", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const id = yield* startRun(api)
+      const { leaseEpoch } = yield* granted(api, id, workerA)
+      const results = yield* writeAll(api, [
+        startTask(id, leaseEpoch, "a:0", 1, 0),
+        completeTask(id, leaseEpoch, "a:0", "A", 1, 0),
+        startTask(id, leaseEpoch, "b:0", 1, 1),
+        completeTask(id, leaseEpoch, "b:0", "B", 1, 1),
+        { _tag: "CompleteRun", runId: id, leaseEpoch, result: "AB" }
+      ])
+      assert.deepStrictEqual(results.map(tag), ["Written", "Written", "Written", "Written", "Written"])
+      const tasks = yield* api.runs.tasks({ params: { id } })
+      assert.deepStrictEqual(tasks.map((t): Array<unknown> => [t.address, t.state, t.result, t.outcomeOrder]), [
+        ["a:0", "completed", "A", 0],
+        ["b:0", "completed", "B", 1]
+      ])
+      // The attempt's start is placed where the worker measured it, before its end.
+      const attempt = tasks[0]!.attempts[0]!
+      assert.isBelow(Number(attempt.startedAt.epochMilliseconds), Number(attempt.finishedAt!.epochMilliseconds))
+      assert.strictEqual((yield* api.runs.status({ params: { id } })).state, "completed")
+      // The same batch again (the worker retried a request whose answer it lost) changes nothing.
+      const repeated = yield* writeAll(api, [
+        completeTask(id, leaseEpoch, "b:0", "B", 1, 1),
+        { _tag: "CompleteRun", runId: id, leaseEpoch, result: "AB" }
+      ])
+      assert.deepStrictEqual(repeated.map(tag), ["Written", "Written"])
+    }))
+
+  it.effect("answers each write of a batch on its own: one run's lost lease does not fail its neighbours", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const kept = yield* startRun(api, 1)
+      const lost = yield* startRun(api, 2)
+      const keptLease = yield* granted(api, kept, workerA)
+      const lostLease = yield* granted(api, lost, workerA)
+      yield* api.runs.cancel({ params: { id: lost } })
+      const results = yield* writeAll(api, [
+        startTask(lost, lostLease.leaseEpoch, "x:0"),
+        startTask(kept, keptLease.leaseEpoch, "x:0"),
+        completeTask(kept, keptLease.leaseEpoch, "x:0", "done"),
+        { _tag: "CompleteRun", runId: lost, leaseEpoch: lostLease.leaseEpoch, result: null },
+        { _tag: "CompleteRun", runId: kept, leaseEpoch: keptLease.leaseEpoch, result: "kept" }
+      ])
+      assert.deepStrictEqual(results.map(tag), ["LeaseLost", "Written", "Written", "LeaseLost", "Written"])
+      assert.strictEqual((yield* api.runs.status({ params: { id: kept } })).state, "completed")
+      assert.strictEqual((yield* api.runs.status({ params: { id: lost } })).state, "cancelled")
+      assert.deepStrictEqual(yield* api.runs.tasks({ params: { id: lost } }), [])
     }))
 
   it.effect("records failed attempts, retries, and a run that fails with the last error", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
       const id = yield* startRun(api)
-      const { leaseEpoch } = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
-      const task = { leaseEpoch, address: address("charge:1:0"), name: taskName("charge"), payload: 1, sequence: 0 }
+      const { leaseEpoch } = yield* granted(api, id, workerA)
       for (const attempt of [1, 2]) {
-        const started = yield* api.execution.startTask({ params: { id }, payload: task })
-        assert.strictEqual(started.attempts.length, attempt)
-        const failed = yield* api.execution.failTask({
-          params: { id },
-          payload: { leaseEpoch, address: task.address, attempt, error: { name: "Error", message: `boom ${attempt}` }, willRetry: attempt < 2 }
-        })
-        assert.strictEqual(failed.state, attempt < 2 ? "retrying" : "failed")
+        const results = yield* writeAll(api, [startTask(id, leaseEpoch, "charge:1:0", attempt), {
+          _tag: "FinishTask",
+          runId: id,
+          leaseEpoch,
+          address: address("charge:1:0"),
+          attempt,
+          elapsedMs: 1,
+          outcome: {
+            _tag: "Failed",
+            error: { name: "Error", message: `boom ${attempt}` },
+            ...(attempt < 2 ? { retryAt: DateTime.nowUnsafe() } : {})
+          },
+          ...(attempt < 2 ? {} : { outcomeOrder: 0 })
+        }])
+        assert.deepStrictEqual(results.map(tag), ["Written", "Written"])
+        const [task] = yield* api.runs.tasks({ params: { id } })
+        assert.strictEqual(task!.state, attempt < 2 ? "retrying" : "failed")
+        assert.strictEqual(task!.attempts.length, attempt)
+        if (attempt < 2) assert.isDefined(task!.notBefore)
       }
-      const tooLate = yield* api.execution.startTask({ params: { id }, payload: task }).pipe(Effect.flip)
-      assert.strictEqual(tooLate._tag, "InvalidTransition")
-      const noTask = yield* api.execution.completeTask({
-        params: { id },
-        payload: { leaseEpoch, address: address("never-started"), attempt: 1, result: null }
-      }).pipe(Effect.flip)
-      assert.strictEqual(noTask._tag, "TaskNotFound")
-      const failed = yield* api.execution.fail({ params: { id }, payload: { leaseEpoch, error: { name: "Error", message: "boom 2" } } })
-      assert.strictEqual(failed.state, "failed")
+      assert.strictEqual(tag(yield* writeOne(api, startTask(id, leaseEpoch, "charge:1:0", 5))), "InvalidTransition")
+      assert.strictEqual(
+        tag(yield* writeOne(api, completeTask(id, leaseEpoch, "never-started", null))),
+        "TaskNotFound"
+      )
+      const failed = yield* writeOne(api, { _tag: "FailRun", runId: id, leaseEpoch, error: { name: "Error", message: "boom 2" } })
+      assert.strictEqual(tag(failed), "Written")
+      assert.strictEqual((yield* api.runs.status({ params: { id } })).state, "failed")
       const [charge] = yield* api.runs.tasks({ params: { id } })
       assert.strictEqual(charge!.state, "failed")
       assert.deepStrictEqual(charge!.attempts.map((a) => a.error?.message), ["boom 1", "boom 2"])
       assert.strictEqual(charge!.error?.message, "boom 2")
     }))
 
+  it.effect("refuses a result too large to store, naming it, and writes nothing", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const id = yield* startRun(api)
+      const { leaseEpoch } = yield* granted(api, id, workerA)
+      // Within the request limit, above what is stored: the write is refused, its neighbours are not.
+      const big = "x".repeat(server.config.maxPayloadBytes - 1_000)
+      const results = yield* writeAll(api, [
+        startTask(id, leaseEpoch, "big:0"),
+        completeTask(id, leaseEpoch, "big:0", [big, big])
+      ])
+      assert.deepStrictEqual(results.map(tag), ["Written", "PayloadTooLarge"])
+      const refused = results[1]!
+      if (refused._tag === "PayloadTooLarge") assert.include(refused.message, "The result of task big:0")
+      const [task] = yield* api.runs.tasks({ params: { id } })
+      assert.strictEqual(task!.state, "running")
+    }))
+
   it.effect("fences a zombie: after its lease lapsed and was granted again, its writes change nothing", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
       const id = yield* startRun(api)
-      const first = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
-      yield* api.execution.startTask({
-        params: { id },
-        payload: { leaseEpoch: first.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null, sequence: 0 }
-      })
-      const early = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } }).pipe(Effect.flip)
-      assert.strictEqual(early._tag, "RunNotClaimable")
+      const first = yield* granted(api, id, workerA)
+      yield* writeOne(api, startTask(id, first.leaseEpoch, "step:0"))
+      assert.strictEqual((yield* claim(api, id, workerB)).refused?.reason, "held")
 
       yield* expireLease(id)
-      const second = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } })
+      const second = yield* granted(api, id, workerB)
       assert.strictEqual(second.leaseEpoch, 2)
       assert.strictEqual(second.journal[0]?.state, "running")
       const before = yield* api.runs.status({ params: { id } })
 
-      const zombie = { leaseEpoch: first.leaseEpoch }
-      const errors = [
-        yield* Effect.flip(api.execution.completeTask({
-          params: { id },
-          payload: { ...zombie, address: address("step:0"), attempt: 1, result: "zombie" }
-        })),
-        yield* Effect.flip(api.execution.startTask({
-          params: { id },
-          payload: { ...zombie, address: address("other:0"), name: taskName("other"), payload: null, sequence: 1 }
-        })),
-        yield* Effect.flip(api.execution.complete({ params: { id }, payload: { ...zombie, result: "zombie" } })),
-        yield* Effect.flip(api.execution.fail({ params: { id }, payload: { ...zombie, error: { name: "Error", message: "zombie" } } })),
-        yield* Effect.flip(api.execution.release({ params: { id }, payload: zombie }))
-      ]
-      for (const error of errors) {
-        assert.strictEqual(error._tag, "LeaseLost")
-        if (error._tag === "LeaseLost") assert.strictEqual(error.currentEpoch, 2)
+      const zombie = first.leaseEpoch
+      const results = yield* writeAll(api, [
+        completeTask(id, zombie, "step:0", "zombie"),
+        startTask(id, zombie, "other:0", 1, 1),
+        { _tag: "CompleteRun", runId: id, leaseEpoch: zombie, result: "zombie" },
+        { _tag: "FailRun", runId: id, leaseEpoch: zombie, error: { name: "Error", message: "zombie" } },
+        { _tag: "ReleaseRun", runId: id, leaseEpoch: zombie }
+      ])
+      for (const result of results) {
+        assert.strictEqual(result._tag, "LeaseLost")
+        if (result._tag === "LeaseLost") assert.strictEqual(result.currentEpoch, 2)
       }
       const after = yield* api.runs.status({ params: { id } })
       assert.strictEqual(after.state, "running")
@@ -191,19 +298,34 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.deepStrictEqual(tasks.map((t) => [t.address, t.state]), [["step:0", "running"]])
 
       // The new owner re-runs the task that was cut off: attempt 1 is closed, attempt 2 belongs to lease 2.
-      const rerun = yield* api.execution.startTask({
-        params: { id },
-        payload: { leaseEpoch: second.leaseEpoch, address: address("step:0"), name: taskName("step"), payload: null, sequence: 0 }
-      })
-      assert.deepStrictEqual(rerun.attempts.map((a) => [a.attempt, a.leaseEpoch, a.error?.name]), [
+      assert.strictEqual(tag(yield* writeOne(api, startTask(id, second.leaseEpoch, "step:0", 2))), "Written")
+      const [rerun] = yield* api.runs.tasks({ params: { id } })
+      assert.deepStrictEqual(rerun!.attempts.map((a) => [a.attempt, a.leaseEpoch, a.error?.name]), [
         [1, 1, "LeaseLost"],
         [2, 2, undefined]
       ])
+      yield* api.execution.register({ params: { id: workerA }, payload: { workflows: [{ name, version }] } })
       const hb = yield* api.execution.heartbeat({
         params: { id: workerA },
         payload: { runs: [{ runId: id, leaseEpoch: first.leaseEpoch }] }
       })
       assert.deepStrictEqual([hb.extended, hb.cancelled, hb.lost], [[], [], [id]])
+    }))
+
+  it.effect("takes a run over at once when its worker stops renewing its liveness, before its lease lapses", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const dead = "worker-dead" as WorkerId
+      yield* api.execution.register({ params: { id: dead }, payload: { workflows: [{ name, version }] } })
+      const id = yield* startRun(api)
+      yield* granted(api, id, dead, 600_000)
+      assert.strictEqual((yield* claim(api, id, workerB)).refused?.reason, "held")
+      const sql = yield* SqlClient.SqlClient
+      yield* sql`UPDATE workers SET alive_until = now() - interval '1 second' WHERE id = ${dead}`
+      const taken = yield* granted(api, id, workerB)
+      assert.strictEqual(taken.leaseEpoch, 2)
+      const trail = yield* api.runs.transitions({ params: { id } })
+      assert.strictEqual(trail[trail.length - 1]!.reason, "lease_taken_over")
     }))
 
   it.effect("extends leases on heartbeat and tells the owner its run was cancelled", () =>
@@ -212,8 +334,8 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       yield* api.execution.register({ params: { id: workerB }, payload: { workflows: [{ name, version }] } })
       const kept = yield* startRun(api)
       const cancelled = yield* startRun(api)
-      const keptLease = yield* api.execution.claim({ params: { id: kept }, payload: { workerId: workerB, leaseMs: 2_000 } })
-      const cancelledLease = yield* api.execution.claim({ params: { id: cancelled }, payload: { workerId: workerB } })
+      const keptLease = yield* granted(api, kept, workerB, 2_000)
+      const cancelledLease = yield* granted(api, cancelled, workerB)
       yield* api.runs.cancel({ params: { id: cancelled } })
       const reply = yield* api.execution.heartbeat({
         params: { id: workerB },
@@ -226,10 +348,7 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       const run = yield* api.runs.status({ params: { id: kept } })
       const remainingMs = Number(run.leaseExpiresAt!.epochMilliseconds) - Date.now()
       assert.isAbove(remainingMs, 60_000)
-      const write = yield* api.execution.complete({
-        params: { id: cancelled },
-        payload: { leaseEpoch: cancelledLease.leaseEpoch, result: 1 }
-      }).pipe(Effect.flip)
+      const write = yield* writeOne(api, { _tag: "CompleteRun", runId: cancelled, leaseEpoch: cancelledLease.leaseEpoch, result: 1 })
       assert.strictEqual(write._tag, "LeaseLost")
       if (write._tag === "LeaseLost") assert.strictEqual(write.state, "cancelled")
     }))
@@ -238,11 +357,12 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
       const id = yield* startRun(api)
-      const lease = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
-      const released = yield* api.execution.release({ params: { id }, payload: { leaseEpoch: lease.leaseEpoch } })
+      const lease = yield* granted(api, id, workerA)
+      assert.strictEqual(tag(yield* writeOne(api, { _tag: "ReleaseRun", runId: id, leaseEpoch: lease.leaseEpoch })), "Written")
+      const released = yield* api.runs.status({ params: { id } })
       assert.strictEqual(released.state, "pending")
       assert.isUndefined(released.leaseOwner)
-      const next = yield* api.execution.claim({ params: { id }, payload: { workerId: workerB } })
+      const next = yield* granted(api, id, workerB)
       assert.strictEqual(next.leaseEpoch, 2)
       const sql = yield* SqlClient.SqlClient
       const outbox = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM outbox WHERE run_id = ${id}`
@@ -257,12 +377,11 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.strictEqual(cancelled.state, "cancelled")
       const twice = yield* api.runs.cancel({ params: { id } })
       assert.strictEqual(twice.state, "cancelled")
-      const claim = yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } }).pipe(Effect.flip)
-      assert.strictEqual(claim._tag, "RunNotClaimable")
+      assert.strictEqual((yield* claim(api, id, workerA)).refused?.reason, "finished")
 
       const done = yield* startRun(api)
-      const lease = yield* api.execution.claim({ params: { id: done }, payload: { workerId: workerA } })
-      yield* api.execution.complete({ params: { id: done }, payload: { leaseEpoch: lease.leaseEpoch, result: null } })
+      const lease = yield* granted(api, done, workerA)
+      yield* writeOne(api, { _tag: "CompleteRun", runId: done, leaseEpoch: lease.leaseEpoch, result: null })
       const refused = yield* api.runs.cancel({ params: { id: done } }).pipe(Effect.flip)
       assert.strictEqual(refused._tag, "InvalidTransition")
 
@@ -271,11 +390,14 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
         yield* Effect.flip(api.runs.status({ params: { id: unknown } })),
         yield* Effect.flip(api.runs.cancel({ params: { id: unknown } })),
         yield* Effect.flip(api.runs.tasks({ params: { id: unknown } })),
-        yield* Effect.flip(api.runs.transitions({ params: { id: unknown } })),
-        yield* Effect.flip(api.execution.claim({ params: { id: unknown }, payload: { workerId: workerA } })),
-        yield* Effect.flip(api.execution.complete({ params: { id: unknown }, payload: { leaseEpoch: epoch(1), result: null } }))
+        yield* Effect.flip(api.runs.transitions({ params: { id: unknown } }))
       ]
-      assert.deepStrictEqual(notFound.map((e) => e._tag), Array(6).fill("RunNotFound"))
+      assert.deepStrictEqual(notFound.map((e) => e._tag), Array(4).fill("RunNotFound"))
+      assert.strictEqual((yield* claim(api, unknown, workerA)).refused?.reason, "not_found")
+      assert.strictEqual(
+        tag(yield* writeOne(api, { _tag: "CompleteRun", runId: unknown, leaseEpoch: epoch(1), result: null })),
+        "RunNotFound"
+      )
     }))
 })
 }

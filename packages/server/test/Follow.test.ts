@@ -2,7 +2,7 @@
  * Following runs and waiting for them without polling: the SSE stream of a run's changes (also when another
  * replica commits them), and the long-poll that workers without Redis use to receive runs as soon as they exist.
  */
-import type { RunUpdate } from "@aiki/contract/Models"
+import type { RunUpdate, Write } from "@aiki/contract/Models"
 import type { TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Fiber, Layer, Stream } from "effect"
@@ -34,11 +34,22 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const events = yield* replica.runs.events({ params: { id } })
       const collected = yield* events.pipe(Stream.map(describe), Stream.runCollect, Effect.forkChild)
       yield* Effect.sleep("200 millis")
-      const { leaseEpoch } = yield* primary.execution.claim({ params: { id }, payload: { workerId: worker } })
-      const task = { leaseEpoch, address: "step:0" as TaskAddress, name: "step" as TaskName, payload: null, sequence: 0 }
-      yield* primary.execution.startTask({ params: { id }, payload: task })
-      yield* primary.execution.completeTask({ params: { id }, payload: { leaseEpoch, address: task.address, attempt: 1, result: 2 } })
-      yield* primary.execution.complete({ params: { id }, payload: { leaseEpoch, result: 3 } })
+      const claims = yield* primary.execution.claim({ params: { id: worker }, payload: { runIds: [id], replayVersion: 2 } })
+      const leaseEpoch = claims.leases[0]!.leaseEpoch
+      const address = "step:0" as TaskAddress
+      const write = (writes: ReadonlyArray<Write>) => primary.execution.write({ params: { id: worker }, payload: { writes } })
+      yield* write([{ _tag: "StartTask", runId: id, leaseEpoch, address, name: "step" as TaskName, payload: null, sequence: 0, attempt: 1 }])
+      yield* write([{
+        _tag: "FinishTask",
+        runId: id,
+        leaseEpoch,
+        address,
+        attempt: 1,
+        elapsedMs: 1,
+        outcome: { _tag: "Completed", result: 2 },
+        outcomeOrder: 0
+      }])
+      yield* write([{ _tag: "CompleteRun", runId: id, leaseEpoch, result: 3 }])
       const seen = yield* Fiber.join(collected).pipe(Effect.timeout("10 seconds"))
       // Updates are snapshots read when a change is announced: two changes in quick succession may both show the
       // later state. So: every change appears in order, possibly as a later snapshot, and nothing goes backwards.
@@ -67,7 +78,7 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const primary = yield* (yield* TestServer.TestServer).client()
       const replica = yield* (yield* Replica).client()
       const polled = "polled" as WorkflowName
-      const request = { workflows: [{ name: polled, version }], max: 5, waitMs: 10_000 }
+      const request = { workflows: [{ name: polled, version }], max: 5, waitMs: 10_000, replayVersion: 2 }
       const pollers = yield* Effect.all([
         primary.execution.poll({ params: { id: "poller-1" as WorkerId }, payload: request }),
         replica.execution.poll({ params: { id: "poller-2" as WorkerId }, payload: request })
@@ -96,8 +107,8 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const replica = yield* (yield* Replica).client()
       const { id } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: "cancel me" } })
       const { id: other } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: "not mine" } })
-      yield* primary.execution.claim({ params: { id }, payload: { workerId: worker } })
-      yield* primary.execution.claim({ params: { id: other }, payload: { workerId: "someone-else" as WorkerId } })
+      yield* primary.execution.claim({ params: { id: worker }, payload: { runIds: [id], replayVersion: 2 } })
+      yield* primary.execution.claim({ params: { id: "someone-else" as WorkerId }, payload: { runIds: [other], replayVersion: 2 } })
       const signals = yield* replica.execution.signals({ params: { id: worker } })
       const first = yield* signals.pipe(
         Stream.filter((signal) => signal._tag === "Cancelled"),

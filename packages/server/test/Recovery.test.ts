@@ -107,7 +107,8 @@ layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
       const stream = yield* streamOf
       const sql = yield* SqlClient.SqlClient
       const { id } = yield* api.workflows.start({ params: { name, version }, payload: { payload: "lapsed" } })
-      const lease = yield* api.execution.claim({ params: { id }, payload: { workerId: "dead-worker" as WorkerId } })
+      const claims = yield* api.execution.claim({ params: { id: "dead-worker" as WorkerId }, payload: { runIds: [id], replayVersion: 2 } })
+      const lease = claims.leases[0]!
       yield* sql`UPDATE workflow_runs SET lease_expires_at = now() - interval '1 second' WHERE id = ${id}`
       yield* eventually(Effect.gen(function*() {
         const run = yield* api.runs.status({ params: { id: id as RunId } })
@@ -124,7 +125,7 @@ layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
       yield* eventually(Effect.gen(function*() {
         assert.strictEqual((yield* entries(stream)).filter((i) => i === id).length, 2)
       }))
-      const next = yield* api.execution.claim({ params: { id }, payload: { workerId: "live-worker" as WorkerId } })
-      assert.strictEqual(next.leaseEpoch, lease.leaseEpoch + 1)
+      const next = yield* api.execution.claim({ params: { id: "live-worker" as WorkerId }, payload: { runIds: [id], replayVersion: 2 } })
+      assert.strictEqual(next.leases[0]?.leaseEpoch, lease.leaseEpoch + 1)
     }))
 })

@@ -1,292 +1,446 @@
 /**
- * Executes one leased run: the workflow's code from the top, with each task call looked up in the journal by its
- * place in the run (its sequence) and its address (name, payload hash, occurrence). Recorded results are returned
- * without running anything; new tasks run, with retries, and their outcome is committed to the server before the
- * workflow continues. Every write carries the lease epoch: when the server answers `LeaseLost`, the run's fiber is
- * interrupted and this worker stops touching the run.
+ * Executes one leased run: the workflow's code from the top, on a scheduler of its own (`RunScheduler`), with every
+ * durable call it makes — a task, a sleep, an event wait — placed in the run's journal (`Journal`).
+ *
+ * Outcomes reach the code through one loop, one at a time and only while the code is idle: first the recorded
+ * ones, in the order the code first received them (a replay), then live ones in the order they arrive, each given
+ * the next outcome order and written with it. What the code does between two outcomes therefore never depends on
+ * timing, so `Promise.all`, `Promise.race` and `Effect.all` with concurrency replay exactly. Live work (running a
+ * task) only begins once the replay has caught up.
+ *
+ * Durability: a live outcome is delivered as soon as it is written to the batcher (the code may run ahead, it is
+ * deterministic), but nothing that depends on it leaves the worker before it is committed: a task's code runs only
+ * after every write made before the task was called is committed, and the run's completion is written after them.
+ * Every write carries the lease epoch; a lost lease stops the run.
+ *
+ * The run parks on the server (holding no worker) when its code is idle and every call it waits on is a durable
+ * wait — a sleep, a retry delay, an event — due no sooner than `suspendAfterMs`; any worker resumes it from the
+ * journal when it is due or when the event arrives.
  */
-import type { AikiClient as ApiClient } from "@aiki/contract/Client"
-import type { EventName, LeaseEpoch, TaskAddress, TaskName } from "@aiki/contract/Ids"
-import type { Json, Lease, Task } from "@aiki/contract/Models"
-import { Cause, Duration, Effect, Exit, Option, Ref } from "effect"
-import { retryTransient } from "../AikiClient.ts"
-import { NonDeterminismError } from "../Errors.ts"
+import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/contract/Ids"
+import type { ErrorDetails, Json, Lease, ParkRun, Write, WriteResult } from "@aiki/contract/Models"
+import type { ParkedState } from "@aiki/contract/RunState"
+import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler } from "effect"
+import { NonDeterminismError, TaskError, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
 import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
+import { type Entry, Journal, type Outcome, replayVersion } from "./Journal.ts"
 import * as JsonCodec from "./json.ts"
+import { RunScheduler } from "./RunScheduler.ts"
+import type { WriteBatcher } from "./WriteBatcher.ts"
 
-/** Why a run's fiber was interrupted (from outside, or by its own suspension). */
+/** Why a run's execution stopped before its end. */
 export type StopReason = "cancelled" | "lost" | "shutdown" | "suspended"
 
 export interface ExecutionOptions {
-  /** Waits (retry delays, sleeps) at least this long park the run on the server instead of waiting here. */
+  /** Waits due at least this far ahead park the run on the server instead of waiting here. */
   readonly suspendAfterMs: number
+  /** The largest value the server stores (`Registration.maxPayloadBytes`). */
+  readonly maxPayloadBytes: number
 }
 
-/** Server answers that mean this worker no longer holds the run. */
-const isLost = (error: { readonly _tag: string }) =>
-  error._tag === "LeaseLost" || error._tag === "RunNotFound"
+/** How a run's execution ended. */
+export type RunEnd = "completed" | "failed" | "parked" | "lost"
+
+/** A durable call the code made and that has not received its outcome yet. */
+interface Call {
+  readonly sequence: number
+  readonly address: TaskAddress
+  readonly name: string
+  /** What the journal recorded at this place. */
+  readonly entry: Entry | undefined
+  readonly delivered: Deferred.Deferred<Outcome>
+  /** The answer to the last write the run had made when the call was made: what the call may depend on. */
+  readonly barrier: Deferred.Deferred<WriteResult> | undefined
+  /**
+   * While the call waits on something durable (no task code running): until when, or for which event, and why:
+   * a sleep or a retry delay may park the run; a wait `here` (a `Schedule`'s delay) keeps it on this worker.
+   */
+  waiting: { readonly until?: number; readonly event?: string; readonly kind: "sleep" | "retry" | "event" | "here" } | undefined
+  /** Completed when a refused park says the awaited event is there: receive again. */
+  recheck: Deferred.Deferred<void> | undefined
+}
+
+/** A live outcome waiting for its turn, with what its write needs. */
+interface Ready {
+  readonly call: Call
+  readonly outcome: Outcome
+  readonly attempt: number
+  readonly elapsedMs: number
+}
+
+/** How the run's execution ends, decided by whichever part sees it first. */
+type Ending =
+  | { readonly _tag: "Finished"; readonly end: "completed" | "failed" }
+  | { readonly _tag: "Parked" }
+  | { readonly _tag: "Lost" }
+  | { readonly _tag: "Fatal"; readonly error: unknown }
+
+const defaultScheduler = new Scheduler.MixedScheduler()
+
+/** Runs `effect` outside the run's deterministic scheduler (task code, timers, the loop). */
+const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, Scheduler.Scheduler, defaultScheduler)
 
 /**
- * Runs `workflow` for `lease` to its end and reports the outcome. Interrupted (cancel, lease lost, shutdown), it
- * reports nothing except on shutdown, where it releases the run so another worker takes it over at once.
+ * Runs `workflow` for `lease` until it ends (completed or failed, written), parks, or loses its lease. Interrupted
+ * from outside (cancelled, shutting down), it stops at once; the caller hands the run back if it must.
  */
-export const execute = (
-  api: ApiClient,
+export const execute = Effect.fnUntraced(function*(
   workflow: Workflow.Any,
   lease: Lease,
-  stopReason: Ref.Ref<StopReason | undefined>,
-  options: ExecutionOptions
-) =>
-  executeAndReport(api, workflow, lease, stopReason, options).pipe(
-    // Interrupted for a shutdown: hand the run back now rather than after its lease runs out (best effort: if the
-    // server does not answer in time, the lease lapses and the reaper requeues the run).
-    Effect.onInterrupt(() =>
-      Effect.gen(function*() {
-        if ((yield* Ref.get(stopReason)) !== "shutdown") return
-        yield* retryTransient(api.execution.release({ params: { id: lease.run.id }, payload: { leaseEpoch: lease.leaseEpoch } }))
-          .pipe(Effect.timeout("3 seconds"), Effect.ignore)
-      })
-    )
-  )
-
-const executeAndReport = Effect.fnUntraced(function*(
-  api: ApiClient,
-  workflow: Workflow.Any,
-  lease: Lease,
-  stopReason: Ref.Ref<StopReason | undefined>,
+  writes: WriteBatcher,
   options: ExecutionOptions
 ) {
   const run = lease.run
-  const runId = run.id
+  const runId: RunId = run.id
   const leaseEpoch: LeaseEpoch = lease.leaseEpoch
-  const journal = new Map<number, Task>(lease.journal.map((task) => [task.sequence, task]))
-  const occurrences = new Map<string, number>()
-  let nextSequence = 0
-  // From the second workflow attempt on, tasks that failed for good run again (completed ones stay memoized).
-  let restartFailed = false
-  // A non-determinism found anywhere fails the run, even if the workflow's code caught it.
-  let fatal: NonDeterminismError | undefined
+  const journal = new Journal(lease.journal, runId, run.replayVersion ?? replayVersion)
+  const scheduler = new RunScheduler()
+  const offset = Number(lease.serverTime.epochMilliseconds) - (yield* Clock.currentTimeMillis)
+  const serverNow = Effect.map(Clock.currentTimeMillis, (t) => t + offset)
+  const scope = yield* Effect.scope
+  const live = yield* FiberSet.make()
+  const ending = yield* Deferred.make<Ending>()
+  const end = (e: Ending) => Deferred.succeed(ending, e).pipe(Effect.asVoid)
+  const signal = yield* Queue.sliding<void>(1)
+  const poke = Queue.offer(signal, undefined).pipe(Effect.asVoid)
 
-  /** The lease is gone: stop this run's fiber (the actor reads the reason). */
-  const lost = Effect.andThen(Ref.set(stopReason, "lost"), Effect.interrupt)
+  const calls = new Map<number, Call>()
+  const ready: Array<Ready> = []
+  let replay: Array<Entry> = []
+  let caughtUp = yield* Deferred.make<void>()
+  let rerunFailed = false
+  let lastWrite: Deferred.Deferred<WriteResult> | undefined
 
-  /** A write to the server about this run; transient failures are retried, a lost lease stops the run. */
-  const write = <A, E extends { readonly _tag: string }>(effect: Effect.Effect<A, E>) =>
-    retryTransient(effect).pipe(
-      Effect.catchIf(isLost, () => lost),
-      Effect.orDie
-    )
+  // ------------------------------------------------------------------------------------------------------------
+  // Writes
+
+  /** Queues a write of this run; its answer is watched: a lost lease stops the run, a refusal fails it. */
+  const write = (w: Write) =>
+    Effect.gen(function*() {
+      const answer = yield* writes.submit(w)
+      lastWrite = answer
+      yield* Deferred.await(answer).pipe(
+        Effect.flatMap((result) => {
+          switch (result._tag) {
+            case "Written":
+            case "EventReceived":
+            case "NoEvent":
+            case "EventWaiting":
+              return Effect.void
+            case "LeaseLost":
+            case "RunNotFound":
+              return end({ _tag: "Lost" })
+            case "InvalidTransition":
+            case "TaskNotFound":
+            case "PayloadTooLarge":
+              return end({ _tag: "Fatal", error: new WriteRefused({ runId, write: w._tag, reason: result.message }) })
+          }
+        }),
+        Effect.catchCause((cause) => end({ _tag: "Fatal", error: Cause.squash(cause) })),
+        Effect.forkIn(scope)
+      )
+      return answer
+    })
+
+  const held = { runId, leaseEpoch }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Durable calls
+
+  /** A value that cannot be stored is refused here, with what it was: the server would refuse it anyway. */
+  const checkSize = (value: unknown, what: string): string | undefined => {
+    const text = JSON.stringify(value) ?? "null"
+    if (text.length * 3 <= options.maxPayloadBytes) return undefined
+    const bytes = Buffer.byteLength(text)
+    return bytes > options.maxPayloadBytes
+      ? `${what} is ${bytes} bytes, more than the ${options.maxPayloadBytes} bytes the server stores (MAX_PAYLOAD_BYTES)`
+      : undefined
+  }
 
   /**
-   * The journal entry a call at `sequence` addresses (name, payload hash, occurrence), and what is recorded
-   * there; a recorded entry of another address means the workflow changed (`NonDeterminismError`).
+   * Places a durable call in the journal and waits for its outcome, delivered by the loop. Unless a final outcome
+   * is recorded, `perform` runs it live, outside the code's scheduler; an interrupted call (a lost race, a cancel)
+   * stops it.
    */
-  const locate = (name: string, encoded: Json, sequence: number) =>
+  const durable = (name: string, payload: Json, perform: (call: Call) => Effect.Effect<void>) =>
     Effect.suspend(() => {
-      const key = `${name}:${JsonCodec.hash(encoded)}`
-      const occurrence = occurrences.get(key) ?? 0
-      occurrences.set(key, occurrence + 1)
-      const address = `${key}:${occurrence}` as TaskAddress
-      const recorded = journal.get(sequence)
-      if (recorded !== undefined && recorded.address !== address) {
-        return Effect.die(
-          fatal = new NonDeterminismError({
-            runId,
-            sequence,
-            expected: recorded.address,
-            actual: address,
-            message: `Run ${runId} is not deterministic: its task #${sequence} was "${recorded.name}" ` +
-              `(${recorded.address}) when it was recorded, but the workflow now starts "${name}" ` +
-              `(${address}) there. Deploy changed workflow code as a new version.`
-          })
-        )
+      const placed = journal.place(name, payload)
+      if (placed instanceof NonDeterminismError) {
+        return Effect.andThen(end({ _tag: "Fatal", error: placed }), Effect.die(placed))
       }
-      return Effect.succeed({ address, recorded })
+      const call: Call = {
+        sequence: placed.sequence,
+        address: placed.address as TaskAddress,
+        name,
+        entry: placed.entry,
+        delivered: Deferred.makeUnsafe<Outcome>(),
+        barrier: lastWrite,
+        waiting: undefined,
+        recheck: undefined
+      }
+      calls.set(call.sequence, call)
+      const recordedFinal = placed.entry?.outcome !== undefined && !(rerunFailed && placed.entry.outcome._tag === "Failed")
+      return Effect.gen(function*() {
+        const fiber = recordedFinal ? undefined : yield* FiberSet.run(live, outside(perform(call)))
+        yield* poke
+        return yield* Deferred.await(call.delivered).pipe(
+          Effect.onInterrupt(() =>
+            Effect.suspend(() => {
+              calls.delete(call.sequence)
+              return fiber === undefined ? Effect.void : Fiber.interrupt(fiber)
+            })
+          )
+        )
+      })
+    })
+
+  /** Hands a live outcome to the loop. */
+  const settle = (call: Call, outcome: Outcome, attempt: number, elapsedMs: number) =>
+    Effect.andThen(Effect.sync(() => ready.push({ call, outcome, attempt, elapsedMs })), poke)
+
+  /** Waits durably until `at` (server clock): a timer here, and a reason for the run to park if it is far. */
+  const waitUntil = (call: Call, at: number, kind: "sleep" | "retry" | "here") =>
+    Effect.gen(function*() {
+      call.waiting = { until: at, kind }
+      yield* poke
+      const remaining = at - (yield* serverNow)
+      if (remaining > 0) yield* Effect.sleep(Duration.millis(remaining))
+      call.waiting = undefined
+    })
+
+  /** Live work begins once the replay caught up, and after what the call may depend on is committed. */
+  const ready_ = (call: Call) =>
+    Effect.andThen(
+      Deferred.await(caughtUp),
+      call.barrier === undefined ? Effect.void : Effect.asVoid(Deferred.await(call.barrier))
+    )
+
+  const runTask = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P, encoded: Json) => (call: Call) =>
+    Effect.gen(function*() {
+      yield* Deferred.await(caughtUp)
+      const retrier = yield* Retry.make(definition.retry)
+      let attempt = (call.entry?.attempts ?? 0) + 1
+      // A recorded retry delay still to wait (the run was parked or taken over during it).
+      let due = call.entry?.state === "retrying" ? call.entry.notBefore : undefined
+      // A policy's delay may park the run; a Schedule's state lives here, so its delays are always waited here.
+      const waitKind = retrier.durable ? "retry" : "here"
+      while (true) {
+        if (due !== undefined) yield* waitUntil(call, due, waitKind)
+        due = undefined
+        yield* ready_(call)
+        yield* write({
+          _tag: "StartTask",
+          ...held,
+          address: call.address,
+          sequence: call.sequence,
+          name: definition.name as TaskName,
+          payload: encoded,
+          attempt
+        })
+        const started = yield* Clock.currentTimeMillis
+        const exit = yield* definition.run(payload, { attempt, runId, workflowName: run.workflowName, workflowVersion: run.workflowVersion })
+          .pipe(Effect.exit) as Effect.Effect<Exit.Exit<A, E>>
+        const elapsedMs = (yield* Clock.currentTimeMillis) - started
+        if (Exit.isSuccess(exit)) {
+          const result = yield* JsonCodec.encode(definition.successSchema, exit.value, `the result of task ${definition.name}`)
+            .pipe(Effect.result)
+          const refused = result._tag === "Success" ? checkSize(result.success, `The result of task ${definition.name}`) : undefined
+          if (result._tag === "Success" && refused === undefined) {
+            return yield* settle(call, { _tag: "Completed", result: result.success }, attempt, elapsedMs)
+          }
+          // A result that cannot be stored fails the task for good: retrying would produce it again.
+          const error = result._tag === "Failure" ? JsonCodec.describeError(result.failure) : { name: "ResultTooLarge", message: refused! }
+          return yield* settle(call, { _tag: "Failed", error }, attempt, elapsedMs)
+        }
+        const failure = JsonCodec.primaryError(exit.cause)
+        // Interrupted (cancelled, lost, shutting down): nothing to record; the next owner retries the attempt.
+        if (Option.isNone(failure)) return yield* Effect.failCause(exit.cause as Cause.Cause<never>)
+        const { error, typed } = failure.value
+        const data = typed
+          ? Option.getOrUndefined(yield* JsonCodec.encode(definition.errorSchema, error, "a task error").pipe(Effect.option))
+          : undefined
+        const details = JsonCodec.describeError(error, data, options.maxPayloadBytes)
+        const delay = yield* retrier.next(attempt, error)
+        if (Option.isNone(delay)) return yield* settle(call, { _tag: "Failed", error: details }, attempt, elapsedMs)
+        due = (yield* serverNow) + Duration.toMillis(delay.value)
+        yield* write({
+          _tag: "FinishTask",
+          ...held,
+          address: call.address,
+          attempt,
+          elapsedMs,
+          outcome: { _tag: "Failed", error: details, retryAt: DateTime.makeUnsafe(due) }
+        })
+        attempt++
+      }
     })
 
   const task = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P): Effect.Effect<A, E, R> =>
-    Effect.suspend(() => {
-      // Taken before anything asynchronous, so concurrent task calls are numbered in the order they were made.
-      const sequence = nextSequence++
-      return Effect.gen(function*() {
-        const encoded = yield* JsonCodec.encode(definition.payloadSchema, payload, `the payload of task ${definition.name}`)
+    Effect.gen(function*() {
+      const encoded = yield* JsonCodec.encode(definition.payloadSchema, payload, `the payload of task ${definition.name}`)
+        .pipe(Effect.orDie)
+      const tooLarge = checkSize(encoded, `The payload of task ${definition.name}`)
+      if (tooLarge !== undefined) return yield* Effect.die(new TaskError({ taskName: definition.name, errorName: "PayloadTooLarge", message: tooLarge }))
+      const outcome = yield* durable(definition.name, encoded, runTask(definition, payload, encoded))
+      if (outcome._tag === "Completed") {
+        return yield* JsonCodec.decode(definition.successSchema, outcome.result, `the result of task ${definition.name}`)
           .pipe(Effect.orDie)
-        const { address, recorded } = yield* locate(definition.name, encoded, sequence)
-        const rerun = recorded?.state === "failed" && restartFailed
-        const replayed = recorded === undefined || rerun ? undefined : yield* fromJournal(definition, recorded)
-        if (replayed !== undefined) return yield* replayed
-        return yield* runTask(definition, payload, { address, sequence, encoded, restart: rerun })
-      })
-    })
-
-  /** The recorded outcome of a finished task, or undefined when it must (still) run. */
-  const fromJournal = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, recorded: Task) =>
-    Effect.gen(function*() {
-      switch (recorded.state) {
-        case "completed":
-          return Effect.succeed(
-            yield* JsonCodec.decode(definition.successSchema, recorded.result ?? null, `the result of ${definition.name}`)
-              .pipe(Effect.orDie)
-          )
-        case "failed":
-          return yield* failureOf(definition, recorded)
-        case "pending":
-        case "running":
-        case "retrying":
-          return undefined
       }
-    })
-
-  /** A task that failed for good: its declared error when it had one, else the stored failure as a defect. */
-  const failureOf = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, recorded: Task) =>
-    Effect.gen(function*() {
-      const error = recorded.error ?? { name: "Error", message: `task ${recorded.name} failed` }
-      if (error.data !== undefined) {
-        const decoded = yield* JsonCodec.decode(definition.errorSchema, error.data, "a task error").pipe(Effect.option)
-        if (Option.isSome(decoded)) return Effect.fail(decoded.value)
+      // Every failure reaches the code as stored, the first time as on replay: its declared error decoded, or else
+      // a `TaskError` carrying the stored details.
+      if (outcome.error.data !== undefined) {
+        const decoded = yield* JsonCodec.decode(definition.errorSchema, outcome.error.data, "a task error").pipe(Effect.option)
+        if (Option.isSome(decoded)) return yield* Effect.fail(decoded.value)
       }
-      return Effect.die(Object.assign(new Error(error.message), { name: error.name }))
-    })
+      return yield* Effect.die(TaskError.fromDetails(definition.name, outcome.error))
+    }) as Effect.Effect<A, E, R>
 
-  const runTask = <P, A, E, R>(
-    definition: TaskDefinition<P, A, E, R>,
-    payload: P,
-    at: { readonly address: TaskAddress; readonly sequence: number; readonly encoded: Json; readonly restart: boolean }
-  ): Effect.Effect<A, E, R> =>
-    Effect.gen(function*() {
-      const retrier = yield* Retry.make(definition.retry)
-      let restart = at.restart
-      while (true) {
-        const started = yield* write(api.execution.startTask({
-          params: { id: runId },
-          payload: {
-            leaseEpoch,
-            address: at.address,
-            name: definition.name as TaskName,
-            payload: at.encoded,
-            sequence: at.sequence,
-            ...(restart ? { restart } : {})
-          }
-        }))
-        restart = false
-        journal.set(at.sequence, started)
-        const replayed = yield* fromJournal(definition, started)
-        if (replayed !== undefined) return yield* replayed
-        const attempt = started.attempts.length
-        const exit = yield* definition.run(payload, {
-          attempt,
-          runId,
-          workflowName: run.workflowName,
-          workflowVersion: run.workflowVersion
-        }).pipe(Effect.exit)
-        if (Exit.isSuccess(exit)) {
-          // A result that cannot be stored is a bug in the task's schema: the run fails with it.
-          const result = yield* JsonCodec.encode(definition.successSchema, exit.value, `the result of ${definition.name}`)
-            .pipe(Effect.orDie)
-          const completed = yield* write(api.execution.completeTask({
-            params: { id: runId },
-            payload: { leaseEpoch, address: at.address, attempt, result }
-          }))
-          journal.set(at.sequence, completed)
-          return exit.value
-        }
-        const failure = JsonCodec.primaryError(exit.cause)
-        // Interrupted (cancelled, lost, shutting down): nothing to record, the next owner retries the attempt.
-        if (Option.isNone(failure)) return yield* Effect.failCause(exit.cause)
-        const { error, typed } = failure.value
-        const data = typed
-          ? yield* JsonCodec.encode(definition.errorSchema, error, "a task error").pipe(Effect.option)
-          : Option.none()
-        const delay = yield* retrier.next(attempt, error)
-        const failed = yield* write(api.execution.failTask({
-          params: { id: runId },
-          payload: {
-            leaseEpoch,
-            address: at.address,
-            attempt,
-            error: JsonCodec.describeError(error, Option.getOrUndefined(data)),
-            willRetry: Option.isSome(delay)
-          }
-        }))
-        journal.set(at.sequence, failed)
-        if (Option.isNone(delay)) return yield* Effect.failCause(exit.cause)
-        const delayMs = Duration.toMillis(delay.value)
-        if (retrier.durable && delayMs >= options.suspendAfterMs) {
-          // A long wait holds no worker and no lease: the server wakes the run when it is due, and whichever
-          // worker takes it replays the journal up to this task and runs its next attempt.
-          yield* write(api.execution.suspend({
-            params: { id: runId },
-            payload: { leaseEpoch, state: "awaiting_retry", delayMs: Math.round(delayMs) }
-          }))
-          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
-        }
-        yield* Effect.sleep(delay.value)
-      }
-    })
-
-  /**
-   * A durable wait: a journal entry named `aiki.sleep`. A short one waits here (a crash repeats it in full); a long
-   * one parks the run (`sleeping`) and completes its entry in the same transaction, so the replay after waking
-   * goes straight on.
-   */
   const sleep = (millis: number): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      const sequence = nextSequence++
-      return Effect.gen(function*() {
-        const delayMs = Math.max(0, Math.round(millis))
-        const { address, recorded } = yield* locate("aiki.sleep", { ms: delayMs }, sequence)
-        if (recorded?.state === "completed") return
-        const started = yield* write(api.execution.startTask({
-          params: { id: runId },
-          payload: { leaseEpoch, address, name: "aiki.sleep" as TaskName, payload: { ms: delayMs }, sequence }
+    Effect.gen(function*() {
+      const ms = Math.max(0, Math.round(millis))
+      yield* durable("aiki.sleep", { ms }, (call) =>
+        Effect.gen(function*() {
+          yield* Deferred.await(caughtUp)
+          let due = call.entry?.notBefore
+          if (due === undefined) {
+            due = (yield* serverNow) + ms
+            yield* write({ _tag: "StartTask", ...held, address: call.address, sequence: call.sequence, name: "aiki.sleep" as TaskName, payload: { ms }, attempt: 1, notBefore: DateTime.makeUnsafe(due) })
+          }
+          yield* waitUntil(call, due, "sleep")
+          yield* settle(call, { _tag: "Completed", result: null }, 1, ms)
         }))
-        journal.set(sequence, started)
-        if (started.state === "completed") return
-        const attempt = started.attempts.length
-        if (delayMs >= options.suspendAfterMs) {
-          yield* write(api.execution.suspend({
-            params: { id: runId },
-            payload: { leaseEpoch, state: "sleeping", delayMs, completeTask: { address, attempt, result: null } }
-          }))
-          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
-        }
-        yield* Effect.sleep(Duration.millis(delayMs))
-        journal.set(sequence, yield* write(api.execution.completeTask({
-          params: { id: runId },
-          payload: { leaseEpoch, address, attempt, result: null }
-        })))
-      })
     })
 
-  /**
-   * The next event `name`: a journal entry `aiki.event` that the server completes with the event's payload, or,
-   * with none sent yet, parks the run (`awaiting_event`) until one is; the replay after that receives it.
-   */
   const waitForEvent = (name: string): Effect.Effect<Json> =>
-    Effect.suspend(() => {
-      const sequence = nextSequence++
-      return Effect.gen(function*() {
-        const { address, recorded } = yield* locate("aiki.event", { name }, sequence)
-        if (recorded?.state === "completed") return recorded.result ?? null
-        const started = yield* write(api.execution.startTask({
-          params: { id: runId },
-          payload: { leaseEpoch, address, name: "aiki.event" as TaskName, payload: { name }, sequence }
+    Effect.gen(function*() {
+      const outcome = yield* durable("aiki.event", { name }, (call) =>
+        Effect.gen(function*() {
+          yield* Deferred.await(caughtUp)
+          if (call.entry === undefined) {
+            yield* write({ _tag: "StartTask", ...held, address: call.address, sequence: call.sequence, name: "aiki.event" as TaskName, payload: { name }, attempt: 1 })
+          }
+          const started = yield* Clock.currentTimeMillis
+          while (true) {
+            const answer = yield* Deferred.await(
+              yield* write({ _tag: "ReceiveEvent", ...held, address: call.address, name: name as EventName })
+            )
+            if (answer._tag === "EventReceived") {
+              return yield* settle(call, { _tag: "Completed", result: answer.payload }, 1, (yield* Clock.currentTimeMillis) - started)
+            }
+            // None yet: wait, durably, until a refused park says it is there.
+            const recheck = yield* Deferred.make<void>()
+            call.recheck = recheck
+            call.waiting = { event: name, kind: "event" }
+            yield* poke
+            yield* Deferred.await(recheck)
+            call.waiting = undefined
+          }
         }))
-        journal.set(sequence, started)
-        if (started.state === "completed") return started.result ?? null
-        const received = yield* write(api.execution.receiveEvent({
-          params: { id: runId },
-          payload: { leaseEpoch, name: name as EventName, address, attempt: started.attempts.length }
-        }))
-        if (received._tag === "Waiting") {
-          return yield* Effect.andThen(Ref.set(stopReason, "suspended"), Effect.interrupt)
-        }
-        journal.set(sequence, received.task)
-        return received.payload
-      })
+      return outcome._tag === "Completed" ? outcome.result : yield* Effect.die(TaskError.fromDetails("aiki.event", outcome.error))
     })
+
+  // ------------------------------------------------------------------------------------------------------------
+  // The loop: outcomes reach the code one at a time, each once it is idle.
+
+  const deliver = (call: Call, outcome: Outcome) =>
+    Effect.suspend(() => {
+      calls.delete(call.sequence)
+      return Deferred.succeed(call.delivered, outcome)
+    })
+
+  /** Writes a live outcome with the next outcome order, then delivers it (the code may run ahead of the commit). */
+  const deliverLive = ({ attempt, call, elapsedMs, outcome }: Ready) =>
+    Effect.gen(function*() {
+      const outcomeOrder = journal.takeOrder()
+      yield* write({ _tag: "FinishTask", ...held, address: call.address, attempt, elapsedMs, outcome, outcomeOrder })
+      journal.record({
+        sequence: call.sequence,
+        address: call.address,
+        name: call.name,
+        state: outcome._tag === "Completed" ? "completed" : "failed",
+        attempts: attempt,
+        outcome,
+        outcomeOrder,
+        notBefore: undefined
+      })
+      yield* deliver(call, outcome)
+    })
+
+  /** Parks the run when everything it waits for is durable and far enough; false when it must go on waiting here. */
+  const parkIfIdle = Effect.gen(function*() {
+    const pending = [...calls.values()]
+    if (pending.length === 0 || ready.length > 0 || pending.some((c) => c.waiting === undefined || c.waiting.kind === "here")) {
+      return false
+    }
+    const events = [...new Set(pending.flatMap((c) => c.waiting?.event ?? []))]
+    const untils = pending.flatMap((c) => c.waiting?.until ?? [])
+    const wakeAt = untils.length === 0 ? undefined : Math.min(...untils)
+    if (events.length === 0 && wakeAt !== undefined && wakeAt - (yield* serverNow) < options.suspendAfterMs) return false
+    const state: ParkedState = events.length > 0
+      ? "awaiting_event"
+      : pending.some((c) => c.waiting?.kind === "retry")
+      ? "awaiting_retry"
+      : "sleeping"
+    const park: ParkRun = {
+      _tag: "ParkRun",
+      ...held,
+      state,
+      events: events as Array<EventName>,
+      ...(wakeAt !== undefined ? { wakeAt: DateTime.makeUnsafe(wakeAt) } : {})
+    }
+    const answer = yield* Deferred.await(yield* write(park))
+    if (answer._tag === "Written") {
+      yield* end({ _tag: "Parked" })
+      return true
+    }
+    if (answer._tag === "EventWaiting") {
+      for (const call of pending) {
+        if (call.waiting?.event !== undefined && answer.names.includes(call.waiting.event as EventName)) {
+          call.waiting = undefined
+          yield* Deferred.succeed(call.recheck!, undefined)
+        }
+      }
+    }
+    return false
+  })
+
+  const loop = Effect.gen(function*() {
+    while (true) {
+      yield* scheduler.idle
+      const next = replay[0]
+      if (next !== undefined) {
+        const call = calls.get(next.sequence)
+        if (call === undefined) {
+          const error = new NonDeterminismError({
+            runId,
+            sequence: next.sequence,
+            expected: next.address,
+            actual: "nothing: the workflow waits without making that call",
+            message: `Run ${runId} is not deterministic: it recorded "${next.name}" (${next.address}) as call ` +
+              `#${next.sequence}, but the workflow now waits without making that call. ` +
+              `Deploy changed workflow code as a new version.`
+          })
+          return yield* end({ _tag: "Fatal", error })
+        }
+        replay.shift()
+        yield* deliver(call, next.outcome!)
+        continue
+      }
+      yield* Deferred.succeed(caughtUp, undefined)
+      const live_ = ready.shift()
+      if (live_ !== undefined) {
+        yield* deliverLive(live_)
+        continue
+      }
+      if (yield* parkIfIdle) return
+      yield* Queue.take(signal)
+    }
+  })
+
+  // ------------------------------------------------------------------------------------------------------------
+  // The workflow: its attempts, its end.
 
   const context = WorkflowRun.of({
     runId,
@@ -297,77 +451,102 @@ const executeAndReport = Effect.fnUntraced(function*(
     waitForEvent
   })
 
+  /** Starts (again) from the top: the replay is every recorded outcome, live work waits for it again. */
+  const restart = Effect.gen(function*() {
+    journal.restart()
+    yield* FiberSet.clear(live)
+    calls.clear()
+    ready.length = 0
+    replay = journal.recordedOutcomes(rerunFailed)
+    caughtUp = yield* Deferred.make<void>()
+    yield* poke
+  })
+
   const workflowRetrier = yield* Retry.make(workflow.retry)
-  const attemptWorkflow = (payload: unknown) =>
-    Effect.suspend(() => {
-      nextSequence = 0
-      occurrences.clear()
-      // The worker's layer asked for the workflow's services (`Workflow.Services`), so they are in this context.
-      return workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>
-    })
-  /** The workflow's attempts: a failure (not a non-determinism, not an interruption) is retried per its policy. */
-  const attempts = (payload: unknown): Effect.Effect<unknown, unknown, WorkflowRun> =>
+  const attempts = (payload: unknown): Effect.Effect<unknown, unknown> =>
     Effect.gen(function*() {
       for (let attempt = 1;; attempt++) {
-        const exit = yield* Effect.exit(attemptWorkflow(payload))
-        if (Exit.isSuccess(exit) || fatal !== undefined) return yield* exit
+        yield* restart
+        const exit = yield* Effect.exit(workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>).pipe(
+          Effect.provideService(WorkflowRun, context),
+          Effect.provideService(Scheduler.Scheduler, scheduler)
+        )
+        if (Exit.isSuccess(exit)) return exit.value
         const failure = JsonCodec.primaryError(exit.cause)
         if (Option.isNone(failure)) return yield* exit
         const delay = yield* workflowRetrier.next(attempt, failure.value.error)
         if (Option.isNone(delay)) return yield* exit
         yield* Effect.logInfo(`Workflow attempt ${attempt} failed; retrying`, { runId, error: String(failure.value.error) })
-        restartFailed = true
+        rerunFailed = true
         yield* Effect.sleep(delay.value)
       }
     })
 
-  const outcome = yield* JsonCodec.decode(workflow.payloadSchema, run.payload, `the payload of run ${runId}`).pipe(
-    Effect.flatMap(attempts),
-    Effect.tap(() =>
-      // The code finished without reaching tasks it had recorded: it no longer does what the run did.
-      Effect.suspend(() => {
-        if (fatal !== undefined) return Effect.die(fatal)
-        const unmatched = [...journal.keys()].filter((sequence) => sequence >= nextSequence)
-        if (unmatched.length === 0) return Effect.void
-        const first = journal.get(Math.min(...unmatched))!
-        return Effect.die(
-          new NonDeterminismError({
-            runId,
-            sequence: first.sequence,
-            expected: first.address,
-            actual: "the end of the workflow",
-            message: `Run ${runId} is not deterministic: it recorded task #${first.sequence} "${first.name}" ` +
-              `but the workflow now finishes before starting it. Deploy changed workflow code as a new version.`
+  /** Writes how the run ended (after every write before it) and waits until it is committed. */
+  const finish = (exit: Exit.Exit<unknown, unknown>) =>
+    Effect.gen(function*() {
+      if (Exit.isSuccess(exit)) {
+        const unreached = journal.unreached()[0]
+        if (unreached !== undefined) {
+          return yield* end({
+            _tag: "Fatal",
+            error: new NonDeterminismError({
+              runId,
+              sequence: unreached.sequence,
+              expected: unreached.address,
+              actual: "the end of the workflow",
+              message: `Run ${runId} is not deterministic: it recorded call #${unreached.sequence} "${unreached.name}" ` +
+                `but the workflow now finishes before making it. Deploy changed workflow code as a new version.`
+            })
           })
-        )
-      })
-    ),
-    Effect.provideService(WorkflowRun, context),
-    Effect.exit
-  )
+        }
+        const result = yield* JsonCodec.encode(workflow.successSchema, exit.value, `the result of run ${runId}`).pipe(Effect.result)
+        const tooLarge = result._tag === "Success" ? checkSize(result.success, `The result of run ${runId}`) : undefined
+        if (result._tag === "Success" && tooLarge === undefined) {
+          const answer = yield* Deferred.await(yield* write({ _tag: "CompleteRun", ...held, result: result.success }))
+          return yield* answer._tag === "Written" ? end({ _tag: "Finished", end: "completed" }) : Effect.void
+        }
+        const error = result._tag === "Failure" ? JsonCodec.describeError(result.failure) : { name: "ResultTooLarge", message: tooLarge! }
+        return yield* failWith(error)
+      }
+      const failure = JsonCodec.primaryError(exit.cause)
+      // Interrupted: the run was stopped; whoever stopped it said how.
+      if (Option.isNone(failure)) return
+      const { error, typed } = failure.value
+      const data = typed
+        ? Option.getOrUndefined(yield* JsonCodec.encode(workflow.errorSchema, error, "the run's error").pipe(Effect.option))
+        : undefined
+      yield* failWith(JsonCodec.describeError(error, data, options.maxPayloadBytes))
+    })
 
-  if (Exit.isSuccess(outcome)) {
-    const result = yield* JsonCodec.encode(workflow.successSchema, outcome.value, `the result of run ${runId}`).pipe(
-      Effect.exit
-    )
-    if (Exit.isSuccess(result)) {
-      return yield* write(api.execution.complete({ params: { id: runId }, payload: { leaseEpoch, result: result.value } }))
+  const failWith = (error: ErrorDetails) =>
+    Effect.gen(function*() {
+      const answer = yield* Deferred.await(yield* write({ _tag: "FailRun", ...held, error }))
+      if (answer._tag === "Written") yield* end({ _tag: "Finished", end: "failed" })
+    })
+
+  const payload = yield* JsonCodec.decode(workflow.payloadSchema, run.payload, `the payload of run ${runId}`).pipe(Effect.exit)
+  yield* (Exit.isSuccess(payload) ? attempts(payload.value) : Effect.failCause(payload.cause)).pipe(
+    Effect.exit,
+    Effect.flatMap(finish),
+    Effect.forkIn(scope)
+  )
+  yield* outside(loop).pipe(Effect.forkIn(scope))
+
+  const ended = yield* Deferred.await(ending)
+  switch (ended._tag) {
+    case "Finished":
+      return ended.end satisfies RunEnd
+    case "Parked":
+      return "parked" satisfies RunEnd
+    case "Lost":
+      return "lost" satisfies RunEnd
+    case "Fatal": {
+      // A non-determinism, or a write the server refused for good: the run fails, saying why. Nothing loops.
+      const error = JsonCodec.describeError(ended.error, undefined, options.maxPayloadBytes)
+      yield* Effect.logWarning(`Run ${runId} failed: ${error.name}: ${error.message}`)
+      const answer = yield* Deferred.await(yield* writes.submit({ _tag: "FailRun", ...held, error }))
+      return (answer._tag === "Written" ? "failed" : "lost") satisfies RunEnd
     }
-    return yield* write(api.execution.fail({
-      params: { id: runId },
-      payload: { leaseEpoch, error: JsonCodec.describeError(Cause.squash(result.cause)) }
-    }))
   }
-  const failure = fatal !== undefined
-    ? Option.some({ typed: false, error: fatal as unknown })
-    : JsonCodec.primaryError(outcome.cause)
-  if (Option.isNone(failure)) return yield* Effect.failCause(outcome.cause as Cause.Cause<never>)
-  const { error, typed } = failure.value
-  const data = typed
-    ? yield* JsonCodec.encode(workflow.errorSchema, error, "the run's error").pipe(Effect.option)
-    : Option.none()
-  return yield* write(api.execution.fail({
-    params: { id: runId },
-    payload: { leaseEpoch, error: JsonCodec.describeError(error, Option.getOrUndefined(data)) }
-  }))
-})
+}, Effect.scoped)

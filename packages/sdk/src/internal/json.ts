@@ -42,20 +42,63 @@ const canonical = (value: unknown): string =>
 
 export const hash = (json: Json): string => createHash("sha256").update(canonical(json)).digest("hex").slice(0, 16)
 
-/** How an error is stored: its tag or name, message, stack, and (for a declared error) its encoded value. */
-export const describeError = (error: unknown, data?: Json): ErrorDetails => {
+/** A thrown value as JSON (what `JSON.stringify` keeps), or its string form when it has none. */
+const jsonSafe = (value: unknown): Json => {
+  try {
+    const text = JSON.stringify(value)
+    return text === undefined ? String(value) : JSON.parse(text) as Json
+  } catch {
+    return String(value)
+  }
+}
+
+/** An Error's own enumerable properties (`code`, `status`…), when it has some. */
+const ownData = (error: Error): Json | undefined => {
+  const own = Object.fromEntries(Object.entries(error).filter(([key]) => key !== "stack" && key !== "message"))
+  return Object.keys(own).length > 0 ? jsonSafe(own) : undefined
+}
+
+/**
+ * How a failure is stored, decided once for every kind of thrown value, so the first execution and every replay
+ * see the same thing: the error's tag or name, its message, its stack, and data — a declared error encoded, an
+ * Error's own properties, or `{ thrown }` for a value that is not an Error. Kept under `maxBytes` (the stack, then
+ * the data, then the message are shortened).
+ */
+export const describeError = (error: unknown, data?: Json, maxBytes = Number.POSITIVE_INFINITY): ErrorDetails => {
+  const isError = error instanceof Error
   const name = Predicate.hasProperty(error, "_tag") && typeof error._tag === "string"
     ? error._tag
-    : error instanceof Error
+    : isError
     ? error.name
     : "Error"
-  const message = error instanceof Error
+  const message = isError
     ? error.message
     : Predicate.hasProperty(error, "message") && typeof error.message === "string"
     ? error.message
-    : String(error)
-  const stack = error instanceof Error ? error.stack : undefined
-  return { name, message, ...(stack !== undefined ? { stack } : {}), ...(data !== undefined ? { data } : {}) }
+    : typeof error === "string"
+    ? error
+    : JSON.stringify(error) ?? String(error)
+  const stored = data ?? (isError ? ownData(error) : { thrown: jsonSafe(error) })
+  const details: ErrorDetails = {
+    name,
+    message,
+    ...(isError && error.stack !== undefined ? { stack: error.stack } : {}),
+    ...(stored !== undefined ? { data: stored } : {})
+  }
+  return fit(details, maxBytes)
+}
+
+const fit = (details: ErrorDetails, maxBytes: number): ErrorDetails => {
+  const size = (d: ErrorDetails) => Buffer.byteLength(JSON.stringify(d))
+  if (!Number.isFinite(maxBytes) || size(details) <= maxBytes) return details
+  const { data: _data, stack: _stack, ...bare } = details
+  const budget = Math.max(256, Math.floor(maxBytes / 4))
+  const shortened: ErrorDetails = {
+    ...bare,
+    message: details.message.length > budget ? `${details.message.slice(0, budget)}… (shortened to fit)` : details.message,
+    ...(details.stack !== undefined ? { stack: details.stack.slice(0, budget) } : {})
+  }
+  return size(shortened) <= maxBytes ? shortened : { name: details.name.slice(0, 256), message: shortened.message.slice(0, budget) }
 }
 
 /** The first typed failure or defect of a cause, if it has one (not for a pure interruption). */

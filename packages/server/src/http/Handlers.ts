@@ -4,15 +4,15 @@
  */
 import { AikiApi } from "@aiki/contract/Api"
 import { DependencyUnavailable } from "@aiki/contract/Errors"
-import { Health } from "@aiki/contract/Models"
+import { Health, WriteResults } from "@aiki/contract/Models"
 import { Effect, Layer } from "effect"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
 import packageJson from "../../package.json" with { type: "json" }
-import { RunLeases } from "../RunLeases.ts"
+import { Leases } from "../Leases.ts"
 import { RunStore } from "../RunStore.ts"
 import { RunStreams } from "../RunStreams.ts"
-import { TaskJournal } from "../TaskJournal.ts"
+import { RunTransitions } from "../RunTransitions.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
 const ok = new Health({ status: "ok", version: packageJson.version })
@@ -89,23 +89,15 @@ export const WorkersHandlers = HttpApiBuilder.group(AikiApi, "workers", Effect.f
 
 export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effect.fn(function*(handlers) {
   const workers = yield* WorkerRegistry
-  const leases = yield* RunLeases
-  const journal = yield* TaskJournal
+  const leases = yield* Leases
+  const transitions = yield* RunTransitions
   return handlers.handleAll({
     register: ({ params, payload }) => workers.register(params.id, payload.workflows, payload.maxConcurrentRuns),
-    heartbeat: ({ params, payload }) => leases.heartbeat(params.id, payload.runs, payload.leaseMs),
+    heartbeat: ({ params, payload }) => leases.heartbeat(params.id, payload.runs, payload),
     signals: ({ params }) => Effect.succeed(leases.signals(params.id)),
     poll: ({ params, payload }) => leases.poll(params.id, payload),
-    claim: ({ params, payload }) => leases.claim(params.id, payload.workerId, payload.leaseMs),
-    startTask: ({ params, payload }) => journal.start({ runId: params.id, ...payload }),
-    completeTask: ({ params, payload }) => journal.complete({ runId: params.id, ...payload }),
-    failTask: ({ params, payload }) => journal.fail({ runId: params.id, ...payload }),
-    complete: ({ params, payload }) => leases.complete(params.id, payload.leaseEpoch, payload.result),
-    fail: ({ params, payload }) => leases.fail(params.id, payload.leaseEpoch, payload.error),
-    receiveEvent: ({ params, payload }) => leases.receiveEvent(params.id, payload),
-    suspend: ({ params, payload }) =>
-      leases.suspend(params.id, payload.leaseEpoch, payload.state, payload.delayMs, payload.completeTask),
-    release: ({ params, payload }) => leases.release(params.id, payload.leaseEpoch)
+    claim: ({ params, payload }) => leases.claim(params.id, payload.runIds, payload),
+    write: ({ payload }) => Effect.map(transitions.write(payload.writes), (results) => new WriteResults({ results }))
   })
 }))
 

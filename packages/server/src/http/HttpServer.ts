@@ -6,7 +6,7 @@
 import { AikiApi } from "@aiki/contract/Api"
 import { NodeHttpServer } from "@effect/platform-node"
 import { ByteSize, Effect, Layer, Option } from "effect"
-import { HttpIncomingMessage, HttpRouter } from "effect/http"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest } from "effect/http"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { PrometheusMetrics } from "effect/observability"
 import { readFileSync } from "node:fs"
@@ -16,6 +16,11 @@ import { ServerConfig } from "../ServerConfig.ts"
 import * as Access from "./Access.ts"
 import * as Handlers from "./Handlers.ts"
 
+/** The largest batch of writes or claims a worker may send: room for two maximal values and the rest. */
+export const maxBatchBytes = (maxPayloadBytes: number) => 2 * maxPayloadBytes + 1024 * 1024
+
+const isWorkerBatch = (url: string) => /^\/workers\/[^/]+\/(writes|claim)(\?|$)/.test(url)
+
 /** Every route, needing the stores and the server's configuration. */
 export const routes = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ServerConfig
@@ -23,8 +28,15 @@ export const routes = Layer.unwrap(Effect.gen(function*() {
     Layer.provide(Handlers.layer),
     Layer.provide(Access.layer)
   )
+  // A worker's batch carries many values, each at most MAX_PAYLOAD_BYTES (checked one by one when stored).
   const bodyLimit = HttpRouter.middleware(
-    (httpEffect) => Effect.provideService(httpEffect, HttpIncomingMessage.MaxBodySize, ByteSize.bytes(config.maxPayloadBytes)),
+    (httpEffect) =>
+      Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+        Effect.provideService(
+          httpEffect,
+          HttpIncomingMessage.MaxBodySize,
+          ByteSize.bytes(isWorkerBatch(request.url) ? maxBatchBytes(config.maxPayloadBytes) : config.maxPayloadBytes)
+        )),
     { global: true }
   )
   return Layer.mergeAll(

@@ -2,7 +2,7 @@
  * Rows as Postgres returns them, and their mapping to the contract's records. Rows come from our own schema, so
  * they are trusted: the mapping brands values instead of re-validating them.
  */
-import type { IdempotencyKey, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { EventName, IdempotencyKey, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
@@ -26,6 +26,8 @@ export interface RunRow {
   readonly finished_at: Date | null
   readonly trace_parent: string | null
   readonly wake_at: Date | null
+  readonly replay_version: number | null
+  readonly awaiting_events: ReadonlyArray<string> | null
 }
 
 export interface ErrorDetailsRow {
@@ -43,6 +45,8 @@ export interface TaskRow {
   readonly payload: Json
   readonly result: Json | null
   readonly error: ErrorDetailsRow | null
+  readonly outcome_order: number | null
+  readonly not_before: Date | null
   readonly created_at: Date
   readonly updated_at: Date
   /** The task's attempts, aggregated as JSON by the query (`attemptsJson`). */
@@ -92,7 +96,9 @@ export const toRun = (row: RunRow): WorkflowRun =>
     ...(row.started_at !== null ? { startedAt: utc(row.started_at) } : {}),
     ...(row.finished_at !== null ? { finishedAt: utc(row.finished_at) } : {}),
     ...(row.wake_at !== null ? { wakeAt: utc(row.wake_at) } : {}),
-    ...(row.trace_parent !== null ? { traceParent: row.trace_parent } : {})
+    ...(row.trace_parent !== null ? { traceParent: row.trace_parent } : {}),
+    ...(row.replay_version !== null ? { replayVersion: row.replay_version } : {}),
+    ...(row.awaiting_events !== null ? { awaitingEvents: row.awaiting_events as ReadonlyArray<EventName> } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
@@ -113,6 +119,8 @@ export const toTask = (row: TaskRow): Task =>
         ...(a.error !== null ? { error: errorDetails(a.error) } : {})
       }, { disableChecks: true })
     ),
+    ...(row.outcome_order !== null ? { outcomeOrder: row.outcome_order } : {}),
+    ...(row.not_before !== null ? { notBefore: utc(row.not_before) } : {}),
     createdAt: utc(row.created_at),
     updatedAt: utc(row.updated_at)
   }, { disableChecks: true })

@@ -50,6 +50,8 @@ export const layer = (options: TestServerOptions = {}) =>
       redisUrl: redisUrl === null ? Option.none() : Option.some(Redacted.make(redisUrl)),
       redisPrefix: `aiki-test-${randomBytes(4).toString("hex")}`,
       reaperIntervalMs: 3_600_000,
+      // Tests make leases lapse on purpose; no grace period after the server starts.
+      leaseGraceMs: 0,
       ...rest
     })
     const testServer = Layer.effect(

@@ -1,0 +1,41 @@
+/**
+ * How a worker talks to the server when the server may be unreachable: requests that fail in transit (the server
+ * restarting, the network down) are retried with backoff, and the outage is logged once at warn when it starts and
+ * once when it ends, instead of every retry silently (or not at all).
+ */
+import { Clock, Effect, Ref, Schedule } from "effect"
+import { HttpClientError } from "effect/http"
+
+/** Retries effects whose failures are transport failures; others are the caller's. */
+export interface ServerLink {
+  readonly retrying: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+}
+
+const backoff = Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("2 seconds")])
+
+const reasonOf = (error: HttpClientError.HttpClientError) => error.message
+
+export const make = (baseUrl: string) =>
+  Effect.gen(function*() {
+    // Since when the server has been unreachable, while it is.
+    const outage = yield* Ref.make<number | undefined>(undefined)
+    const failed = (error: HttpClientError.HttpClientError) =>
+      Effect.gen(function*() {
+        if ((yield* Ref.get(outage)) !== undefined) return
+        yield* Ref.set(outage, yield* Clock.currentTimeMillis)
+        yield* Effect.logWarning(`Cannot reach the Aiki server at ${baseUrl}; retrying until it answers`, reasonOf(error))
+      })
+    const succeeded = Effect.gen(function*() {
+      const since = yield* Ref.getAndSet(outage, undefined)
+      if (since === undefined) return
+      const seconds = ((yield* Clock.currentTimeMillis) - since) / 1000
+      yield* Effect.logWarning(`Reached the Aiki server at ${baseUrl} again after ${seconds.toFixed(1)} s`)
+    })
+    const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      effect.pipe(
+        Effect.tapError((error) => HttpClientError.isHttpClientError(error) ? failed(error) : Effect.void),
+        Effect.retry({ while: HttpClientError.isHttpClientError, schedule: backoff }),
+        Effect.tap(() => succeeded)
+      )
+    return { retrying } satisfies ServerLink
+  })

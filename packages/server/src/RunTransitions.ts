@@ -1,0 +1,388 @@
+/**
+ * The one place where runs and their tasks change state. Every change — a start, a claim, a lease extended, a
+ * worker's writes (task attempts and outcomes, events received, parking, completion, release), a requeue, a
+ * wake-up, a cancellation, an event sent — is submitted here and decided by `internal/decisions.ts` against the
+ * state machines the contract declares.
+ *
+ * Changes are group-committed. Each caller submits a unit (a start, a worker's batch of writes, a heartbeat, …)
+ * and waits; a few committers take every unit that is waiting and apply them in ONE transaction: the runs they
+ * touch are locked in id order (concurrent groups never deadlock), each change is decided in order (changes to
+ * one run see each other), and everything they changed is written in one statement, audit trail, outbox rows and
+ * `pg_notify` announcements included. One commit (one fsync) serves them all, which is where the throughput comes
+ * from; when the committers are idle a unit goes at once, so a lone request waits for nothing. A unit never fails
+ * its neighbours: each change has its own outcome, and should a group's transaction fail as a whole, its units are
+ * retried one by one.
+ *
+ * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, and handing
+ * the new outbox rows to the publisher so a runnable run reaches Redis at once. It is the one post-commit hook.
+ */
+import { IdempotencyConflict, type InvalidTransition, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
+import type { EventName, IdempotencyKey, LeaseEpoch, RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import {
+  Claims,
+  HeartbeatReply,
+  type HeldRun,
+  type Json,
+  Lease,
+  SentEvent,
+  StartedRun,
+  type Write,
+  type WriteResult,
+  type WorkflowRun
+} from "@aiki/contract/Models"
+import { type Cause, Clock, Context, DateTime, Deferred, Effect, Layer, Queue } from "effect"
+import { SqlClient } from "effect/sql"
+import { v7 as uuidv7 } from "uuid"
+import {
+  Cancel,
+  Claim,
+  decide,
+  entriesOf,
+  eventsOf,
+  Extend,
+  Requeue,
+  type RunChange,
+  runOf,
+  SendEvent,
+  Wake,
+  WorkerWrite
+} from "./internal/decisions.ts"
+import { Ledger, loadEntries, loadEvents, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
+import { type RunRow, toRun } from "./internal/rows.ts"
+import { selectJournals } from "./internal/sql.ts"
+import { LeaseGrace } from "./LeaseGrace.ts"
+import * as Metrics from "./Metrics.ts"
+import { Outbox } from "./Outbox.ts"
+import { ServerConfig } from "./ServerConfig.ts"
+
+export interface StartRunInput {
+  readonly workflowName: WorkflowName
+  readonly workflowVersion: WorkflowVersion
+  readonly payload: Json
+  readonly idempotencyKey?: IdempotencyKey | undefined
+  /** The W3C `traceparent` the run's execution continues (the caller's, else the request's). */
+  readonly traceParent?: string | undefined
+}
+
+/** A run to create: an insert rather than a change (its id, a UUIDv7, is chosen when it is submitted). */
+interface Start {
+  readonly id: RunId
+  readonly input: StartRunInput
+  outcome: StartedRun | IdempotencyConflict | undefined
+}
+
+/** A worker's heartbeat: its liveness renewed (`alive` once its row was found and updated). */
+interface Beat {
+  readonly workerId: WorkerId
+  readonly livenessMs: number
+  alive: boolean
+}
+
+/** What one caller submitted; `done` once its group committed (the outcomes are on its parts). */
+interface Unit {
+  readonly starts: ReadonlyArray<Start>
+  readonly changes: ReadonlyArray<RunChange>
+  readonly beats: ReadonlyArray<Beat>
+  readonly done: Deferred.Deferred<void>
+}
+
+/** Units taken into one group at most (a group is one transaction). */
+const maxUnitsPerGroup = 256
+
+export class RunTransitions extends Context.Service<RunTransitions, {
+  /** Creates a run, pending; with an idempotency key, the same key and payload return the existing run. */
+  readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict>
+  /** Grants the runs that can be granted to `workerId`, each with its journal; says why it refused the others. */
+  readonly claim: (
+    workerId: WorkerId,
+    runIds: ReadonlyArray<RunId>,
+    options: { readonly leaseMs: number; readonly replayVersion: number }
+  ) => Effect.Effect<Claims>
+  /** Applies a worker's writes in order, each answered on its own. */
+  readonly write: (writes: ReadonlyArray<Write>) => Effect.Effect<ReadonlyArray<WriteResult>>
+  /** Renews the worker's liveness and extends the leases it still holds; says which runs it must stop. */
+  readonly heartbeat: (
+    workerId: WorkerId,
+    runs: ReadonlyArray<HeldRun>,
+    options: { readonly leaseMs: number; readonly livenessMs: number }
+  ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
+  /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
+  readonly cancel: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** Keeps an event for the run's next wait for `name`, waking the run when it waits for that name. */
+  readonly sendEvent: (runId: RunId, name: EventName, payload: Json) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition>
+  /** Requeues those of `runIds` whose lease lapsed or whose worker is gone; returns how many. */
+  readonly requeueLapsed: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
+  /** Makes those of `runIds` that are parked and due pending again; returns how many. */
+  readonly wakeDue: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
+}>()("@aiki/server/RunTransitions") {
+  static readonly layer = Layer.effect(RunTransitions, Effect.suspend(() => make))
+}
+
+const make = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const config = yield* ServerConfig
+  const outbox = yield* Outbox
+  const grace = yield* LeaseGrace
+  const units = yield* Effect.acquireRelease(Queue.unbounded<Unit>(), Queue.shutdown)
+
+  /** Inserts the group's new runs; a start whose idempotency key is taken gets the run holding it (or a conflict). */
+  const insertStarts = (starts: ReadonlyArray<Start>) =>
+    Effect.gen(function*() {
+      if (starts.length === 0) return []
+      const input = starts.map((s) => ({
+        id: s.id,
+        workflow_name: s.input.workflowName,
+        workflow_version: s.input.workflowVersion,
+        payload: JSON.stringify(s.input.payload),
+        idempotency_key: s.input.idempotencyKey ?? null,
+        trace_parent: s.input.traceParent ?? null,
+        stream: outbox.streamOf(s.input.workflowName, s.input.workflowVersion)
+      }))
+      const [row] = yield* sql<{
+        readonly inserted: ReadonlyArray<string> | null
+        readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
+      }>`
+        WITH input AS (
+          SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
+            id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
+            stream text)
+        ), inserted AS (
+          INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent)
+          SELECT id, workflow_name, workflow_version, 'pending', payload::jsonb, idempotency_key, trace_parent FROM input
+          ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+          RETURNING id
+        ), recorded AS (
+          INSERT INTO transitions (run_id, from_state, to_state, reason) SELECT id, NULL, 'pending', 'started' FROM inserted
+        ), queued AS (
+          INSERT INTO outbox (run_id, stream)
+          SELECT i.id, i.stream FROM inserted JOIN input i USING (id) WHERE i.stream IS NOT NULL
+          RETURNING id::text AS id, run_id, stream
+        ), announced AS (
+          SELECT pg_notify('aiki_runs', json_build_object('runId', id, 'task', NULL, 'state', 'pending')::text)
+          FROM inserted
+        )
+        SELECT (SELECT jsonb_agg(id) FROM inserted) AS inserted, (SELECT jsonb_agg(queued) FROM queued) AS outbox,
+          (SELECT count(*) FROM announced) AS announced`
+      const inserted = new Set(row?.inserted ?? [])
+      const taken = starts.filter((s) => !inserted.has(s.id))
+      // The key was taken (by an earlier run, or by a start of this same group): same request, same run. Payloads
+      // are compared as `jsonb`, which ignores key order.
+      const holders = taken.length === 0 ? [] : yield* sql<{
+        readonly idx: number
+        readonly id: string
+        readonly state: WorkflowRun["state"]
+        readonly same: boolean
+      }>`
+        SELECT k.idx, r.id, r.state, (r.payload = k.payload::jsonb AND r.workflow_version = k.version) AS same
+        FROM jsonb_to_recordset(${
+        JSON.stringify(taken.map((s, idx) => ({
+          idx,
+          name: s.input.workflowName,
+          key: s.input.idempotencyKey,
+          version: s.input.workflowVersion,
+          payload: JSON.stringify(s.input.payload)
+        })))
+      }::jsonb) AS k(idx int, name text, key text, version text, payload text)
+        JOIN workflow_runs r ON r.workflow_name = k.name AND r.idempotency_key = k.key`
+      for (const start of starts) {
+        if (inserted.has(start.id)) start.outcome = new StartedRun({ id: start.id, state: "pending", created: true })
+      }
+      for (const holder of holders) {
+        const start = taken[holder.idx]!
+        start.outcome = holder.same
+          ? new StartedRun({ id: holder.id as RunId, state: holder.state, created: false })
+          : new IdempotencyConflict({
+            idempotencyKey: start.input.idempotencyKey ?? "",
+            existingRunId: holder.id as RunId,
+            message: `Idempotency key "${start.input.idempotencyKey}" was already used for run ${holder.id} of ` +
+              `${start.input.workflowName} with a different payload or version`
+          })
+      }
+      return (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream }))
+    })
+
+  /** Granted claims need their run as it now is, and its journal (read in the same transaction). */
+  const readLeases = (claims: ReadonlyArray<Claim>) =>
+    Effect.gen(function*() {
+      const granted = claims.filter((c) => c.outcome?.granted === true)
+      if (granted.length === 0) return
+      const ids = granted.map((c) => c.runId)
+      const rows = yield* sql<RunRow & { readonly server_time: Date }>`
+        SELECT *, now() AS server_time FROM workflow_runs
+        WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`
+      const journals = yield* selectJournals(sql, ids)
+      const byId = new Map(rows.map((row) => [row.id, row]))
+      for (const claim of granted) {
+        const row = byId.get(claim.runId)!
+        claim.lease = new Lease({
+          run: toRun(row),
+          leaseEpoch: row.lease_epoch as LeaseEpoch,
+          leaseExpiresAt: DateTime.fromDateUnsafe(row.lease_expires_at!),
+          journal: journals.get(row.id) ?? [],
+          serverTime: DateTime.fromDateUnsafe(row.server_time)
+        }, { disableChecks: true })
+      }
+    })
+
+  /** A cancellation answers with the run as it now is. */
+  const readCancelled = (cancels: ReadonlyArray<Cancel>) =>
+    Effect.gen(function*() {
+      const done = cancels.filter((c) => c.outcome === "cancelled")
+      if (done.length === 0) return
+      const rows = yield* sql<RunRow>`
+        SELECT * FROM workflow_runs
+        WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(done.map((c) => c.runId))}::jsonb))`
+      const byId = new Map(rows.map((row) => [row.id, toRun(row)]))
+      for (const cancel of done) cancel.run = byId.get(cancel.runId)
+    })
+
+  /** Decides and writes one group of units in one transaction; returns what the post-commit hook needs. */
+  const commitGroup = (group: ReadonlyArray<Unit>) =>
+    Effect.gen(function*() {
+      const starts = group.flatMap((unit) => unit.starts)
+      const changes = group.flatMap((unit) => unit.changes)
+      const beats = group.flatMap((unit) => unit.beats)
+      const ledger = new Ledger()
+      const context = { ledger, leasesMayLapse: yield* grace.leasesMayLapse, maxPayloadBytes: config.maxPayloadBytes }
+      const outboxRows = yield* sql.withTransaction(Effect.gen(function*() {
+        const sends = changes.filter((c): c is SendEvent => c._tag === "SendEvent")
+        if (sends.length > 0) {
+          // Events are numbered by the database, so that they keep the order they were sent in.
+          const ids = yield* sql<{ readonly id: string }>`
+            SELECT nextval(pg_get_serial_sequence('run_events', 'id'))::text AS id FROM generate_series(1, ${sends.length})`
+          sends.forEach((send, i) => (send.eventId = ids[i]!.id))
+        }
+        yield* lockRuns(sql, ledger, [...new Set(changes.map(runOf))].sort())
+        yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
+        const eventNeeds = changes.flatMap((c) => eventsOf(c) ?? [])
+        yield* loadEvents(sql, ledger, [...new Set(eventNeeds.map((n) => n.runId))], eventNeeds.flatMap((n) => n.address ?? []))
+        for (const change of changes) decide(context, change)
+        for (const beat of beats) ledger.beats.set(beat.workerId, beat.livenessMs)
+        const started = yield* insertStarts(starts)
+        const written = yield* write(sql, ledger, (run) => outbox.streamOf(run.workflowName, run.workflowVersion))
+        const alive = new Set(written.beaten)
+        for (const beat of beats) beat.alive = alive.has(beat.workerId)
+        yield* readLeases(changes.filter((c): c is Claim => c._tag === "Claim"))
+        yield* readCancelled(changes.filter((c): c is Cancel => c._tag === "Cancel"))
+        return [...started, ...written.outbox]
+      }))
+      yield* afterCommit(ledger.transitions, starts, outboxRows)
+    })
+
+  /** Everything that must follow a committed change, in one place. */
+  const afterCommit = (
+    transitions: ReadonlyArray<TransitionRecord>,
+    starts: ReadonlyArray<Start>,
+    outboxRows: ReadonlyArray<OutboxRow>
+  ) =>
+    Effect.gen(function*() {
+      const created = starts.flatMap((s) => s.outcome instanceof StartedRun && s.outcome.created ? [s.input.workflowName] : [])
+      yield* Metrics.recordCommitted({ transitions, created, now: yield* Clock.currentTimeMillis })
+      if (outboxRows.length > 0) yield* outbox.publishNow(outboxRows)
+    })
+
+  /** Commits a group; should its transaction fail as a whole, each unit is tried alone so none fails another. */
+  const commit = (group: ReadonlyArray<Unit>): Effect.Effect<void> =>
+    commitGroup(group).pipe(
+      Effect.matchCauseEffect({
+        onSuccess: () => Effect.forEach(group, (unit) => Deferred.succeed(unit.done, undefined), { discard: true }),
+        onFailure: (cause) =>
+          group.length > 1
+            ? Effect.forEach(group, (unit) => commit([unit]), { discard: true })
+            : Deferred.failCause(group[0]!.done, cause as Cause.Cause<never>).pipe(Effect.asVoid)
+      })
+    )
+
+  for (let i = 0; i < Math.max(1, config.commitConcurrency); i++) {
+    yield* Effect.gen(function*() {
+      while (true) yield* commit(yield* Queue.takeBetween(units, 1, maxUnitsPerGroup))
+    }).pipe(Effect.forkScoped)
+  }
+
+  /** Submits a unit and waits until its group committed; infrastructure failures are defects of the caller. */
+  const submit = (parts: { readonly starts?: ReadonlyArray<Start>; readonly changes?: ReadonlyArray<RunChange>; readonly beats?: ReadonlyArray<Beat> }) =>
+    Effect.gen(function*() {
+      const done = yield* Deferred.make<void>()
+      yield* Queue.offer(units, { starts: parts.starts ?? [], changes: parts.changes ?? [], beats: parts.beats ?? [], done })
+      yield* Deferred.await(done).pipe(Effect.orDie)
+    })
+
+  const start = Effect.fn("RunTransitions.start")(function*(input: StartRunInput) {
+    const change: Start = { id: uuidv7({ msecs: yield* Clock.currentTimeMillis }) as RunId, input, outcome: undefined }
+    yield* submit({ starts: [change] })
+    const outcome = change.outcome!
+    return outcome instanceof IdempotencyConflict ? yield* outcome : outcome
+  })
+
+  const claim = Effect.fn("RunTransitions.claim")(function*(
+    workerId: WorkerId,
+    runIds: ReadonlyArray<RunId>,
+    options: { readonly leaseMs: number; readonly replayVersion: number }
+  ) {
+    const claims = [...new Set(runIds)].map((id) => Claim(id, workerId, options.leaseMs, options.replayVersion))
+    if (claims.length > 0) yield* submit({ changes: claims })
+    return new Claims({
+      leases: claims.flatMap((c) => c.lease ?? []),
+      refused: claims.flatMap((c) =>
+        c.outcome === undefined || c.outcome.granted ? [] : [{ runId: c.runId, reason: c.outcome.reason, message: c.outcome.message }]
+      )
+    })
+  })
+
+  const writeAll = Effect.fn("RunTransitions.write")(function*(writes: ReadonlyArray<Write>) {
+    const changes = writes.map((w) => WorkerWrite(w))
+    yield* submit({ changes })
+    return changes.map((c) => c.outcome!)
+  })
+
+  const heartbeat = Effect.fn("RunTransitions.heartbeat")(function*(
+    workerId: WorkerId,
+    runs: ReadonlyArray<HeldRun>,
+    options: { readonly leaseMs: number; readonly livenessMs: number }
+  ) {
+    const beat: Beat = { workerId, livenessMs: options.livenessMs, alive: false }
+    const extends_ = runs.map((r) => Extend(r.runId, r.leaseEpoch, workerId, options.leaseMs))
+    yield* submit({ changes: extends_, beats: [beat] })
+    if (!beat.alive) {
+      return yield* new WorkerNotFound({
+        workerId,
+        message: `Worker ${workerId} is not registered; register it before sending heartbeats`
+      })
+    }
+    const ids = (outcome: Extend["outcome"]) => extends_.filter((e) => e.outcome === outcome).map((e) => e.runId)
+    return new HeartbeatReply({ extended: ids("extended"), cancelled: ids("cancelled"), lost: ids("lost") })
+  })
+
+  const cancel = Effect.fn("RunTransitions.cancel")(function*(runId: RunId) {
+    const change = Cancel(runId)
+    yield* submit({ changes: [change] })
+    const outcome = change.outcome!
+    return outcome === "cancelled" ? change.run! : yield* outcome
+  })
+
+  const sendEvent = Effect.fn("RunTransitions.sendEvent")(function*(runId: RunId, name: EventName, payload: Json) {
+    const change = SendEvent(runId, name, payload)
+    yield* submit({ changes: [change] })
+    const outcome = change.outcome!
+    return "eventId" in outcome ? new SentEvent(outcome) : yield* outcome
+  })
+
+  const count = <C extends Requeue | Wake>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>
+    Effect.gen(function*() {
+      if (runIds.length === 0) return 0
+      const changes = runIds.map(make)
+      yield* submit({ changes })
+      return changes.filter((c) => c.outcome === true).length
+    })
+
+  return RunTransitions.of({
+    start,
+    claim,
+    write: writeAll,
+    heartbeat,
+    cancel,
+    sendEvent,
+    requeueLapsed: count((id) => Requeue(id)),
+    wakeDue: count((id) => Wake(id))
+  })
+})

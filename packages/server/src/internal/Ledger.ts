@@ -1,0 +1,477 @@
+/**
+ * The rows one group of changes works on, and the row changes the group makes. The runs are locked (in id order,
+ * so concurrent groups never deadlock) and read with their tasks; decisions then read and change the ledger in
+ * memory, several changes to one run seeing each other; finally `write` turns everything the group changed into
+ * ONE statement: run updates, new and changed tasks and attempts, audit-trail rows, outbox rows, events and the
+ * `pg_notify` announcements, so they commit (and are announced) together.
+ */
+import type { Json } from "@aiki/contract/Models"
+import type { RunState } from "@aiki/contract/RunState"
+import type { TaskState } from "@aiki/contract/TaskState"
+import { Effect } from "effect"
+import type { SqlClient } from "effect/sql"
+
+/** A run as its group sees it: the columns decisions read and change. */
+export interface LedgerRun {
+  readonly id: string
+  readonly workflowName: string
+  readonly workflowVersion: string
+  readonly createdAt: Date
+  /** Its lease expired by the database's clock. */
+  readonly leaseLapsed: boolean
+  /** The worker holding it stopped renewing its liveness. */
+  readonly ownerGone: boolean
+  /** A parked run whose wake-up time has come. */
+  readonly due: boolean
+  state: RunState
+  leaseEpoch: number
+  leaseOwner: string | null
+  awaitingEvents: ReadonlyArray<string> | null
+  replayVersion: number | null
+  /** What `write` must change, when anything. */
+  patch: RunPatch | undefined
+}
+
+/** Changes to a run row beyond its control columns (which are always written for a changed run). */
+export interface RunPatch {
+  /** New lease length from now; `null` clears the expiry. */
+  leaseMs?: number | null
+  /** A parked run's wake-up time (ISO), or `null`. */
+  wakeAt?: string | null
+  result?: Json
+  error?: Json
+  started?: true
+  finished?: true
+}
+
+export interface LedgerAttempt {
+  readonly attempt: number
+  readonly leaseEpoch: number
+  finished: boolean
+}
+
+/** A journal entry as its group sees it. */
+export interface LedgerEntry {
+  readonly runId: string
+  readonly address: string
+  readonly sequence: number
+  readonly name: string
+  state: TaskState
+  outcomeOrder: number | null
+  notBefore: string | null
+  attempts: Array<LedgerAttempt>
+  /** Created by this group (inserted with its final state), or read from the database (updated). */
+  readonly isNew: boolean
+  /** For a new entry. */
+  readonly payload?: Json
+  changed: boolean
+  /** Set when this group gave the entry a result or an error. */
+  result: Json | undefined
+  error: Json | undefined
+}
+
+/** An attempt row this group inserts or finishes. */
+export interface AttemptWrite {
+  readonly runId: string
+  readonly address: string
+  readonly attempt: number
+  readonly leaseEpoch: number
+  readonly isNew: boolean
+  /** A new attempt began this long before the statement (its start travelled with its outcome). */
+  startedAgoMs: number
+  finished: boolean
+  error: Json | null
+}
+
+export interface TransitionRecord {
+  readonly runId: string
+  readonly taskAddress: string | null
+  readonly from: string | null
+  readonly to: string
+  readonly reason: string
+  readonly leaseEpoch: number | null
+  readonly workerId: string | null
+  /** For the post-commit hook: the run's version (metrics) and when it was created (durations). */
+  readonly workflowName: string
+  readonly runCreatedAt: Date | null
+}
+
+/** An event a run holds for its next wait of that name. */
+export interface LedgerEvent {
+  readonly id: string
+  /** Sent in this group (inserted), or read from the database. */
+  readonly isNew: boolean
+  readonly runId: string
+  readonly name: string
+  readonly payload: Json
+  consumedBy: string | null
+  changed: boolean
+}
+
+export interface OutboxRow {
+  readonly id: string
+  readonly runId: string
+  readonly stream: string
+}
+
+export class Ledger {
+  readonly runs = new Map<string, LedgerRun>()
+  readonly entries = new Map<string, LedgerEntry>()
+  readonly attempts = new Map<string, AttemptWrite>()
+  readonly transitions: Array<TransitionRecord> = []
+  /** Runs that became runnable: an outbox row each (when streams are on). */
+  readonly runnable = new Set<string>()
+  readonly events: Array<LedgerEvent> = []
+  /** Runs whose events were read (`loadEvents`). */
+  readonly eventsLoaded = new Set<string>()
+  /** Workers whose liveness this group renews: worker id → liveness in ms. */
+  readonly beats = new Map<string, number>()
+
+  entry(runId: string, address: string): LedgerEntry | undefined {
+    return this.entries.get(entryKey(runId, address))
+  }
+
+  addEntry(entry: LedgerEntry) {
+    this.entries.set(entryKey(entry.runId, entry.address), entry)
+  }
+
+  patch(run: LedgerRun, patch: RunPatch) {
+    run.patch = { ...run.patch, ...patch }
+  }
+
+  attempt(runId: string, address: string, attempt: number): AttemptWrite | undefined {
+    return this.attempts.get(`${entryKey(runId, address)}|${attempt}`)
+  }
+
+  writeAttempt(write: AttemptWrite) {
+    this.attempts.set(`${entryKey(write.runId, write.address)}|${write.attempt}`, write)
+  }
+
+  record(run: LedgerRun, entry: Omit<TransitionRecord, "runId" | "workflowName" | "runCreatedAt">) {
+    this.transitions.push({ ...entry, runId: run.id, workflowName: run.workflowName, runCreatedAt: run.createdAt })
+  }
+}
+
+const entryKey = (runId: string, address: string) => `${runId}|${address}`
+
+interface LockedRow {
+  readonly id: string
+  readonly workflow_name: string
+  readonly workflow_version: string
+  readonly created_at: Date
+  readonly state: RunState
+  readonly lease_epoch: number
+  readonly lease_owner: string | null
+  readonly lease_lapsed: boolean
+  readonly owner_gone: boolean
+  readonly due: boolean
+  readonly awaiting_events: ReadonlyArray<string> | null
+  readonly replay_version: number | null
+}
+
+/** Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger. */
+export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: ReadonlyArray<string>) =>
+  runIds.length === 0 ? Effect.void : sql<LockedRow>`
+    SELECT r.id, r.workflow_name, r.workflow_version, r.created_at, r.state, r.lease_epoch, r.lease_owner,
+      COALESCE(r.lease_expires_at < now(), false) AS lease_lapsed,
+      COALESCE(w.alive_until < now(), false) AS owner_gone,
+      COALESCE(r.wake_at <= now(), false) AS due,
+      r.awaiting_events, r.replay_version
+    FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
+    WHERE r.id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    ORDER BY r.id
+    FOR UPDATE OF r`.pipe(
+    Effect.map((rows) => {
+      for (const row of rows) {
+        ledger.runs.set(row.id, {
+          id: row.id,
+          workflowName: row.workflow_name,
+          workflowVersion: row.workflow_version,
+          createdAt: row.created_at,
+          leaseLapsed: row.lease_lapsed,
+          ownerGone: row.owner_gone,
+          due: row.due,
+          state: row.state,
+          leaseEpoch: row.lease_epoch,
+          leaseOwner: row.lease_owner,
+          awaitingEvents: row.awaiting_events,
+          replayVersion: row.replay_version,
+          patch: undefined
+        })
+      }
+    })
+  )
+
+interface EntryRow {
+  readonly run_id: string
+  readonly address: string
+  readonly sequence: number
+  readonly name: string
+  readonly state: TaskState
+  readonly outcome_order: number | null
+  readonly not_before: Date | null
+  readonly attempts: ReadonlyArray<readonly [number, number, boolean]>
+}
+
+/** Reads the entries at `keys` (their runs locked already) into the ledger. */
+export const loadEntries = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  keys: ReadonlyArray<{ readonly runId: string; readonly address: string }>
+) =>
+  keys.length === 0 ? Effect.void : sql<EntryRow>`
+    SELECT t.run_id, t.address, t.sequence, t.name, t.state, t.outcome_order, t.not_before,
+      COALESCE((
+        SELECT jsonb_agg(jsonb_build_array(a.attempt, a.lease_epoch, a.finished_at IS NOT NULL) ORDER BY a.attempt)
+        FROM task_attempts a WHERE a.run_id = t.run_id AND a.address = t.address
+      ), '[]'::jsonb) AS attempts
+    FROM tasks t
+    JOIN jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ run_id: k.runId, address: k.address })))}::jsonb)
+      AS k(run_id uuid, address text) ON t.run_id = k.run_id AND t.address = k.address`.pipe(
+    Effect.map((rows) => {
+      for (const row of rows) {
+        ledger.addEntry({
+          runId: row.run_id,
+          address: row.address,
+          sequence: row.sequence,
+          name: row.name,
+          state: row.state,
+          outcomeOrder: row.outcome_order,
+          notBefore: row.not_before === null ? null : row.not_before.toISOString(),
+          attempts: row.attempts.map(([attempt, leaseEpoch, finished]) => ({ attempt, leaseEpoch, finished })),
+          isNew: false,
+          changed: false,
+          result: undefined,
+          error: undefined
+        })
+      }
+    })
+  )
+
+/**
+ * Reads the events of `runIds` that no entry received yet, and those received by `addresses` (a repeated
+ * `ReceiveEvent` answers with the event it got the first time).
+ */
+export const loadEvents = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  runIds: ReadonlyArray<string>,
+  addresses: ReadonlyArray<string>
+) =>
+  runIds.length === 0 ? Effect.void : sql<{
+    readonly id: string
+    readonly run_id: string
+    readonly name: string
+    readonly payload: Json
+    readonly consumed_by: string | null
+  }>`
+    SELECT id::text AS id, run_id, name, payload, consumed_by FROM run_events
+    WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+      AND (consumed_by IS NULL
+        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb)))
+    ORDER BY id`.pipe(
+    Effect.map((rows) => {
+      for (const runId of runIds) ledger.eventsLoaded.add(runId)
+      for (const row of rows) {
+        ledger.events.push({
+          id: row.id,
+          isNew: false,
+          runId: row.run_id,
+          name: row.name,
+          payload: row.payload,
+          consumedBy: row.consumed_by,
+          changed: false
+        })
+      }
+    })
+  )
+
+const json = (value: unknown) => JSON.stringify(value)
+
+/** What a group's statement created besides its rows: outbox rows to publish, and the workers whose beat landed. */
+export interface Written {
+  readonly outbox: ReadonlyArray<OutboxRow>
+  readonly beaten: ReadonlyArray<string>
+}
+
+/**
+ * Writes everything the ledger changed in one statement (its data-modifying parts all run, and commit, together).
+ */
+export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: LedgerRun) => string | null) => {
+  const runs = [...ledger.runs.values()].filter((run) => run.patch !== undefined)
+  const entries = [...ledger.entries.values()].filter((entry) => entry.changed)
+  const attempts = [...ledger.attempts.values()]
+  const events = ledger.events.filter((event) => event.changed)
+  const outbox = [...ledger.runnable].flatMap((runId) => {
+    const run = ledger.runs.get(runId)
+    const stream = run === undefined ? null : streamOf(run)
+    return stream === null ? [] : [{ run_id: runId, stream }]
+  })
+  // One announcement per run that changed state and per changed entry: followers re-read what changed. A lease
+  // extension alone is not announced.
+  const moved = new Set(ledger.transitions.filter((t) => t.taskAddress === null).map((t) => t.runId))
+  // Entries first: a follower stops at a run's final state, so it must have seen the run's tasks by then.
+  const announcements = [
+    ...entries.map((entry) => ({ runId: entry.runId, task: entry.address, state: entry.state })),
+    ...runs.filter((run) => moved.has(run.id)).map((run) => ({ runId: run.id, task: null, state: run.state }))
+  ]
+  if (
+    runs.length + entries.length + attempts.length + events.length + ledger.transitions.length + ledger.beats.size === 0
+  ) {
+    return Effect.succeed<Written>({ outbox: [], beaten: [] })
+  }
+  const runRows = runs.map((run) => {
+    const patch = run.patch!
+    return {
+      id: run.id,
+      state: run.state,
+      lease_epoch: run.leaseEpoch,
+      lease_owner: run.leaseOwner,
+      awaiting_events: run.awaitingEvents,
+      replay_version: run.replayVersion,
+      set_lease: patch.leaseMs !== undefined,
+      lease_ms: patch.leaseMs ?? null,
+      set_wake: patch.wakeAt !== undefined,
+      wake_at: patch.wakeAt ?? null,
+      set_result: patch.result !== undefined,
+      result: patch.result === undefined ? null : json(patch.result),
+      set_error: patch.error !== undefined,
+      error: patch.error === undefined ? null : json(patch.error),
+      started: patch.started === true,
+      finished: patch.finished === true
+    }
+  })
+  const entryRow = (entry: LedgerEntry) => ({
+    run_id: entry.runId,
+    address: entry.address,
+    sequence: entry.sequence,
+    name: entry.name,
+    state: entry.state,
+    payload: entry.payload === undefined ? null : json(entry.payload),
+    result: entry.result === undefined ? null : json(entry.result),
+    error: entry.error === undefined ? null : json(entry.error),
+    set_result: entry.result !== undefined,
+    outcome_order: entry.outcomeOrder,
+    not_before: entry.notBefore
+  })
+  const attemptRow = (a: AttemptWrite) => ({
+    run_id: a.runId,
+    address: a.address,
+    attempt: a.attempt,
+    lease_epoch: a.leaseEpoch,
+    started_ago_ms: a.startedAgoMs,
+    finished: a.finished,
+    error: a.error === null ? null : json(a.error)
+  })
+  return sql<{
+    readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
+    readonly beaten: ReadonlyArray<string> | null
+  }>`
+    WITH run_updates AS (
+      UPDATE workflow_runs r SET
+        state = u.state, lease_epoch = u.lease_epoch, lease_owner = u.lease_owner,
+        awaiting_events = u.awaiting_events, replay_version = u.replay_version,
+        lease_expires_at = CASE WHEN NOT u.set_lease THEN r.lease_expires_at
+          WHEN u.lease_ms IS NULL THEN NULL ELSE now() + make_interval(secs => u.lease_ms / 1000.0) END,
+        wake_at = CASE WHEN u.set_wake THEN u.wake_at ELSE r.wake_at END,
+        result = CASE WHEN u.set_result THEN u.result::jsonb ELSE r.result END,
+        error = CASE WHEN u.set_error THEN u.error::jsonb ELSE r.error END,
+        started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now()) ELSE r.started_at END,
+        finished_at = CASE WHEN u.finished THEN now() ELSE r.finished_at END,
+        updated_at = now()
+      FROM jsonb_to_recordset(${json(runRows)}::jsonb) AS u(
+        id uuid, state text, lease_epoch int, lease_owner text, awaiting_events text[], replay_version int,
+        set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
+        set_error boolean, error text, started boolean, finished boolean)
+      WHERE r.id = u.id
+      RETURNING r.id
+    ), entry_inserts AS (
+      INSERT INTO tasks (run_id, address, sequence, name, state, payload, result, error, outcome_order, not_before)
+      SELECT e.run_id, e.address, e.sequence, e.name, e.state, e.payload::jsonb, e.result::jsonb, e.error::jsonb,
+        e.outcome_order, e.not_before
+      FROM jsonb_to_recordset(${json(entries.filter((e) => e.isNew).map(entryRow))}::jsonb) AS e(
+        run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
+        set_result boolean, outcome_order int, not_before timestamptz)
+      RETURNING 1
+    ), entry_updates AS (
+      UPDATE tasks t SET state = e.state, outcome_order = e.outcome_order, not_before = e.not_before,
+        result = CASE WHEN e.set_result THEN e.result::jsonb ELSE t.result END,
+        error = e.error::jsonb, updated_at = now()
+      FROM jsonb_to_recordset(${json(entries.filter((e) => !e.isNew).map(entryRow))}::jsonb) AS e(
+        run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
+        set_result boolean, outcome_order int, not_before timestamptz)
+      WHERE t.run_id = e.run_id AND t.address = e.address
+      RETURNING 1
+    ), attempt_inserts AS (
+      INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error)
+      SELECT a.run_id, a.address, a.attempt, a.lease_epoch,
+        now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::jsonb
+      FROM jsonb_to_recordset(${json(attempts.filter((a) => a.isNew).map(attemptRow))}::jsonb) AS a(
+        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
+      RETURNING 1
+    ), attempt_updates AS (
+      UPDATE task_attempts t SET finished_at = now(), error = a.error::jsonb
+      FROM jsonb_to_recordset(${json(attempts.filter((a) => !a.isNew && a.finished).map(attemptRow))}::jsonb) AS a(
+        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
+      WHERE t.run_id = a.run_id AND t.address = a.address AND t.attempt = a.attempt
+      RETURNING 1
+    ), recorded AS (
+      INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
+      SELECT run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id
+      FROM jsonb_to_recordset(${
+    json(ledger.transitions.map((t) => ({
+      run_id: t.runId,
+      task_address: t.taskAddress,
+      from_state: t.from,
+      to_state: t.to,
+      reason: t.reason,
+      lease_epoch: t.leaseEpoch,
+      worker_id: t.workerId
+    })))
+  }::jsonb) AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int,
+        worker_id text)
+      RETURNING 1
+    ), queued AS (
+      INSERT INTO outbox (run_id, stream)
+      SELECT run_id, stream FROM jsonb_to_recordset(${json(outbox)}::jsonb) AS o(run_id uuid, stream text)
+      RETURNING id::text AS id, run_id, stream
+    ), events_inserted AS (
+      INSERT INTO run_events (id, run_id, name, payload, consumed_by, consumed_at)
+      SELECT id, run_id, name, payload::jsonb, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
+      FROM jsonb_to_recordset(${
+    json(events.filter((e) => e.isNew).map((e) => ({
+      id: e.id,
+      run_id: e.runId,
+      name: e.name,
+      payload: json(e.payload),
+      consumed_by: e.consumedBy
+    })))
+  }::jsonb) AS e(id bigint, run_id uuid, name text, payload text, consumed_by text)
+      RETURNING 1
+    ), events_consumed AS (
+      UPDATE run_events v SET consumed_by = e.consumed_by, consumed_at = now()
+      FROM jsonb_to_recordset(${
+    json(events.filter((e) => !e.isNew).map((e) => ({ id: e.id, consumed_by: e.consumedBy })))
+  }::jsonb) AS e(id bigint, consumed_by text)
+      WHERE v.id = e.id
+      RETURNING 1
+    ), beats AS (
+      UPDATE workers w SET last_heartbeat_at = now(), alive_until = now() + make_interval(secs => b.liveness_ms / 1000.0)
+      FROM jsonb_to_recordset(${
+    json([...ledger.beats].map(([id, livenessMs]) => ({ id, liveness_ms: livenessMs })))
+  }::jsonb) AS b(id text, liveness_ms int)
+      WHERE w.id = b.id
+      RETURNING w.id
+    ), announced AS (
+      SELECT pg_notify('aiki_runs', value) FROM jsonb_array_elements_text(${
+    json(announcements.map((a) => json(a)))
+  }::jsonb)
+    )
+    SELECT (SELECT count(*) FROM announced) AS announced, (SELECT jsonb_agg(queued) FROM queued) AS outbox,
+      (SELECT jsonb_agg(id) FROM beats) AS beaten`.pipe(
+    Effect.map(([row]): Written => ({
+      outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),
+      beaten: row?.beaten ?? []
+    }))
+  )
+}

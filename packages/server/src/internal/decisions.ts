@@ -1,0 +1,677 @@
+/**
+ * What each kind of change does to a run and its journal, decided against the rows its group locked (the
+ * `Ledger`). Every state move goes through `moveRun`/`moveEntry`, which check it against the state machines the
+ * contract declares and append it to the audit trail; nothing else changes a state. Decisions are pure over the
+ * ledger: the group writes what they decided in one statement afterwards.
+ */
+import {
+  InvalidTransition,
+  LeaseLost,
+  PayloadTooLarge,
+  RunNotFound,
+  TaskNotFound
+} from "@aiki/contract/Errors"
+import type { EventName, LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
+import type { ClaimRefusal, ErrorDetails, FinishTask, Json, Lease, ParkRun, ReceiveEvent, StartTask, WorkflowRun, Write, WriteResult } from "@aiki/contract/Models"
+import { canTransition as canRunTransition, isSuspended, isTerminal, type RunState } from "@aiki/contract/RunState"
+import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
+import { DateTime } from "effect"
+import type { Ledger, LedgerEntry, LedgerRun } from "./Ledger.ts"
+
+/** Why a run or an entry changed state, as the audit trail says it. */
+export type Reason =
+  | "started"
+  | "claimed"
+  | "lease_taken_over"
+  | "lease_expired"
+  | "worker_gone"
+  | "released"
+  | "suspended"
+  | "woken"
+  | "event_received"
+  | "completed"
+  | "failed"
+  | "cancelled"
+  | "task_started"
+  | "task_completed"
+  | "task_failed"
+  | "task_retrying"
+  | "workflow_retry"
+  | "attempt_abandoned"
+
+/** What a decision needs besides the ledger. */
+export interface DecisionContext {
+  readonly ledger: Ledger
+  /**
+   * Lapsed leases may be taken over. False for a while after this server (re)gained its database: workers that
+   * were cut off during the outage get time to renew their leases before their runs are taken from them.
+   */
+  readonly leasesMayLapse: boolean
+  /** The largest payload, result or error stored (`MAX_PAYLOAD_BYTES`). */
+  readonly maxPayloadBytes: number
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Changes: each carries its inputs and, once its group has decided, its outcome.
+
+export interface Claim {
+  readonly _tag: "Claim"
+  readonly runId: RunId
+  readonly workerId: WorkerId
+  readonly leaseMs: number
+  readonly replayVersion: number
+  outcome: { readonly granted: true } | { readonly granted: false; readonly reason: ClaimRefusal; readonly message: string } | undefined
+  /** Once granted and written: the lease, with the run as it now is and its journal. */
+  lease: Lease | undefined
+}
+export const Claim = (runId: RunId, workerId: WorkerId, leaseMs: number, replayVersion: number): Claim => ({
+  _tag: "Claim",
+  runId,
+  workerId,
+  leaseMs,
+  replayVersion,
+  outcome: undefined,
+  lease: undefined
+})
+
+export interface Extend {
+  readonly _tag: "Extend"
+  readonly runId: RunId
+  readonly leaseEpoch: number
+  readonly workerId: WorkerId
+  readonly leaseMs: number
+  outcome: "extended" | "cancelled" | "lost" | undefined
+}
+export const Extend = (runId: RunId, leaseEpoch: number, workerId: WorkerId, leaseMs: number): Extend => ({
+  _tag: "Extend",
+  runId,
+  leaseEpoch,
+  workerId,
+  leaseMs,
+  outcome: undefined
+})
+
+export interface WorkerWrite {
+  readonly _tag: "WorkerWrite"
+  readonly write: Write
+  outcome: WriteResult | undefined
+}
+export const WorkerWrite = (write: Write): WorkerWrite => ({ _tag: "WorkerWrite", write, outcome: undefined })
+
+export interface Requeue {
+  readonly _tag: "Requeue"
+  readonly runId: RunId
+  outcome: boolean | undefined
+}
+export const Requeue = (runId: RunId): Requeue => ({ _tag: "Requeue", runId, outcome: undefined })
+
+export interface Wake {
+  readonly _tag: "Wake"
+  readonly runId: RunId
+  outcome: boolean | undefined
+}
+export const Wake = (runId: RunId): Wake => ({ _tag: "Wake", runId, outcome: undefined })
+
+export interface Cancel {
+  readonly _tag: "Cancel"
+  readonly runId: RunId
+  outcome: RunNotFound | InvalidTransition | "cancelled" | undefined
+  /** Once written: the run as it now is. */
+  run: WorkflowRun | undefined
+}
+export const Cancel = (runId: RunId): Cancel => ({ _tag: "Cancel", runId, outcome: undefined, run: undefined })
+
+export interface SendEvent {
+  readonly _tag: "SendEvent"
+  readonly runId: RunId
+  readonly name: EventName
+  readonly payload: Json
+  /** Assigned before the group decides (events are numbered by the database's sequence, in the order sent). */
+  eventId: string
+  outcome: RunNotFound | InvalidTransition | { readonly eventId: string; readonly runState: RunState } | undefined
+}
+export const SendEvent = (runId: RunId, name: EventName, payload: Json): SendEvent => ({
+  _tag: "SendEvent",
+  runId,
+  name,
+  payload,
+  eventId: "",
+  outcome: undefined
+})
+
+/** A change to an existing run (starts are inserts, see `RunTransitions`). */
+export type RunChange = Claim | Extend | WorkerWrite | Requeue | Wake | Cancel | SendEvent
+
+/** The run a change is about. */
+export const runOf = (change: RunChange): RunId => change._tag === "WorkerWrite" ? change.write.runId : change.runId
+
+// ---------------------------------------------------------------------------------------------------------------
+// Moves
+
+const invalidRun = (run: LedgerRun, to: string, why?: string) =>
+  new InvalidTransition({
+    runId: run.id as RunId,
+    from: run.state,
+    to,
+    message: why ?? `Run ${run.id} cannot go from ${run.state} to ${to}`
+  })
+
+const invalidEntry = (entry: { readonly runId: string; readonly address: string }, from: string, to: string, why: string) =>
+  new InvalidTransition({
+    runId: entry.runId as RunId,
+    taskAddress: entry.address as TaskAddress,
+    from,
+    to,
+    message: `Task ${entry.address} of run ${entry.runId}: ${why}`
+  })
+
+/**
+ * Moves a run to `to` and records why; refused (nothing changes) when the run state machine does not allow it.
+ * Every run state change goes through here.
+ */
+const moveRun = (
+  ledger: Ledger,
+  run: LedgerRun,
+  to: RunState,
+  reason: Reason,
+  by: { readonly leaseEpoch?: number; readonly workerId?: string | null } = {}
+): InvalidTransition | undefined => {
+  if (!canRunTransition(run.state, to)) return invalidRun(run, to)
+  ledger.record(run, {
+    taskAddress: null,
+    from: run.state,
+    to,
+    reason,
+    leaseEpoch: by.leaseEpoch ?? null,
+    workerId: by.workerId ?? null
+  })
+  run.state = to
+  ledger.patch(run, {})
+  return undefined
+}
+
+/**
+ * Moves an entry to `to` and records why; refused when the task state machine does not allow it. Every entry
+ * state change goes through here.
+ */
+const moveEntry = (
+  ledger: Ledger,
+  run: LedgerRun,
+  entry: LedgerEntry,
+  to: TaskState,
+  reason: Reason
+): InvalidTransition | undefined => {
+  if (!canEntryTransition(entry.state, to)) {
+    return invalidEntry(entry, entry.state, to, `it cannot go from ${entry.state} to ${to}`)
+  }
+  ledger.record(run, {
+    taskAddress: entry.address,
+    from: entry.state,
+    to,
+    reason,
+    leaseEpoch: run.leaseEpoch,
+    workerId: run.leaseOwner
+  })
+  entry.state = to
+  entry.changed = true
+  return undefined
+}
+
+/** A runnable run again: pending, no owner, no lease, and a stream message to find a worker. */
+const requeue = (
+  ledger: Ledger,
+  run: LedgerRun,
+  reason: Reason,
+  by: { readonly leaseEpoch?: number; readonly workerId?: string | null } = {}
+): InvalidTransition | undefined => {
+  const refused = moveRun(ledger, run, "pending", reason, by)
+  if (refused !== undefined) return refused
+  run.leaseOwner = null
+  run.awaitingEvents = null
+  ledger.patch(run, { leaseMs: null, wakeAt: null })
+  ledger.runnable.add(run.id)
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Decisions
+
+export const decide = (context: DecisionContext, change: RunChange): void => {
+  switch (change._tag) {
+    case "Claim":
+      return claim(context, change)
+    case "Extend":
+      return extend(context.ledger, change)
+    case "WorkerWrite":
+      change.outcome = write(context, change.write)
+      return
+    case "Requeue":
+      return requeueLapsed(context, change)
+    case "Wake":
+      return wake(context.ledger, change)
+    case "Cancel":
+      return cancel(context.ledger, change)
+    case "SendEvent":
+      return sendEvent(context.ledger, change)
+  }
+}
+
+const claim = ({ ledger, leasesMayLapse }: DecisionContext, change: Claim) => {
+  const refuse = (reason: ClaimRefusal, message: string) => {
+    change.outcome = { granted: false, reason, message }
+  }
+  const run = ledger.runs.get(change.runId)
+  if (run === undefined) return refuse("not_found", `No workflow run has id ${change.runId}`)
+  if (isTerminal(run.state)) return refuse("finished", `Run ${run.id} is ${run.state}`)
+  if (run.replayVersion !== null && run.replayVersion > change.replayVersion) {
+    return refuse(
+      "unsupported_replay_version",
+      `Run ${run.id} was recorded with replay semantics version ${run.replayVersion}; this worker implements ${change.replayVersion}`
+    )
+  }
+  if (run.state === "running" && !(leasesMayLapse && (run.leaseLapsed || run.ownerGone))) {
+    return refuse("held", `Run ${run.id} is held by ${run.leaseOwner} under lease ${run.leaseEpoch}`)
+  }
+  const refused = moveRun(ledger, run, "running", run.state === "running" ? "lease_taken_over" : "claimed", {
+    leaseEpoch: run.leaseEpoch + 1,
+    workerId: change.workerId
+  })
+  if (refused !== undefined) return refuse("not_runnable", `Run ${run.id} is ${run.state}`)
+  run.leaseEpoch += 1
+  run.leaseOwner = change.workerId
+  run.replayVersion ??= change.replayVersion
+  ledger.patch(run, { leaseMs: change.leaseMs, started: true })
+  change.outcome = { granted: true }
+}
+
+const extend = (ledger: Ledger, change: Extend) => {
+  const run = ledger.runs.get(change.runId)
+  if (run !== undefined && run.state === "running" && run.leaseEpoch === change.leaseEpoch && run.leaseOwner === change.workerId) {
+    // Not a transition: no audit row and no announcement, only a later expiry.
+    ledger.patch(run, { leaseMs: change.leaseMs })
+    change.outcome = "extended"
+    return
+  }
+  change.outcome = run?.state === "cancelled" ? "cancelled" : "lost"
+}
+
+const requeueLapsed = ({ ledger, leasesMayLapse }: DecisionContext, change: Requeue) => {
+  const run = ledger.runs.get(change.runId)
+  change.outcome = false
+  if (run === undefined || run.state !== "running" || !leasesMayLapse || !(run.leaseLapsed || run.ownerGone)) return
+  change.outcome = requeue(ledger, run, run.ownerGone ? "worker_gone" : "lease_expired", {
+    leaseEpoch: run.leaseEpoch,
+    workerId: run.leaseOwner
+  }) === undefined
+}
+
+const wake = (ledger: Ledger, change: Wake) => {
+  const run = ledger.runs.get(change.runId)
+  change.outcome = false
+  if (run === undefined || !isSuspended(run.state) || !run.due) return
+  change.outcome = requeue(ledger, run, "woken") === undefined
+}
+
+const cancel = (ledger: Ledger, change: Cancel) => {
+  const run = ledger.runs.get(change.runId)
+  if (run === undefined) {
+    change.outcome = RunNotFound.of(change.runId)
+    return
+  }
+  if (run.state === "cancelled") {
+    change.outcome = "cancelled"
+    return
+  }
+  // The owner keeps its epoch: its next heartbeat or write finds the run cancelled and stops it.
+  const refused = moveRun(ledger, run, "cancelled", "cancelled", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
+  if (refused !== undefined) {
+    change.outcome = invalidRun(run, "cancelled", `Run ${run.id} is already ${run.state} and cannot be cancelled`)
+    return
+  }
+  ledger.patch(run, { leaseMs: null, wakeAt: null, finished: true })
+  change.outcome = "cancelled"
+}
+
+const sendEvent = (ledger: Ledger, change: SendEvent) => {
+  const run = ledger.runs.get(change.runId)
+  if (run === undefined) {
+    change.outcome = RunNotFound.of(change.runId)
+    return
+  }
+  if (isTerminal(run.state)) {
+    change.outcome = invalidRun(run, "event", `Run ${run.id} is ${run.state}; it can no longer receive events`)
+    return
+  }
+  ledger.events.push({
+    id: change.eventId,
+    runId: run.id,
+    name: change.name,
+    payload: change.payload,
+    consumedBy: null,
+    changed: true,
+    isNew: true
+  })
+  // Only an awaited name wakes a parked run (a run parked before names were recorded wakes on any).
+  if (run.state === "awaiting_event" && (run.awaitingEvents === null || run.awaitingEvents.includes(change.name))) {
+    requeue(ledger, run, "event_received")
+  }
+  change.outcome = { eventId: change.eventId, runState: run.state }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Worker writes
+
+/** The run `write` is about, if `leaseEpoch` still holds it. */
+const fence = (ledger: Ledger, write: Write): LedgerRun | RunNotFound | LeaseLost => {
+  const run = ledger.runs.get(write.runId)
+  if (run === undefined) return RunNotFound.of(write.runId)
+  if (run.leaseEpoch === write.leaseEpoch && run.state === "running") return run
+  return new LeaseLost({
+    runId: write.runId,
+    leaseEpoch: write.leaseEpoch,
+    currentEpoch: run.leaseEpoch,
+    state: run.state,
+    message: run.leaseEpoch !== write.leaseEpoch
+      ? `Lease ${write.leaseEpoch} of run ${run.id} was superseded by lease ${run.leaseEpoch}`
+      : `Run ${run.id} is ${run.state}; lease ${write.leaseEpoch} no longer holds it`
+  })
+}
+
+const written: WriteResult = { _tag: "Written" }
+
+/** The size of a value as stored (JSON, UTF-8), or undefined when it fits. */
+const oversized = (value: unknown, max: number): number | undefined => {
+  const text = JSON.stringify(value) ?? "null"
+  // Cheap first: a string of n UTF-16 units has at most 3n UTF-8 bytes.
+  if (text.length * 3 <= max) return undefined
+  const bytes = Buffer.byteLength(text)
+  return bytes > max ? bytes : undefined
+}
+
+const tooLarge = (what: string, bytes: number, max: number) =>
+  new PayloadTooLarge({ maxBytes: max, message: `${what} is ${bytes} bytes, more than the ${max} bytes the server stores (MAX_PAYLOAD_BYTES)` })
+
+const write = (context: DecisionContext, write: Write): WriteResult => {
+  const { ledger, maxPayloadBytes: max } = context
+  switch (write._tag) {
+    case "StartTask": {
+      const bytes = oversized(write.payload, max)
+      if (bytes !== undefined) return tooLarge(`The payload of task ${write.name}`, bytes, max)
+      return startTask(ledger, write)
+    }
+    case "FinishTask": {
+      const value = write.outcome._tag === "Completed" ? write.outcome.result : write.outcome.error
+      const bytes = oversized(value, max)
+      if (bytes !== undefined) {
+        return tooLarge(`The ${write.outcome._tag === "Completed" ? "result" : "error"} of task ${write.address}`, bytes, max)
+      }
+      return finishTask(ledger, write)
+    }
+    case "ReceiveEvent":
+      return receiveEvent(ledger, write)
+    case "ParkRun":
+      return park(ledger, write)
+    case "CompleteRun": {
+      const run = ledger.runs.get(write.runId)
+      if (run?.state === "completed" && run.leaseEpoch === write.leaseEpoch) return written
+      const bytes = oversized(write.result, max)
+      if (bytes !== undefined) return tooLarge(`The result of run ${write.runId}`, bytes, max)
+      return finishRun(ledger, write, "completed", { result: write.result })
+    }
+    case "FailRun": {
+      const run = ledger.runs.get(write.runId)
+      if (run?.state === "failed" && run.leaseEpoch === write.leaseEpoch) return written
+      const bytes = oversized(write.error, max)
+      if (bytes !== undefined) return tooLarge(`The error of run ${write.runId}`, bytes, max)
+      return finishRun(ledger, write, "failed", { error: write.error })
+    }
+    case "ReleaseRun": {
+      const run = fence(ledger, write)
+      if (!isRun(run)) return run
+      return requeue(ledger, run, "released", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner }) ?? written
+    }
+  }
+}
+
+const isRun = (value: LedgerRun | RunNotFound | LeaseLost): value is LedgerRun =>
+  !(value instanceof RunNotFound) && !(value instanceof LeaseLost)
+
+const finishRun = (
+  ledger: Ledger,
+  write: { readonly runId: RunId; readonly leaseEpoch: LeaseEpoch },
+  to: "completed" | "failed",
+  patch: { readonly result?: Json; readonly error?: ErrorDetails }
+): WriteResult => {
+  const run = fence(ledger, write as Write)
+  if (!isRun(run)) return run
+  const refused = moveRun(ledger, run, to, to, { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
+  if (refused !== undefined) return refused
+  ledger.patch(run, { ...patch, leaseMs: null, finished: true })
+  return written
+}
+
+const startTask = (ledger: Ledger, write: StartTask): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const existing = ledger.entry(run.id, write.address)
+  const open = (entry: LedgerEntry) => {
+    entry.attempts.push({ attempt: write.attempt, leaseEpoch: write.leaseEpoch, finished: false })
+    entry.notBefore = write.notBefore === undefined ? null : DateTime.formatIso(write.notBefore)
+    ledger.writeAttempt({
+      runId: run.id,
+      address: write.address,
+      attempt: write.attempt,
+      leaseEpoch: write.leaseEpoch,
+      isNew: true,
+      startedAgoMs: 0,
+      finished: false,
+      error: null
+    })
+  }
+  if (existing === undefined) {
+    if (write.attempt !== 1) {
+      return invalidEntry(write, "pending", "running", `its first attempt is 1, not ${write.attempt}`)
+    }
+    const entry: LedgerEntry = {
+      runId: run.id,
+      address: write.address,
+      sequence: write.sequence,
+      name: write.name,
+      state: "pending",
+      outcomeOrder: null,
+      notBefore: null,
+      attempts: [],
+      isNew: true,
+      payload: write.payload,
+      changed: true,
+      result: undefined,
+      error: undefined
+    }
+    ledger.addEntry(entry)
+    const refused = moveEntry(ledger, run, entry, "running", "task_started")
+    if (refused !== undefined) return refused
+    open(entry)
+    return written
+  }
+  const same = existing.attempts.find((a) => a.attempt === write.attempt)
+  // A repeated request (the worker retried it) changes nothing.
+  if (same !== undefined && same.leaseEpoch === write.leaseEpoch) return written
+  const last = existing.attempts.reduce((max, a) => Math.max(max, a.attempt), 0)
+  if (write.attempt !== last + 1) {
+    return invalidEntry(existing, existing.state, "running", `attempt ${write.attempt} cannot follow attempt ${last}`)
+  }
+  switch (existing.state) {
+    case "completed":
+      return invalidEntry(existing, "completed", "running", "it is completed; its result is final")
+    case "failed": {
+      // Failed for good, and the workflow is being retried: the task runs again.
+      const refused = moveEntry(ledger, run, existing, "retrying", "workflow_retry") ??
+        moveEntry(ledger, run, existing, "running", "task_started")
+      if (refused !== undefined) return refused
+      existing.outcomeOrder = null
+      break
+    }
+    case "retrying":
+    case "pending": {
+      const refused = moveEntry(ledger, run, existing, "running", "task_started")
+      if (refused !== undefined) return refused
+      break
+    }
+    case "running": {
+      const cutOff = existing.attempts.find((a) => !a.finished)
+      if (cutOff !== undefined && cutOff.leaseEpoch === write.leaseEpoch) {
+        return invalidEntry(existing, "running", "running", `attempt ${cutOff.attempt} of this lease is still running`)
+      }
+      // The attempt a lost lease cut off ends here, as abandoned.
+      if (cutOff !== undefined) {
+        cutOff.finished = true
+        ledger.writeAttempt({
+          runId: run.id,
+          address: existing.address,
+          attempt: cutOff.attempt,
+          leaseEpoch: cutOff.leaseEpoch,
+          isNew: false,
+          startedAgoMs: 0,
+          finished: true,
+          error: { name: "LeaseLost", message: "The worker running this attempt lost its lease" }
+        })
+      }
+      const refused = moveEntry(ledger, run, existing, "running", "attempt_abandoned")
+      if (refused !== undefined) return refused
+      break
+    }
+  }
+  existing.error = undefined
+  open(existing)
+  return written
+}
+
+const finishTask = (ledger: Ledger, write: FinishTask): WriteResult => {
+  const entry = ledger.entry(write.runId, write.address)
+  const attempt = entry?.attempts.find((a) => a.attempt === write.attempt)
+  // A repeated request for an outcome already recorded (the run may have moved on since) is answered as done.
+  if (entry !== undefined && attempt?.finished === true && entry.state !== "running") return written
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  if (entry === undefined) {
+    return new TaskNotFound({
+      runId: write.runId,
+      address: write.address,
+      message: `Run ${write.runId} has no task ${write.address}; start it before reporting its outcome`
+    })
+  }
+  const to: TaskState = write.outcome._tag === "Completed" ? "completed" : "failed"
+  // The lease holding the run may end its open attempt, even one begun under an earlier lease: a durable wait (a
+  // sleep, an event) started before the run was parked ends after it was woken. The run's fence is the guard.
+  if (attempt === undefined || attempt.finished || entry.state !== "running") {
+    return invalidEntry(entry, entry.state, to, `attempt ${write.attempt} is not the one running`)
+  }
+  attempt.finished = true
+  const attemptWrite = ledger.attempt(run.id, entry.address, write.attempt)
+  const error = write.outcome._tag === "Failed" ? write.outcome.error : null
+  ledger.writeAttempt({
+    runId: run.id,
+    address: entry.address,
+    attempt: write.attempt,
+    leaseEpoch: write.leaseEpoch,
+    // Started in this same group: its start is placed where the worker measured it.
+    isNew: attemptWrite?.isNew ?? false,
+    startedAgoMs: attemptWrite?.isNew === true ? write.elapsedMs : 0,
+    finished: true,
+    error
+  })
+  switch (write.outcome._tag) {
+    case "Completed": {
+      const refused = moveEntry(ledger, run, entry, "completed", "task_completed")
+      if (refused !== undefined) return refused
+      entry.result = write.outcome.result
+      entry.error = undefined
+      entry.outcomeOrder = write.outcomeOrder ?? null
+      entry.notBefore = null
+      break
+    }
+    case "Failed": {
+      const refused = moveEntry(ledger, run, entry, "failed", "task_failed") ??
+        (write.outcome.retryAt !== undefined ? moveEntry(ledger, run, entry, "retrying", "task_retrying") : undefined)
+      if (refused !== undefined) return refused
+      entry.error = write.outcome.error
+      if (write.outcome.retryAt !== undefined) {
+        entry.notBefore = DateTime.formatIso(write.outcome.retryAt)
+      } else {
+        entry.outcomeOrder = write.outcomeOrder ?? null
+        entry.notBefore = null
+      }
+      break
+    }
+  }
+  return written
+}
+
+const receiveEvent = (ledger: Ledger, write: ReceiveEvent): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const entry = ledger.entry(run.id, write.address)
+  if (entry === undefined || entry.state !== "running") {
+    return new TaskNotFound({
+      runId: write.runId,
+      address: write.address,
+      message: `Run ${write.runId} has no waiting entry ${write.address}; start the wait before receiving its event`
+    })
+  }
+  const events = ledger.events.filter((e) => e.runId === run.id)
+  const received = events.find((e) => e.consumedBy === write.address)
+  if (received !== undefined) return { _tag: "EventReceived", payload: received.payload }
+  const next = events.find((e) => e.consumedBy === null && e.name === write.name)
+  if (next === undefined) return { _tag: "NoEvent" }
+  next.consumedBy = write.address
+  next.changed = true
+  return { _tag: "EventReceived", payload: next.payload }
+}
+
+const park = (ledger: Ledger, write: ParkRun): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const waiting = [
+    ...new Set(ledger.events.filter((e) => e.runId === run.id && e.consumedBy === null && write.events.includes(e.name as EventName))
+      .map((e) => e.name as EventName))
+  ]
+  if (waiting.length > 0) return { _tag: "EventWaiting", names: waiting }
+  const refused = moveRun(ledger, run, write.state, "suspended", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
+  if (refused !== undefined) return refused
+  run.leaseOwner = null
+  run.awaitingEvents = write.events.length > 0 ? write.events : null
+  ledger.patch(run, { leaseMs: null, wakeAt: write.wakeAt === undefined ? null : DateTime.formatIso(write.wakeAt) })
+  return written
+}
+
+/** The entries a group must read before deciding its writes. */
+export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: string; readonly address: string }> => {
+  if (change._tag !== "WorkerWrite") return []
+  const write = change.write
+  switch (write._tag) {
+    case "StartTask":
+    case "FinishTask":
+    case "ReceiveEvent":
+      return [{ runId: write.runId, address: write.address }]
+    case "ParkRun":
+    case "CompleteRun":
+    case "FailRun":
+    case "ReleaseRun":
+      return []
+  }
+}
+
+/** Whether a change needs the run's events read first (and for which entry). */
+export const eventsOf = (change: RunChange): { readonly runId: string; readonly address: string | null } | undefined => {
+  if (change._tag !== "WorkerWrite") return undefined
+  switch (change.write._tag) {
+    case "ReceiveEvent":
+      return { runId: change.write.runId, address: change.write.address }
+    case "ParkRun":
+      return change.write.events.length > 0 ? { runId: change.write.runId, address: null } : undefined
+    default:
+      return undefined
+  }
+}
+
+export { isRun }
