@@ -32,7 +32,7 @@ import * as EffectWorker from "./Worker.ts"
 import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
-export { NonDeterminismError, RunCancelled, RunFailed, WaitTimeout } from "./Errors.ts"
+export { NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
 export type { RedisOptions, RetryPolicy }
 
 /** Payloads and results are stored as JSON: what `JSON.stringify` keeps is what a replay gets back. */

@@ -148,7 +148,7 @@ const make = Effect.gen(function*() {
             stream text)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent)
-          SELECT id, workflow_name, workflow_version, 'pending', payload::jsonb, idempotency_key, trace_parent FROM input
+          SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent FROM input
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
         ), recorded AS (
@@ -166,14 +166,14 @@ const make = Effect.gen(function*() {
       const inserted = new Set(row?.inserted ?? [])
       const taken = starts.filter((s) => !inserted.has(s.id))
       // The key was taken (by an earlier run, or by a start of this same group): same request, same run. Payloads
-      // are compared as `jsonb`, which ignores key order.
+      // are compared as `jsonb`, which ignores key order and spacing.
       const holders = taken.length === 0 ? [] : yield* sql<{
         readonly idx: number
         readonly id: string
         readonly state: WorkflowRun["state"]
         readonly same: boolean
       }>`
-        SELECT k.idx, r.id, r.state, (r.payload = k.payload::jsonb AND r.workflow_version = k.version) AS same
+        SELECT k.idx, r.id, r.state, (r.payload::jsonb = k.payload::jsonb AND r.workflow_version = k.version) AS same
         FROM jsonb_to_recordset(${
         JSON.stringify(taken.map((s, idx) => ({
           idx,

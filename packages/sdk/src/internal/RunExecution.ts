@@ -38,10 +38,15 @@ export interface ExecutionOptions {
   readonly suspendAfterMs: number
   /** The largest value the server stores (`Registration.maxPayloadBytes`). */
   readonly maxPayloadBytes: number
+  /**
+   * Deliver the recorded outcomes and nothing else: no task runs, no wait is waited. The execution ends when the
+   * code finishes, departs from the journal, or has received every recorded outcome (`waiting`). @default false
+   */
+  readonly replayOnly?: boolean
 }
 
-/** How a run's execution ended. */
-export type RunEnd = "completed" | "failed" | "parked" | "lost"
+/** How a run's execution ended (`waiting`: a replay-only execution delivered every recorded outcome). */
+export type RunEnd = "completed" | "failed" | "parked" | "lost" | "waiting"
 
 /** A durable call the code made and that has not received its outcome yet. */
 interface Call {
@@ -75,6 +80,7 @@ type Ending =
   | { readonly _tag: "Finished"; readonly end: "completed" | "failed" }
   | { readonly _tag: "Parked" }
   | { readonly _tag: "Lost" }
+  | { readonly _tag: "Waiting" }
   | { readonly _tag: "Fatal"; readonly error: unknown }
 
 const defaultScheduler = new Scheduler.MixedScheduler()
@@ -182,8 +188,9 @@ export const execute = Effect.fnUntraced(function*(
       }
       calls.set(call.sequence, call)
       const recordedFinal = placed.entry?.outcome !== undefined && !(rerunFailed && placed.entry.outcome._tag === "Failed")
+      const performed = !recordedFinal && options.replayOnly !== true
       return Effect.gen(function*() {
-        const fiber = recordedFinal ? undefined : yield* FiberSet.run(live, outside(perform(call)))
+        const fiber = performed ? yield* FiberSet.run(live, outside(perform(call))) : undefined
         yield* poke
         return yield* Deferred.await(call.delivered).pipe(
           Effect.onInterrupt(() =>
@@ -428,6 +435,7 @@ export const execute = Effect.fnUntraced(function*(
         yield* deliver(call, next.outcome!)
         continue
       }
+      if (options.replayOnly === true) return yield* end({ _tag: "Waiting" })
       yield* Deferred.succeed(caughtUp, undefined)
       const live_ = ready.shift()
       if (live_ !== undefined) {
@@ -468,8 +476,7 @@ export const execute = Effect.fnUntraced(function*(
       for (let attempt = 1;; attempt++) {
         yield* restart
         const exit = yield* Effect.exit(workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>).pipe(
-          Effect.provideService(WorkflowRun, context),
-          Effect.provideService(Scheduler.Scheduler, scheduler)
+          Effect.provideService(WorkflowRun, context)
         )
         if (Exit.isSuccess(exit)) return exit.value
         const failure = JsonCodec.primaryError(exit.cause)
@@ -526,9 +533,11 @@ export const execute = Effect.fnUntraced(function*(
     })
 
   const payload = yield* JsonCodec.decode(workflow.payloadSchema, run.payload, `the payload of run ${runId}`).pipe(Effect.exit)
+  // The code and how it finishes run on the run's scheduler: the loop sees the run idle only once they are.
   yield* (Exit.isSuccess(payload) ? attempts(payload.value) : Effect.failCause(payload.cause)).pipe(
     Effect.exit,
     Effect.flatMap(finish),
+    Effect.provideService(Scheduler.Scheduler, scheduler),
     Effect.forkIn(scope)
   )
   yield* outside(loop).pipe(Effect.forkIn(scope))
@@ -541,6 +550,8 @@ export const execute = Effect.fnUntraced(function*(
       return "parked" satisfies RunEnd
     case "Lost":
       return "lost" satisfies RunEnd
+    case "Waiting":
+      return "waiting" satisfies RunEnd
     case "Fatal": {
       // A non-determinism, or a write the server refused for good: the run fails, saying why. Nothing loops.
       const error = JsonCodec.describeError(ended.error, undefined, options.maxPayloadBytes)

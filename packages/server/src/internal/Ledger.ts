@@ -374,8 +374,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         lease_expires_at = CASE WHEN NOT u.set_lease THEN r.lease_expires_at
           WHEN u.lease_ms IS NULL THEN NULL ELSE now() + make_interval(secs => u.lease_ms / 1000.0) END,
         wake_at = CASE WHEN u.set_wake THEN u.wake_at ELSE r.wake_at END,
-        result = CASE WHEN u.set_result THEN u.result::jsonb ELSE r.result END,
-        error = CASE WHEN u.set_error THEN u.error::jsonb ELSE r.error END,
+        result = CASE WHEN u.set_result THEN u.result::json ELSE r.result END,
+        error = CASE WHEN u.set_error THEN u.error::json ELSE r.error END,
         started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now()) ELSE r.started_at END,
         finished_at = CASE WHEN u.finished THEN now() ELSE r.finished_at END,
         updated_at = now()
@@ -387,7 +387,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       RETURNING r.id
     ), entry_inserts AS (
       INSERT INTO tasks (run_id, address, sequence, name, state, payload, result, error, outcome_order, not_before)
-      SELECT e.run_id, e.address, e.sequence, e.name, e.state, e.payload::jsonb, e.result::jsonb, e.error::jsonb,
+      SELECT e.run_id, e.address, e.sequence, e.name, e.state, e.payload::json, e.result::json, e.error::json,
         e.outcome_order, e.not_before
       FROM jsonb_to_recordset(${json(entries.filter((e) => e.isNew).map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
@@ -395,8 +395,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       RETURNING 1
     ), entry_updates AS (
       UPDATE tasks t SET state = e.state, outcome_order = e.outcome_order, not_before = e.not_before,
-        result = CASE WHEN e.set_result THEN e.result::jsonb ELSE t.result END,
-        error = e.error::jsonb, updated_at = now()
+        result = CASE WHEN e.set_result THEN e.result::json ELSE t.result END,
+        error = e.error::json, updated_at = now()
       FROM jsonb_to_recordset(${json(entries.filter((e) => !e.isNew).map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
         set_result boolean, outcome_order int, not_before timestamptz)
@@ -405,12 +405,12 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     ), attempt_inserts AS (
       INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error)
       SELECT a.run_id, a.address, a.attempt, a.lease_epoch,
-        now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::jsonb
+        now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::json
       FROM jsonb_to_recordset(${json(attempts.filter((a) => a.isNew).map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
       RETURNING 1
     ), attempt_updates AS (
-      UPDATE task_attempts t SET finished_at = now(), error = a.error::jsonb
+      UPDATE task_attempts t SET finished_at = now(), error = a.error::json
       FROM jsonb_to_recordset(${json(attempts.filter((a) => !a.isNew && a.finished).map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
       WHERE t.run_id = a.run_id AND t.address = a.address AND t.attempt = a.attempt
@@ -437,7 +437,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       RETURNING id::text AS id, run_id, stream
     ), events_inserted AS (
       INSERT INTO run_events (id, run_id, name, payload, consumed_by, consumed_at)
-      SELECT id, run_id, name, payload::jsonb, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
+      SELECT id, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
       FROM jsonb_to_recordset(${
     json(events.filter((e) => e.isNew).map((e) => ({
       id: e.id,

@@ -12,11 +12,11 @@ import { type TaskRow, toTask } from "./rows.ts"
  */
 export const attemptsJson = (sql: SqlClient.SqlClient, runId: Fragment | string, address: Fragment | string) =>
   sql`COALESCE((
-    SELECT jsonb_agg(jsonb_build_object(
+    SELECT json_agg(json_build_object(
       'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
       'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
     FROM task_attempts a WHERE a.run_id = ${runId} AND a.address = ${address}
-  ), '[]'::jsonb)`
+  ), '[]'::json)`
 
 const taskColumns = (sql: SqlClient.SqlClient) =>
   sql`t.run_id, t.address, t.sequence, t.name, t.state, t.payload, t.result, t.error, t.outcome_order, t.not_before,
