@@ -185,3 +185,90 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })(`durability ($
     }).pipe(Effect.scoped))
 })
 }
+
+// Concurrent code replays exactly: recorded outcomes are delivered in the order they first arrived, whichever
+// worker replays the run and however its tasks happen to be scheduled.
+layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("replay of concurrent code", (it) => {
+  /** What ran of a run, by task, in order. */
+  const ranBy = (runId: string, name: string) =>
+    Effect.map(sideEffects(runId), (lines) => lines.filter(([what]) => what === name).map(([, by]) => by))
+
+  it.effect("Promise.all of chains completes on another worker after the first is SIGKILLed mid-run", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      // The first chain is slow, so the second chain's outcomes are recorded first; then chain-c hangs.
+      const a = yield* workerWith("redis_streams")("chains-a", { CHAIN_A_MS: "400", CHAIN_C_MS: "60000" })
+      const run = yield* aiki.start(Fixtures.parallelChains.effect, {})
+      yield* eventually(Effect.gen(function*() {
+        assert.deepStrictEqual(yield* ranBy(run.id, "chain-c"), ["chains-a"])
+      }))
+      yield* WorkerProcess.signal(a, "SIGKILL")
+      yield* workerWith("redis_streams")("chains-b")
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 60_000 }), {
+        left: "chain-c(chain-a(a))",
+        right: "chain-d(chain-b(b))",
+        last: "chain-e(chain-c(chain-a(a))+chain-d(chain-b(b)))"
+      })
+      // Completed tasks never ran again; only the one cut off by the kill did.
+      for (const name of ["chain-a", "chain-b", "chain-d"]) assert.deepStrictEqual(yield* ranBy(run.id, name), ["chains-a"])
+      assert.deepStrictEqual(yield* ranBy(run.id, "chain-c"), ["chains-a", "chains-b"])
+      assert.deepStrictEqual(yield* ranBy(run.id, "chain-e"), ["chains-b"])
+      const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      const order = (name: string) => tasks.find((t) => t.name === name)!.outcomeOrder!
+      assert.isBelow(order("chain-b"), order("chain-a"))
+    }).pipe(Effect.scoped))
+
+  it.effect("Promise.all of chains completes after a durable sleep parked the run and it was replayed", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* workerWith("http")("chains-sleeper", { CHAIN_A_MS: "300", SUSPEND_AFTER_MS: "200" })
+      const run = yield* aiki.start(Fixtures.parallelChains.effect, { sleepMs: 1_000 })
+      const result = (yield* run.result({ timeoutMs: 60_000 })) as { readonly last: string }
+      assert.strictEqual(result.last, "chain-e(chain-c(chain-a(a))+chain-d(chain-b(b)))")
+      const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
+      assert.includeMembers(trail.map((t) => `${t.fromState}->${t.toState}`), ["running->sleeping", "sleeping->pending"])
+      for (const name of ["chain-a", "chain-b", "chain-c", "chain-d", "chain-e"]) {
+        assert.strictEqual((yield* ranBy(run.id, name)).length, 1, name)
+      }
+    }).pipe(Effect.scoped))
+
+  it.effect("Effect.all with concurrency completes on another worker after the first is SIGKILLed mid-run", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const a = yield* workerWith("http")("effect-chains-a", { EFFECT_A_MS: "400", EFFECT_C_MS: "60000" })
+      const run = yield* aiki.start(Fixtures.effectParallelChains, {})
+      yield* eventually(Effect.gen(function*() {
+        assert.strictEqual((yield* ranBy(run.id, "effect-c")).length, 1)
+      }))
+      yield* WorkerProcess.signal(a, "SIGKILL")
+      yield* workerWith("http")("effect-chains-b")
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 60_000 }), ["effect-c(effect-a(a))", "effect-d(effect-b(b))"])
+      for (const name of ["effect-a", "effect-b", "effect-d"]) assert.strictEqual((yield* ranBy(run.id, name)).length, 1, name)
+      assert.strictEqual((yield* ranBy(run.id, "effect-c")).length, 2)
+    }).pipe(Effect.scoped))
+
+  it.effect("Effect.all with concurrency completes after a durable sleep parked the run and it was replayed", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* workerWith("redis_streams")("effect-chains-sleeper", { EFFECT_A_MS: "300", SUSPEND_AFTER_MS: "200" })
+      const run = yield* aiki.start(Fixtures.effectParallelChains, { sleepMs: 1_000 })
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 60_000 }), ["effect-c(effect-a(a))", "effect-d(effect-b(b))"])
+      const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
+      assert.includeMembers(trail.map((t) => `${t.fromState}->${t.toState}`), ["running->sleeping", "sleeping->pending"])
+    }).pipe(Effect.scoped))
+
+  it.effect("thrown non-Error values reach the workflow the same way the first time and after a replay", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* workerWith("redis_streams")("catcher", { SUSPEND_AFTER_MS: "200" })
+      const run = yield* aiki.start(Fixtures.catchesThrows.effect, { sleepMs: 800 })
+      // What it caught decided its next call before the sleep; the replay after the sleep must see the same.
+      assert.deepStrictEqual(yield* run.result({ timeoutMs: 60_000 }), [
+        `Error: plain string {"thrown":"plain string"}`,
+        `Error: {"code":42} {"thrown":{"code":42}}`,
+        `Error: undefined {"thrown":"undefined"}`,
+        `RangeError: out of range {"code":"E_RANGE"}`
+      ])
+      assert.strictEqual((yield* run.status).state, "completed")
+    }).pipe(Effect.scoped))
+})
