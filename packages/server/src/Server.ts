@@ -5,6 +5,7 @@
 import type { PgClient } from "@effect/sql-pg"
 import { Layer } from "effect"
 import type { SqlClient } from "effect/sql"
+import { ApiKeys } from "./ApiKeys.ts"
 import * as Database from "./Database.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
@@ -14,6 +15,7 @@ import * as Reaper from "./Reaper.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunLeases } from "./RunLeases.ts"
 import { RunNotifications } from "./RunNotifications.ts"
+import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { ServerConfig } from "./ServerConfig.ts"
@@ -30,7 +32,7 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 
 /** The stores, with everything they stand on. */
 const layerStores = (database: DatabaseLayer) =>
-  Layer.mergeAll(RunStore.layer, RunLeases.layer, WorkerRegistry.layer).pipe(
+  Layer.mergeAll(RunStore.layer, RunLeases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer).pipe(
     Layer.provideMerge(TaskJournal.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )
