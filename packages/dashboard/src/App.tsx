@@ -77,8 +77,13 @@ export const App = () => {
     void request((api) => api.session.current()).then((outcome) =>
       setWho(outcome.ok ? { status: "in", session: outcome.value } : { status: "login" })
     )
+    // Only a session that was in use can end; a visitor who never logged in just sees the form.
     return onUnauthorized(() =>
-      setWho({ status: "login", failure: { tag: "Unauthorized", message: "Your session ended: log in again" } })
+      setWho((current) =>
+        current.status === "in"
+          ? { status: "login", failure: { tag: "Unauthorized", message: "Your session ended: log in again" } }
+          : current
+      )
     )
   }, [])
 

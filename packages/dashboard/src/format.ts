@@ -1,6 +1,7 @@
 /**
  * How times, durations and values read on the page.
  */
+import type { ErrorDetails } from "@aiki/contract/Models"
 import { DateTime } from "effect"
 
 export const millis = (instant: DateTime.DateTime): number => DateTime.toEpochMillis(instant)
@@ -31,3 +32,15 @@ export const json = (value: unknown): string => JSON.stringify(value, null, 2)
 
 /** The trace id inside a W3C `traceparent` (`00-TRACEID-SPANID-01`). */
 export const traceId = (traceParent: string): string => traceParent.split("-")[1] ?? traceParent
+
+/**
+ * A stored error in one line: its name and message, or — for an Effect workflow's typed error, whose message is
+ * often empty — its name and fields.
+ */
+export const errorSummary = (error: ErrorDetails): string => {
+  if (error.message !== "") return `${error.name}: ${error.message}`
+  const data = typeof error.data === "object" && error.data !== null && !Array.isArray(error.data)
+    ? Object.fromEntries(Object.entries(error.data).filter(([key]) => key !== "_tag"))
+    : error.data
+  return data === undefined ? error.name : `${error.name}: ${JSON.stringify(data)}`
+}

@@ -6,7 +6,7 @@
  */
 import type { Task, Transition, WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
-import { duration, millis } from "./format.ts"
+import { duration, errorSummary, millis } from "./format.ts"
 
 export type BarKind = "queued" | "running" | "waiting" | "completed" | "failed" | "active"
 
@@ -94,15 +94,16 @@ export const bars = (
         row,
         start: at(attempt.startedAt),
         end: finished ? at(attempt.finishedAt!) : Math.max(at(attempt.startedAt), end),
-        kind: attempt.error !== undefined
+        // A wait's attempt ends abandoned when the run parks (no worker waits for it): that is waiting, not failing.
+        kind: isWait(task) && (!finished || attempt.error !== undefined)
+          ? "waiting"
+          : attempt.error !== undefined
           ? "failed"
           : finished
           ? "completed"
-          : isWait(task)
-          ? "waiting"
           : "active",
         what: task.attempts.length > 1 ? `attempt ${attempt.attempt}` : finished ? "done" : "in progress",
-        ...(attempt.error !== undefined ? { error: `${attempt.error.name}: ${attempt.error.message}` } : {})
+        ...(attempt.error !== undefined && !isWait(task) ? { error: errorSummary(attempt.error) } : {})
       })
     }
   }

@@ -13,7 +13,7 @@ import { useEffect, useState } from "preact/hooks"
 import { type Failure, follow, request } from "../Api.ts"
 import { FailureNote, JsonBlock, StateBadge } from "../components/Bits.tsx"
 import { Timeline } from "../components/Timeline.tsx"
-import { duration, millis, time, traceId } from "../format.ts"
+import { duration, errorSummary, millis, time, traceId } from "../format.ts"
 import { href } from "../Router.ts"
 
 const decodeEventName = Schema.decodeUnknownOption(EventName)
@@ -197,7 +197,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
         {run.error !== undefined && (
           <figure class="json error">
             <figcaption>Error</figcaption>
-            <p class="error-text"><strong>{run.error.name}</strong>: {run.error.message}</p>
+            <p class="error-text">{errorSummary(run.error)}</p>
             {run.error.data !== undefined && <pre tabIndex={0}>{JSON.stringify(run.error.data, null, 2)}</pre>}
             {run.error.stack !== undefined && (
               <details>
