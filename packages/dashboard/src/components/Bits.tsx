@@ -21,3 +21,25 @@ export const FailureNote = ({ failure }: { readonly failure: Failure | undefined
       <strong>{failure.tag}</strong>: {failure.message}
     </p>
   )
+
+/** A table that scrolls sideways on narrow screens, with its column headings. */
+export const Table = (
+  { children, columns, ...attributes }: {
+    readonly columns: ReadonlyArray<string>
+    readonly children: preact.ComponentChildren
+    readonly class?: string
+    readonly "aria-label"?: string
+    readonly "aria-describedby"?: string
+  }
+) => (
+  <div class="table-scroll">
+    <table {...attributes}>
+      <thead>
+        <tr>
+          {columns.map((column) => <th key={column} scope="col">{column}</th>)}
+        </tr>
+      </thead>
+      <tbody>{children}</tbody>
+    </table>
+  </div>
+)

@@ -6,6 +6,7 @@ import type { Task, Transition, WorkflowRun } from "@aiki/contract/Models"
 import { BarController, BarElement, CategoryScale, Chart, LinearScale, Tooltip } from "chart.js"
 import { useEffect, useRef } from "preact/hooks"
 import { duration } from "../format.ts"
+import { Table } from "./Bits.tsx"
 import { type Bar, bars, colours } from "../timeline.ts"
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Tooltip)
@@ -99,33 +100,20 @@ export const Timeline = ({ now, run, tasks, transitions }: Props) => {
           aria-label={`Timeline of the run: ${rows.length} rows; the table below lists every bar`}
         />
       </div>
-      <div class="table-scroll">
-        <table class="attempts" aria-label="Timeline bars">
-          <thead>
-            <tr>
-              <th scope="col">Row</th>
-              <th scope="col">What</th>
-              <th scope="col">Start</th>
-              <th scope="col">Duration</th>
-              <th scope="col">Outcome</th>
-            </tr>
-          </thead>
-          <tbody>
-            {data.map((bar, i) => (
-              <tr key={i} data-kind={bar.kind}>
-                <td>{bar.row}</td>
-                <td>{bar.what}</td>
-                <td>+{duration(bar.start)}</td>
-                <td>{duration(bar.end - bar.start)}</td>
-                <td>
-                  <span class={`kind kind-${bar.kind}`}>{bar.kind}</span>
-                  {bar.error !== undefined && <div class="error-text">{bar.error}</div>}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
+      <Table columns={["Row", "What", "Start", "Duration", "Outcome"]} class="attempts" aria-label="Timeline bars">
+        {data.map((bar, i) => (
+          <tr key={i} data-kind={bar.kind}>
+            <td>{bar.row}</td>
+            <td>{bar.what}</td>
+            <td>+{duration(bar.start)}</td>
+            <td>{duration(bar.end - bar.start)}</td>
+            <td>
+              <span class={`kind kind-${bar.kind}`}>{bar.kind}</span>
+              {bar.error !== undefined && <div class="error-text">{bar.error}</div>}
+            </td>
+          </tr>
+        ))}
+      </Table>
     </section>
   )
 }

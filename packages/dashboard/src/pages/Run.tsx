@@ -11,7 +11,7 @@ import { isTerminal } from "@aiki/contract/RunState"
 import { Option, Schema } from "effect"
 import { useEffect, useState } from "preact/hooks"
 import { type Failure, follow, request } from "../Api.ts"
-import { FailureNote, JsonBlock, StateBadge } from "../components/Bits.tsx"
+import { FailureNote, JsonBlock, StateBadge, Table } from "../components/Bits.tsx"
 import { Timeline } from "../components/Timeline.tsx"
 import { duration, errorSummary, millis, time, traceId } from "../format.ts"
 import { href } from "../Router.ts"
@@ -211,32 +211,18 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
       <Timeline run={run} tasks={tasks} transitions={transitions} now={now} />
       <section class="card" aria-labelledby="trail-title">
         <h2 id="trail-title">Audit trail</h2>
-        <div class="table-scroll">
-          <table class="trail">
-            <thead>
-              <tr>
-                <th scope="col">At</th>
-                <th scope="col">Of</th>
-                <th scope="col">From</th>
-                <th scope="col">To</th>
-                <th scope="col">Why</th>
-                <th scope="col">Worker</th>
-              </tr>
-            </thead>
-            <tbody>
-              {transitions.map((t) => (
-                <tr key={t.id}>
-                  <td>+{duration(millis(t.at) - millis(run.createdAt))}</td>
-                  <td>{t.taskAddress === undefined ? "run" : (tasks.find((task) => task.address === t.taskAddress)?.name ?? "task")}</td>
-                  <td>{t.fromState ?? ""}</td>
-                  <td>{t.toState}</td>
-                  <td>{t.reason}</td>
-                  <td class="mono">{t.workerId ?? ""}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={["At", "Of", "From", "To", "Why", "Worker"]} class="trail">
+          {transitions.map((t) => (
+            <tr key={t.id}>
+              <td>+{duration(millis(t.at) - millis(run.createdAt))}</td>
+              <td>{t.taskAddress === undefined ? "run" : (tasks.find((task) => task.address === t.taskAddress)?.name ?? "task")}</td>
+              <td>{t.fromState ?? ""}</td>
+              <td>{t.toState}</td>
+              <td>{t.reason}</td>
+              <td class="mono">{t.workerId ?? ""}</td>
+            </tr>
+          ))}
+        </Table>
       </section>
     </section>
   )

@@ -8,7 +8,7 @@ import { RunState } from "@aiki/contract/RunState"
 import { DateTime, Option, Schema } from "effect"
 import { useEffect, useRef, useState } from "preact/hooks"
 import { type Failure, follow, request } from "../Api.ts"
-import { FailureNote, StateBadge } from "../components/Bits.tsx"
+import { FailureNote, StateBadge, Table } from "../components/Bits.tsx"
 import { duration, millis, time } from "../format.ts"
 import { href, navigate } from "../Router.ts"
 
@@ -165,37 +165,23 @@ export const RunsPage = ({ query }: { readonly query: URLSearchParams }) => {
       </form>
       <FailureNote failure={failure} />
       {page !== undefined && (
-        <div class="table-scroll">
-          <table class="runs" aria-describedby="runs-title">
-            <thead>
-              <tr>
-                <th scope="col">Run</th>
-                <th scope="col">Workflow</th>
-                <th scope="col">State</th>
-                <th scope="col">Started</th>
-                <th scope="col">Duration</th>
-                <th scope="col">Idempotency key</th>
-              </tr>
-            </thead>
-            <tbody>
-              {page.runs.length === 0 && (
-                <tr>
-                  <td colSpan={6} class="empty">No runs match.</td>
-                </tr>
-              )}
-              {page.runs.map((run) => (
-                <tr key={run.id} data-run-id={run.id} data-state={run.state}>
-                  <td><a href={href.run(run.id)} class="mono">{run.id}</a></td>
-                  <td>{run.workflowName}@{run.workflowVersion}</td>
-                  <td><StateBadge state={run.state} /></td>
-                  <td>{time(run.createdAt)}</td>
-                  <td>{duration((run.finishedAt !== undefined ? millis(run.finishedAt) : now) - millis(run.createdAt))}</td>
-                  <td class="mono">{run.idempotencyKey ?? ""}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={["Run", "Workflow", "State", "Started", "Duration", "Idempotency key"]} class="runs" aria-describedby="runs-title">
+          {page.runs.length === 0 && (
+            <tr>
+              <td colSpan={6} class="empty">No runs match.</td>
+            </tr>
+          )}
+          {page.runs.map((run) => (
+            <tr key={run.id} data-run-id={run.id} data-state={run.state}>
+              <td><a href={href.run(run.id)} class="mono">{run.id}</a></td>
+              <td>{run.workflowName}@{run.workflowVersion}</td>
+              <td><StateBadge state={run.state} /></td>
+              <td>{time(run.createdAt)}</td>
+              <td>{duration((run.finishedAt !== undefined ? millis(run.finishedAt) : now) - millis(run.createdAt))}</td>
+              <td class="mono">{run.idempotencyKey ?? ""}</td>
+            </tr>
+          ))}
+        </Table>
       )}
       <nav class="pager" aria-label="Pages">
         <button type="button" disabled={cursors.length === 0} onClick={() => setCursors(cursors.slice(0, -1))}>

@@ -5,7 +5,7 @@
 import type { WorkerSummary } from "@aiki/contract/Models"
 import { useEffect, useState } from "preact/hooks"
 import { type Failure, request } from "../Api.ts"
-import { FailureNote } from "../components/Bits.tsx"
+import { FailureNote, Table } from "../components/Bits.tsx"
 import { ago, time } from "../format.ts"
 import { href } from "../Router.ts"
 
@@ -28,52 +28,39 @@ export const WorkersPage = () => {
       <FailureNote failure={failure} />
       {workers !== undefined && workers.length === 0 && <p>No worker has registered yet.</p>}
       {workers !== undefined && workers.length > 0 && (
-        <div class="table-scroll">
-          <table class="workers">
-            <thead>
-              <tr>
-                <th scope="col">Worker</th>
-                <th scope="col">Health</th>
-                <th scope="col">Serves</th>
-                <th scope="col">Runs held</th>
-                <th scope="col">Registered</th>
-              </tr>
-            </thead>
-            <tbody>
-              {workers.map((worker) => (
-                <tr key={worker.id} data-worker-id={worker.id}>
-                  <td class="mono">{worker.id}</td>
-                  <td>
-                    <span class={`state state-${worker.status === "healthy" ? "completed" : "failed"}`}>{worker.status}</span>{" "}
-                    heartbeat {ago(worker.heartbeatAgeMs)}
-                  </td>
-                  <td>
-                    <ul class="plain">
-                      {worker.workflows.map((w) => (
-                        <li key={`${w.name}@${w.version}`}>
-                          <a href={href.runs({ workflow: w.name, version: w.version })}>{w.name}@{w.version}</a>
-                        </li>
-                      ))}
-                    </ul>
-                  </td>
-                  <td>
-                    <meter
-                      min={0}
-                      max={worker.maxConcurrentRuns ?? Math.max(1, worker.runsInFlight)}
-                      value={worker.runsInFlight}
-                      aria-label={`${worker.runsInFlight} of ${worker.maxConcurrentRuns ?? "unlimited"} runs`}
-                    />{" "}
-                    {worker.runsInFlight} / {worker.maxConcurrentRuns ?? "?"}
-                    <ul class="plain">
-                      {worker.heldRuns.map((id) => <li key={id}><a class="mono" href={href.run(id)}>{id.slice(0, 13)}…</a></li>)}
-                    </ul>
-                  </td>
-                  <td>{time(worker.registeredAt)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <Table columns={["Worker", "Health", "Serves", "Runs held", "Registered"]} class="workers">
+          {workers.map((worker) => (
+            <tr key={worker.id} data-worker-id={worker.id}>
+              <td class="mono">{worker.id}</td>
+              <td>
+                <span class={`state state-${worker.status === "healthy" ? "completed" : "failed"}`}>{worker.status}</span>{" "}
+                heartbeat {ago(worker.heartbeatAgeMs)}
+              </td>
+              <td>
+                <ul class="plain">
+                  {worker.workflows.map((w) => (
+                    <li key={`${w.name}@${w.version}`}>
+                      <a href={href.runs({ workflow: w.name, version: w.version })}>{w.name}@{w.version}</a>
+                    </li>
+                  ))}
+                </ul>
+              </td>
+              <td>
+                <meter
+                  min={0}
+                  max={worker.maxConcurrentRuns ?? Math.max(1, worker.runsInFlight)}
+                  value={worker.runsInFlight}
+                  aria-label={`${worker.runsInFlight} of ${worker.maxConcurrentRuns ?? "unlimited"} runs`}
+                />{" "}
+                {worker.runsInFlight} / {worker.maxConcurrentRuns ?? "?"}
+                <ul class="plain">
+                  {worker.heldRuns.map((id) => <li key={id}><a class="mono" href={href.run(id)}>{id.slice(0, 13)}…</a></li>)}
+                </ul>
+              </td>
+              <td>{time(worker.registeredAt)}</td>
+            </tr>
+          ))}
+        </Table>
       )}
     </section>
   )

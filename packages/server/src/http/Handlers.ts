@@ -65,7 +65,7 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         traceParent: request.headers["traceparent"]
       }),
     runs: ({ params, query }) =>
-      runs.list({
+      queries.list({
         workflowName: params.name,
         state: query.state,
         workflowVersion: query.version,
