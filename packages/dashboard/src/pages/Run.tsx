@@ -9,14 +9,28 @@ import type { Task, Transition, WorkflowRun } from "@aiki/contract/Models"
 import { mayCall } from "@aiki/contract/Permissions"
 import { isTerminal } from "@aiki/contract/RunState"
 import { Option, Schema } from "effect"
+import type { FunctionComponent } from "preact"
 import { useEffect, useState } from "preact/hooks"
 import { type Failure, follow, request } from "../Api.ts"
 import { FailureNote, JsonBlock, StateBadge, Table } from "../components/Bits.tsx"
-import { Timeline } from "../components/Timeline.tsx"
 import { duration, errorSummary, millis, time, traceId } from "../format.ts"
 import { href } from "../Router.ts"
 
 const decodeEventName = Schema.decodeUnknownOption(EventName)
+
+type TimelineProps = Parameters<typeof import("../components/Timeline.tsx").Timeline>[0]
+
+/** The timeline (and Chart.js with it) is loaded with the first run page, so the runs list paints without it. */
+let timeline: Promise<FunctionComponent<TimelineProps>> | undefined
+const loadTimeline = () => (timeline ??= import("../components/Timeline.tsx").then((module) => module.Timeline))
+
+const LazyTimeline = (props: TimelineProps) => {
+  const [Timeline, setTimeline] = useState<FunctionComponent<TimelineProps> | undefined>()
+  useEffect(() => {
+    void loadTimeline().then((component) => setTimeline(() => component))
+  }, [])
+  return Timeline === undefined ? <p role="status">Loading the timeline…</p> : <Timeline {...props} />
+}
 
 interface Loaded {
   readonly run: WorkflowRun
@@ -208,7 +222,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
           </figure>
         )}
       </div>
-      <Timeline run={run} tasks={tasks} transitions={transitions} now={now} />
+      <LazyTimeline run={run} tasks={tasks} transitions={transitions} now={now} />
       <section class="card" aria-labelledby="trail-title">
         <h2 id="trail-title">Audit trail</h2>
         <Table columns={["At", "Of", "From", "To", "Why", "Worker"]} class="trail">
