@@ -1,7 +1,8 @@
 /**
- * The middlewares every endpoint group declares: who may call it (an `X-API-Key` mapped to a role) and the
- * request validation whose failures (`InvalidRequest`, `PayloadTooLarge`) the client decodes as typed errors.
- * Their server implementations live in `@aiki/server`; clients supply the key through `layerClient`.
+ * The middlewares every endpoint group declares: who may call it (an `X-API-Key`, or the dashboard's session
+ * cookie, mapped to a role) and the request validation whose failures (`InvalidRequest`, `PayloadTooLarge`) the
+ * client decodes as typed errors. Their server implementations live in `@aiki/server`; clients supply the key
+ * through `layerClient`, browsers send the cookie by themselves.
  */
 import { Context, Schema } from "effect"
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
@@ -20,10 +21,25 @@ export class Principal extends Context.Service<Principal, {
 
 const apiKey = HttpApiSecurity.apiKey({ in: "header", key: "X-API-Key" })
 
+/** The name of the dashboard's session cookie (set by `POST /auth/session`, HttpOnly, SameSite=Strict). */
+export const sessionCookieName = "aiki_session"
+
+/**
+ * The dashboard's session: a browser cannot send `X-API-Key` on a link or an `EventSource`, so after logging in
+ * with a key it presents this cookie, which stands for that key and its role until it expires.
+ */
+export const sessionCookie = HttpApiSecurity.apiKey({ in: "cookie", key: sessionCookieName })
+
 /** Endpoints applications call: start, read and cancel runs (roles `client` and `admin`). */
 export class ClientAccess extends HttpApiMiddleware.Service<ClientAccess, { provides: Principal }>()(
   "@aiki/contract/Access/ClientAccess",
-  { security: { apiKey }, error: [Unauthorized, Forbidden], requiredForClient: true }
+  { security: { apiKey, session: sessionCookie }, error: [Unauthorized, Forbidden], requiredForClient: true }
+) {}
+
+/** Endpoints for operators only, e.g. the fleet of workers (role `admin`). */
+export class AdminAccess extends HttpApiMiddleware.Service<AdminAccess, { provides: Principal }>()(
+  "@aiki/contract/Access/AdminAccess",
+  { security: { apiKey, session: sessionCookie }, error: [Unauthorized, Forbidden], requiredForClient: true }
 ) {}
 
 /** Endpoints workers call: register, claim, heartbeat, report (roles `worker` and `admin`). */
@@ -37,3 +53,13 @@ export class RequestValidation extends HttpApiMiddleware.Service<RequestValidati
   "@aiki/contract/Access/RequestValidation",
   { error: [InvalidRequest, PayloadTooLarge] }
 ) {}
+
+/**
+ * The roles each access middleware lets in: the one table the server enforces and the dashboard reads to show only
+ * what a role may do.
+ */
+export const rolesAllowed: ReadonlyMap<string, ReadonlyArray<Role>> = new Map([
+  [ClientAccess.key, ["admin", "client"]],
+  [AdminAccess.key, ["admin"]],
+  [WorkerAccess.key, ["admin", "worker"]]
+])

@@ -4,8 +4,16 @@
  */
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
-import { ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
-import { DependencyUnavailable, IdempotencyConflict, InvalidTransition, RunNotFound, WorkerNotFound } from "./Errors.ts"
+import { AdminAccess, ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
+import {
+  DependencyUnavailable,
+  Forbidden,
+  IdempotencyConflict,
+  InvalidTransition,
+  RunNotFound,
+  Unauthorized,
+  WorkerNotFound
+} from "./Errors.ts"
 import { EventName, RunId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
 import {
   ClaimRuns,
@@ -14,27 +22,43 @@ import {
   Heartbeat,
   HeartbeatReply,
   Lease,
+  Login,
   PollRuns,
   RegisteredWorkflow,
   RegisterWorker,
   Registration,
+  RunActivity,
+  RunCounts,
   RunPage,
   RunUpdate,
   SendEvent,
   SentEvent,
+  Session,
   StartedRun,
   StartRun,
   Task,
   Transition,
   WorkerHealth,
   WorkerSignal,
+  WorkerSummary,
   WorkflowRun,
+  WorkflowRunCounts,
   WriteBatch,
   WriteResults
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
 
 const runParams = { id: RunId }
+
+const pageLimit = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 500 }))
+
+/** Filters over runs of every workflow; `from`/`to` bound when the run was started (inclusive, exclusive). */
+const runFilters = {
+  workflow: Schema.optionalKey(WorkflowName),
+  version: Schema.optionalKey(WorkflowVersion),
+  from: Schema.optionalKey(Schema.DateTimeUtcFromString),
+  to: Schema.optionalKey(Schema.DateTimeUtcFromString)
+}
 
 /** Liveness and dependency checks, unauthenticated so load balancers and orchestrators can call them. */
 export class HealthApi extends HttpApiGroup.make("health").add(
@@ -58,17 +82,42 @@ export class WorkflowsApi extends HttpApiGroup.make("workflows").add(
     query: {
       state: Schema.optionalKey(RunState),
       version: Schema.optionalKey(WorkflowVersion),
-      limit: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 500 }))),
+      limit: Schema.optionalKey(pageLimit),
       cursor: Schema.optionalKey(RunId)
     },
     success: RunPage
-  })
+  }),
+  /** Every registered or started workflow version with its runs counted by state. */
+  HttpApiEndpoint.get("counts", "/workflows/counts", { success: Schema.Array(WorkflowRunCounts) })
 ).middleware(RequestValidation).middleware(ClientAccess).annotateMerge(
   OpenApi.annotations({ title: "Workflows", description: "Start runs of a workflow version and list its runs" })
 ) {}
 
-/** Reading and cancelling one run. */
+/** Reading runs across workflows, and reading, cancelling and signalling one run. */
 export class RunsApi extends HttpApiGroup.make("runs").add(
+  /**
+   * Runs of every workflow, newest first, filtered; `q` finds a run by its id or by its idempotency key (exact
+   * match). Pass `nextCursor` back as `cursor` for the next page.
+   */
+  HttpApiEndpoint.get("list", "/workflow-runs", {
+    query: {
+      ...runFilters,
+      state: Schema.optionalKey(RunState),
+      q: Schema.optionalKey(Schema.String.check(Schema.isMaxLength(256))),
+      limit: Schema.optionalKey(pageLimit),
+      cursor: Schema.optionalKey(RunId)
+    },
+    success: RunPage
+  }),
+  /** How many runs match the filters, by state. */
+  HttpApiEndpoint.get("counts", "/workflow-runs/counts", { query: runFilters, success: RunCounts }),
+  /**
+   * Which runs change, as Server-Sent Events, for as long as the caller stays connected: lists refresh from it
+   * instead of polling.
+   */
+  HttpApiEndpoint.get("activity", "/workflow-runs/activity", {
+    success: HttpApiSchema.StreamSse({ data: RunActivity })
+  }),
   HttpApiEndpoint.get("status", "/workflow-runs/:id/status", { params: runParams, success: WorkflowRun, error: RunNotFound }),
   HttpApiEndpoint.post("cancel", "/workflow-runs/:id/cancel", {
     params: runParams,
@@ -114,6 +163,28 @@ export class WorkersApi extends HttpApiGroup.make("workers").add(
   })
 ).middleware(RequestValidation).middleware(ClientAccess).annotateMerge(
   OpenApi.annotations({ title: "Workers", description: "Health of the workers" })
+) {}
+
+/** The fleet: every worker with its health, capacity and the runs it holds. For operators only. */
+export class FleetApi extends HttpApiGroup.make("fleet").add(
+  HttpApiEndpoint.get("workers", "/workers", { success: Schema.Array(WorkerSummary) })
+).middleware(RequestValidation).middleware(AdminAccess).annotateMerge(
+  OpenApi.annotations({ title: "Fleet", description: "Every worker, for operators (admin keys)" })
+) {}
+
+/**
+ * The dashboard's login: a browser exchanges an API key for an HttpOnly session cookie that stands for the key's
+ * role, so that links and live updates authenticate without the key living in the page.
+ */
+export class SessionApi extends HttpApiGroup.make("session").add(
+  /** Who the caller is (with its key or its cookie); without either, `Unauthorized` when keys are configured. */
+  HttpApiEndpoint.get("current", "/auth/session", { success: Session }).middleware(ClientAccess),
+  /** Checks the key and sets the session cookie. Only keys that may read runs (`admin`, `client`) may log in. */
+  HttpApiEndpoint.post("login", "/auth/session", { payload: Login, success: Session, error: [Unauthorized, Forbidden] }),
+  /** Clears the session cookie. */
+  HttpApiEndpoint.delete("logout", "/auth/session", {})
+).middleware(RequestValidation).annotateMerge(
+  OpenApi.annotations({ title: "Session", description: "The dashboard's login with an API key (a session cookie)" })
 ) {}
 
 /**
@@ -168,6 +239,8 @@ export class AikiApi extends HttpApi.make("aiki")
   .add(WorkflowsApi)
   .add(RunsApi)
   .add(WorkersApi)
+  .add(FleetApi)
+  .add(SessionApi)
   .add(ExecutionApi)
   .annotateMerge(OpenApi.annotations({
     title: "Aiki",

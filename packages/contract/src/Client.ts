@@ -5,7 +5,7 @@
 import { Effect, Layer } from "effect"
 import { type HttpClient, HttpClientRequest } from "effect/http"
 import { HttpApiClient, HttpApiMiddleware } from "effect/http-api"
-import { ClientAccess, WorkerAccess } from "./Access.ts"
+import { AdminAccess, ClientAccess, WorkerAccess } from "./Access.ts"
 import { AikiApi } from "./Api.ts"
 
 export interface ClientOptions {
@@ -24,6 +24,7 @@ const withKey = (apiKey: string | undefined) => (request: HttpClientRequest.Http
 export const layerApiKey = (apiKey: string | undefined) =>
   Layer.mergeAll(
     HttpApiMiddleware.layerClient(ClientAccess, ({ next, request }) => next(withKey(apiKey)(request))),
+    HttpApiMiddleware.layerClient(AdminAccess, ({ next, request }) => next(withKey(apiKey)(request))),
     HttpApiMiddleware.layerClient(WorkerAccess, ({ next, request }) => next(withKey(apiKey)(request)))
   )
 

@@ -3,7 +3,7 @@
  * from the API decodes it back into the same class.
  */
 import { Schema } from "effect"
-import { RunId, TaskAddress, WorkerId } from "./Ids.ts"
+import { RunId, TaskAddress } from "./Ids.ts"
 import { RunState } from "./RunState.ts"
 
 export class RunNotFound extends Schema.TaggedError<RunNotFound>()("RunNotFound", {
@@ -51,14 +51,6 @@ export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
   leaseEpoch: Schema.Int,
   currentEpoch: Schema.Int,
   state: RunState,
-  message: Schema.String
-}, { httpApiStatus: 409 }) {}
-
-/** The run cannot be granted now: it is held by a live lease, or it is finished. */
-export class RunNotClaimable extends Schema.TaggedError<RunNotClaimable>()("RunNotClaimable", {
-  runId: RunId,
-  state: RunState,
-  leaseOwner: Schema.optionalKey(WorkerId),
   message: Schema.String
 }, { httpApiStatus: 409 }) {}
 

@@ -3,6 +3,7 @@
  * workflow definitions. Payloads and results are JSON values; timestamps are UTC instants (ISO strings on the wire).
  */
 import { Schema } from "effect"
+import { Role } from "./Access.ts"
 import {
   EventName,
   IdempotencyKey,
@@ -419,4 +420,62 @@ export class SentEvent extends Schema.Class<SentEvent>("SentEvent")({
   eventId: Schema.String,
   /** The run's state after the event arrived (`pending` when it woke a run waiting for it). */
   runState: RunState
+}) {}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Queries for operators and the dashboard: runs across workflows, counts, the fleet, the browser session
+
+/** How many runs are in each state (every state is present, 0 when none). */
+export const StateCounts = Schema.Record(RunState, Schema.Int)
+export type StateCounts = typeof StateCounts.Type
+
+/** Runs matching a filter, counted by state. */
+export class RunCounts extends Schema.Class<RunCounts>("RunCounts")({
+  total: Schema.Int,
+  byState: StateCounts
+}) {}
+
+/** The runs of one workflow version, counted by state. */
+export class WorkflowRunCounts extends Schema.Class<WorkflowRunCounts>("WorkflowRunCounts")({
+  name: WorkflowName,
+  version: WorkflowVersion,
+  total: Schema.Int,
+  byState: StateCounts
+}) {}
+
+/** A worker as operators see it: its health, the versions it serves, its capacity and the runs it holds. */
+export class WorkerSummary extends Schema.Class<WorkerSummary>("WorkerSummary")({
+  ...WorkerHealth.fields,
+  /** How many runs it may hold at once, as it registered (absent when it did not say). */
+  maxConcurrentRuns: Schema.optionalKey(Schema.Int),
+  /** The runs it holds right now (running under its lease), newest first, at most 100. */
+  heldRuns: Schema.Array(RunId)
+}) {}
+
+/**
+ * Runs that changed, for pages that list runs: `Connected` opens the stream, `Changed` names the runs whose state
+ * changed (coalesced over a short window), `Ping` keeps the stream alive through idle proxies.
+ */
+export const RunActivity = Schema.Union([
+  Schema.TaggedStruct("Connected", {}),
+  Schema.TaggedStruct("Changed", { runIds: Schema.Array(RunId) }),
+  Schema.TaggedStruct("Ping", {})
+])
+export type RunActivity = typeof RunActivity.Type
+
+/** A dashboard login: the API key, exchanged for a session cookie. */
+export const Login = Schema.Struct({
+  apiKey: Schema.String.check(Schema.isMinLength(1, { message: "an API key is not empty" }))
+})
+export type Login = typeof Login.Type
+
+/** Who the browser is: the role of the key it logged in with (an anonymous admin when authentication is off). */
+export class Session extends Schema.Class<Session>("Session")({
+  role: Role,
+  /** The key's non-secret name (`API_KEY`, `API_KEYS[1]`), or `anonymous`. */
+  keyName: Schema.String,
+  /** False when the server has no keys configured (`aiki dev`): nobody needs to log in. */
+  authRequired: Schema.Boolean,
+  /** When the session cookie stops being accepted; absent for API keys and when authentication is off. */
+  expiresAt: Schema.optionalKey(Timestamp)
 }) {}

@@ -14,6 +14,7 @@ import traceParent from "./migrations/0002_trace_parent.ts"
 import wakeAt from "./migrations/0003_wake_at.ts"
 import runEvents from "./migrations/0004_run_events.ts"
 import executionCoreV2 from "./migrations/0005_execution_core_v2.ts"
+import idempotencyKeySearch from "./migrations/0006_idempotency_key_search.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -21,7 +22,8 @@ export const migrations = PgMigrator.fromRecord({
   "0002_trace_parent": traceParent,
   "0003_wake_at": wakeAt,
   "0004_run_events": runEvents,
-  "0005_execution_core_v2": executionCoreV2
+  "0005_execution_core_v2": executionCoreV2,
+  "0006_idempotency_key_search": idempotencyKeySearch
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

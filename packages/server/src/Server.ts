@@ -5,6 +5,7 @@
 import type { PgClient } from "@effect/sql-pg"
 import { Layer } from "effect"
 import type { SqlClient } from "effect/sql"
+import { ApiKeys } from "./ApiKeys.ts"
 import * as Database from "./Database.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
@@ -14,6 +15,7 @@ import { Outbox } from "./Outbox.ts"
 import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
 import { RunNotifications } from "./RunNotifications.ts"
+import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { RunTransitions } from "./RunTransitions.ts"
@@ -30,7 +32,7 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
-  Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer).pipe(
+  Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer).pipe(
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )

@@ -4,6 +4,7 @@
  */
 import { Config, ConfigProvider, Context, Effect, Layer, Option, Redacted, Schema } from "effect"
 import { Role } from "@aiki/contract/Access"
+import { fileURLToPath } from "node:url"
 
 export interface ApiKey {
   readonly key: Redacted.Redacted
@@ -54,6 +55,23 @@ export interface ServerConfigShape {
   readonly otlpEndpoint: Option.Option<string>
   /** @default "aiki-server" */
   readonly serviceName: string
+  /**
+   * The built dashboard served at `/` (a directory with `index.html` and `assets/`); none (`DASHBOARD_DIR=off`)
+   * serves no dashboard.
+   * @default the `@aiki/dashboard` package's build (`packages/dashboard/dist/app`), when it was built
+   */
+  readonly dashboardDir: Option.Option<string>
+  /** How long a dashboard login (its session cookie) lasts. @default 43_200_000 (12 hours) */
+  readonly sessionTtlMs: number
+}
+
+/** Where the `@aiki/dashboard` package keeps its build, when the package is installed beside the server. */
+const builtDashboard = (): Option.Option<string> => {
+  try {
+    return Option.some(fileURLToPath(new URL("dist/app", import.meta.resolve("@aiki/dashboard/package.json"))))
+  } catch {
+    return Option.none()
+  }
 }
 
 export const defaults = {
@@ -76,7 +94,9 @@ export const defaults = {
   shutdownTimeoutMs: 10_000,
   logRequests: false,
   otlpEndpoint: Option.none(),
-  serviceName: "aiki-server"
+  serviceName: "aiki-server",
+  dashboardDir: builtDashboard(),
+  sessionTtlMs: 12 * 3_600_000
 } satisfies ServerConfigShape
 
 /** A configuration error whose message names the variable at fault. */
@@ -161,7 +181,16 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   shutdownTimeoutMs: positiveInt("SHUTDOWN_TIMEOUT_MS", defaults.shutdownTimeoutMs),
   logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests)),
   otlpEndpoint: Config.option(Config.String("OTEL_EXPORTER_OTLP_ENDPOINT")),
-  serviceName: Config.String("OTEL_SERVICE_NAME").pipe(Config.withDefault(defaults.serviceName))
+  serviceName: Config.String("OTEL_SERVICE_NAME").pipe(Config.withDefault(defaults.serviceName)),
+  dashboardDir: Config.option(Config.String("DASHBOARD_DIR")).pipe(
+    Config.map((dir) =>
+      Option.match(dir, {
+        onNone: () => defaults.dashboardDir,
+        onSome: (path) => path === "off" ? Option.none() : Option.some(path)
+      })
+    )
+  ),
+  sessionTtlMs: positiveInt("SESSION_TTL_MS", defaults.sessionTtlMs)
 })
 
 export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {

@@ -1,6 +1,6 @@
 /**
  * OpenTelemetry traces, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector: every HTTP request and every store
- * method (`RunStore.start`, `TaskJournal.complete`, …) is a span, exported over OTLP/HTTP. Requests that carry a
+ * method (`RunStore.start`, `RunTransitions.write`, …) is a span, exported over OTLP/HTTP. Requests that carry a
  * `traceparent` header (the SDK's client sends one when it is traced) join the caller's trace.
  */
 import { Effect, Layer, Option } from "effect"

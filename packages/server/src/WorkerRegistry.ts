@@ -4,8 +4,15 @@
  * the runs the worker holds right now (the database's leases, not the worker's word).
  */
 import { WorkerNotFound } from "@aiki/contract/Errors"
-import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Json, RegisteredWorkflow, Registration, type WorkflowDefinition, WorkerHealth } from "@aiki/contract/Models"
+import type { RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import {
+  type Json,
+  RegisteredWorkflow,
+  Registration,
+  type WorkflowDefinition,
+  WorkerHealth,
+  WorkerSummary
+} from "@aiki/contract/Models"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { maxBatchBytes } from "./http/HttpServer.ts"
@@ -13,13 +20,15 @@ import { defaultLivenessMs } from "./Leases.ts"
 import { consumerGroup, RunStreams } from "./RunStreams.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
-interface HealthRow {
+interface WorkerRow {
   readonly id: string
   readonly registered_at: Date
   readonly last_heartbeat_at: Date
   readonly heartbeat_age_ms: number
   readonly runs_in_flight: number
   readonly workflows: ReadonlyArray<{ readonly name: string; readonly version: string }>
+  readonly max_concurrent_runs: number | null
+  readonly held_runs: ReadonlyArray<string>
 }
 
 export class WorkerRegistry extends Context.Service<WorkerRegistry, {
@@ -29,6 +38,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
     maxConcurrentRuns?: number
   ) => Effect.Effect<Registration>
   readonly health: (workerId: WorkerId) => Effect.Effect<WorkerHealth, WorkerNotFound>
+  /** Every worker that registered, by id, with its capacity and the runs it holds. */
+  readonly list: Effect.Effect<ReadonlyArray<WorkerSummary>>
   /** Every registered workflow version with its schemas, by name then version. */
   readonly workflows: Effect.Effect<ReadonlyArray<RegisteredWorkflow>>
   /** Workers whose last heartbeat is recent enough to count as alive. */
@@ -41,32 +52,54 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
       const config = yield* ServerConfig
       const streams = yield* RunStreams
 
-      const select = (workerId: WorkerId) =>
-        sql<HealthRow>`
-          SELECT w.id, w.registered_at, w.last_heartbeat_at,
+      /** Workers (all, or the one with `workerId`) as their summary, which includes their health. */
+      const select = (workerId?: WorkerId) =>
+        sql<WorkerRow>`
+          SELECT w.id, w.registered_at, w.last_heartbeat_at, w.max_concurrent_runs,
             (EXTRACT(EPOCH FROM (now() - w.last_heartbeat_at)) * 1000)::int AS heartbeat_age_ms,
             (SELECT count(*)::int FROM workflow_runs r WHERE r.lease_owner = w.id AND r.state = 'running') AS runs_in_flight,
+            COALESCE((SELECT jsonb_agg(h.id ORDER BY h.id DESC) FROM (
+                       SELECT r.id FROM workflow_runs r WHERE r.lease_owner = w.id AND r.state = 'running'
+                       ORDER BY r.id DESC LIMIT 100) h), '[]'::jsonb) AS held_runs,
             COALESCE((SELECT jsonb_agg(jsonb_build_object('name', ww.workflow_name, 'version', ww.workflow_version)
                        ORDER BY ww.workflow_name, ww.workflow_version)
                       FROM worker_workflows ww WHERE ww.worker_id = w.id), '[]'::jsonb) AS workflows
-          FROM workers w WHERE w.id = ${workerId}`.pipe(
+          FROM workers w ${workerId === undefined ? sql`` : sql`WHERE w.id = ${workerId}`}
+          ORDER BY w.id`.pipe(
           Effect.orDie,
-          Effect.map((rows) => rows[0]),
-          Effect.map((row) =>
-            row === undefined ? undefined : new WorkerHealth({
-              id: row.id as WorkerId,
-              status: row.heartbeat_age_ms <= config.workerStaleAfterMs ? "healthy" : "stale",
-              registeredAt: DateTime.fromDateUnsafe(row.registered_at),
-              lastHeartbeatAt: DateTime.fromDateUnsafe(row.last_heartbeat_at),
-              heartbeatAgeMs: Math.max(0, row.heartbeat_age_ms),
-              runsInFlight: row.runs_in_flight,
-              workflows: row.workflows.map((w) => ({
-                name: w.name as WorkflowName,
-                version: w.version as WorkflowVersion
-              }))
-            }, { disableChecks: true })
+          Effect.map((rows) =>
+            rows.map((row) =>
+              new WorkerSummary({
+                id: row.id as WorkerId,
+                status: row.heartbeat_age_ms <= config.workerStaleAfterMs ? "healthy" : "stale",
+                registeredAt: DateTime.fromDateUnsafe(row.registered_at),
+                lastHeartbeatAt: DateTime.fromDateUnsafe(row.last_heartbeat_at),
+                heartbeatAgeMs: Math.max(0, row.heartbeat_age_ms),
+                runsInFlight: row.runs_in_flight,
+                workflows: row.workflows.map((w) => ({
+                  name: w.name as WorkflowName,
+                  version: w.version as WorkflowVersion
+                })),
+                ...(row.max_concurrent_runs !== null ? { maxConcurrentRuns: row.max_concurrent_runs } : {}),
+                heldRuns: row.held_runs as ReadonlyArray<RunId>
+              }, { disableChecks: true })
+            )
           )
         )
+
+      /** A worker's health alone, as the health endpoint and registration answer it. */
+      const healthOf = (workerId: WorkerId) =>
+        select(workerId).pipe(Effect.map(([summary]) =>
+          summary === undefined ? undefined : new WorkerHealth({
+            id: summary.id,
+            status: summary.status,
+            registeredAt: summary.registeredAt,
+            lastHeartbeatAt: summary.lastHeartbeatAt,
+            heartbeatAgeMs: summary.heartbeatAgeMs,
+            runsInFlight: summary.runsInFlight,
+            workflows: summary.workflows
+          }, { disableChecks: true })
+        ))
 
       const register = Effect.fn("WorkerRegistry.register")(
         function*(workerId: WorkerId, workflows: ReadonlyArray<WorkflowDefinition>, maxConcurrentRuns?: number) {
@@ -97,7 +130,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
               INSERT INTO worker_workflows (worker_id, workflow_name, workflow_version)
               SELECT ${workerId}, name, version FROM defs`
           })).pipe(Effect.orDie)
-          const worker = (yield* select(workerId))!
+          const worker = (yield* healthOf(workerId))!
           return new Registration({
             worker,
             consumerGroup,
@@ -113,7 +146,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
       )
 
       const health = Effect.fn("WorkerRegistry.health")(function*(workerId: WorkerId) {
-        const health = yield* select(workerId)
+        const health = yield* healthOf(workerId)
         if (health === undefined) {
           return yield* new WorkerNotFound({ workerId, message: `No worker has registered with id ${workerId}` })
         }
@@ -151,7 +184,9 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
         Effect.withSpan("WorkerRegistry.workflows")
       )
 
-      return WorkerRegistry.of({ register, health, workflows, activeCount })
+      const list = select().pipe(Effect.withSpan("WorkerRegistry.list"))
+
+      return WorkerRegistry.of({ register, health, list, workflows, activeCount })
     })
   )
 }

@@ -21,6 +21,8 @@ const calls: Record<string, (api: AikiClient) => Effect.Effect<unknown, { readon
   workflows: (api) => api.workflows.runs({ params: { name }, query: {} }),
   runs: (api) => api.runs.status({ params: { id: someRun } }),
   workers: (api) => api.workers.health({ params: { id: "w" as WorkerId } }),
+  fleet: (api) => api.fleet.workers(),
+  session: (api) => api.session.current(),
   execution: (api) => api.execution.register({ params: { id: "w" as WorkerId }, payload: { workflows: [] } })
 }
 
@@ -29,6 +31,8 @@ const expected: Record<string, Record<"admin" | "worker" | "client" | "none" | "
   workflows: { admin: "ok", worker: "Forbidden", client: "ok", none: "Unauthorized", wrong: "Unauthorized" },
   runs: { admin: "ok", worker: "Forbidden", client: "ok", none: "Unauthorized", wrong: "Unauthorized" },
   workers: { admin: "ok", worker: "Forbidden", client: "ok", none: "Unauthorized", wrong: "Unauthorized" },
+  fleet: { admin: "ok", worker: "Forbidden", client: "Forbidden", none: "Unauthorized", wrong: "Unauthorized" },
+  session: { admin: "ok", worker: "Forbidden", client: "ok", none: "Unauthorized", wrong: "Unauthorized" },
   execution: { admin: "ok", worker: "ok", client: "Forbidden", none: "Unauthorized", wrong: "Unauthorized" }
 }
 
@@ -94,6 +98,77 @@ layer(
       })
       assert.strictEqual(forbidden.status, 403)
       assert.strictEqual(forbidden.body._tag, "Forbidden")
+    }))
+
+  it.effect("exchanges a key for an HttpOnly, SameSite=Strict session cookie that carries the key's role", () =>
+    Effect.gen(function*() {
+      const login = (apiKey: string) =>
+        raw("/auth/session", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ apiKey })
+        })
+      const client = yield* login(keys.client)
+      assert.strictEqual(client.status, 200)
+      assert.strictEqual(client.body.role, "client")
+      assert.strictEqual(client.body.keyName, "API_KEYS[1]")
+      const setCookie = client.headers.get("set-cookie") ?? ""
+      assert.match(setCookie, /^aiki_session=[^;]+/)
+      assert.include(setCookie, "HttpOnly")
+      assert.include(setCookie, "SameSite=Strict")
+      assert.include(setCookie, "Path=/")
+      assert.notInclude(setCookie, keys.client)
+      const cookie = setCookie.split(";")[0]!
+
+      // The cookie stands for the client key: runs yes (404: past access control), the fleet no, live updates yes.
+      const status = yield* raw(`/workflow-runs/${someRun}/status`, { headers: { cookie } })
+      assert.strictEqual(status.status, 404)
+      const fleet = yield* raw("/workers", { headers: { cookie } })
+      assert.strictEqual(fleet.status, 403)
+      assert.strictEqual(fleet.body._tag, "Forbidden")
+      const current = yield* raw("/auth/session", { headers: { cookie } })
+      assert.deepStrictEqual(current.body, { role: "client", keyName: "API_KEYS[1]", authRequired: true })
+      const { baseUrl } = yield* TestServer.TestServer
+      const sse = yield* Effect.promise(async () => {
+        const controller = new AbortController()
+        const response = await fetch(`${baseUrl}/workflow-runs/activity`, { headers: { cookie }, signal: controller.signal })
+        const reader = response.body!.getReader()
+        const first = new TextDecoder().decode((await reader.read()).value)
+        controller.abort()
+        return { status: response.status, type: response.headers.get("content-type"), first }
+      })
+      assert.strictEqual(sse.status, 200)
+      assert.include(sse.type, "text/event-stream")
+      assert.include(sse.first, "Connected")
+
+      // An admin's cookie reaches the fleet; a header key wins over a cookie.
+      const admin = yield* login(keys.admin)
+      const adminCookie = (admin.headers.get("set-cookie") ?? "").split(";")[0]!
+      assert.strictEqual((yield* raw("/workers", { headers: { cookie: adminCookie } })).status, 200)
+      assert.strictEqual((yield* raw("/workers", { headers: { cookie: adminCookie, "x-api-key": keys.client } })).status, 403)
+
+      // A forged or altered cookie is refused with a reason; so are a wrong key and a key that cannot read runs.
+      const [payload, signature] = cookie.slice("aiki_session=".length).split(".")
+      const forgedPayload = Buffer.from(JSON.stringify({ k: "API_KEY", e: Date.now() + 60_000 })).toString("base64url")
+      for (const bad of [`${forgedPayload}.${signature}`, `${payload}.${signature!.slice(1)}`, "garbage"]) {
+        const refused = yield* raw(`/workflow-runs/${someRun}/status`, { headers: { cookie: `aiki_session=${bad}` } })
+        assert.strictEqual(refused.status, 401, bad)
+        assert.include(refused.body.message, "log in again")
+      }
+      const wrong = yield* login("not-a-key")
+      assert.strictEqual(wrong.status, 401)
+      assert.isNull(wrong.headers.get("set-cookie"))
+      const worker = yield* login(keys.worker)
+      assert.strictEqual(worker.status, 403)
+      assert.include(worker.body.message, "worker key")
+      const empty = yield* login("")
+      assert.strictEqual(empty.status, 400)
+      assert.deepStrictEqual(empty.body.issues[0].path, ["body", "apiKey"])
+
+      // Logging out clears the cookie.
+      const logout = yield* raw("/auth/session", { method: "DELETE", headers: { cookie } })
+      assert.strictEqual(logout.status, 204)
+      assert.match(logout.headers.get("set-cookie") ?? "", /^aiki_session=;.*Max-Age=0/)
     }))
 
   it.effect("rejects bad input with a 400 naming the field, and writes nothing", () =>

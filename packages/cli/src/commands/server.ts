@@ -82,7 +82,7 @@ const dev = Command.make("dev", {
     const workerLayer = served.length === 0 ? Layer.empty : worker.pipe(Layer.provide(AikiClient.layer({ baseUrl })))
     const banner = Layer.effectDiscard(Console.log([
       "",
-      `${Output.bold("Aiki dev server")}  ${baseUrl}   (API docs ${baseUrl}/docs)`,
+      `${Output.bold("Aiki dev server")}  ${baseUrl}   (open it for the dashboard; API docs ${baseUrl}/docs)`,
       `${Output.bold("Storage")}          ${dataDir ?? "in memory (--memory): nothing is kept"}`,
       `${Output.bold("Worker")}           ${served.length === 0 ? "none (--workflows MODULE serves a module's workflows)" : served.map((w) => `${w.name}@${w.version}`).join(", ")}`,
       "",

@@ -1,64 +1,87 @@
 /**
- * The server side of the contract's middlewares: API keys checked in constant time and mapped to roles, and
- * request decoding failures turned into typed 400/413 answers that name the offending field.
+ * The server side of the contract's middlewares: API keys (or the dashboard's session cookie) checked in constant
+ * time and mapped to roles, and request decoding failures turned into typed 400/413 answers that name the
+ * offending field.
  */
-import { ClientAccess, Principal, RequestValidation, type Role, WorkerAccess } from "@aiki/contract/Access"
+import {
+  AdminAccess,
+  ClientAccess,
+  Principal,
+  RequestValidation,
+  rolesAllowed,
+  sessionCookieName,
+  WorkerAccess
+} from "@aiki/contract/Access"
 import { Forbidden, InvalidRequest, PayloadTooLarge, RequestIssue, Unauthorized } from "@aiki/contract/Errors"
-import { Cause, Effect, Layer, Redacted, SchemaIssue } from "effect"
-import { HttpServerError } from "effect/http"
+import { Cause, Effect, Layer, Option, Redacted, SchemaIssue } from "effect"
+import { HttpServerError, HttpServerRequest } from "effect/http"
 import { HttpApiError } from "effect/http-api"
 import type { unhandled } from "effect/Types"
-import { createHash, timingSafeEqual } from "node:crypto"
-import { type ApiKey, ServerConfig } from "../ServerConfig.ts"
+import { ApiKeys } from "../ApiKeys.ts"
+import { ServerConfig } from "../ServerConfig.ts"
 
-const digest = (value: string) => createHash("sha256").update(value).digest()
+type Credentials = { readonly credential: Redacted.Redacted<string> }
 
-/** Finds the key's entry, comparing against every configured key in constant time (no early exit). */
-const lookup = (keys: ReadonlyArray<{ readonly digest: Buffer; readonly entry: ApiKey }>, presented: string) => {
-  const candidate = digest(presented)
-  let found: ApiKey | undefined
-  for (const key of keys) {
-    if (timingSafeEqual(key.digest, candidate) && found === undefined) found = key.entry
-  }
-  return found
-}
-
-const makeAccess = (allowed: ReadonlyArray<Role>, what: string) =>
+/**
+ * The access middleware `middleware` declares in the contract, letting in the roles `Access.rolesAllowed` gives
+ * it. A request presents an `X-API-Key` header (which wins when present) or, where `cookie` is accepted, the
+ * session cookie. Both security handlers reach the same decision from the same request, so whichever one the
+ * builder reports last, the caller gets the precise reason (invalid key, expired session, forbidden role).
+ */
+const makeAccess = (middleware: { readonly key: string }, what: string, options: { readonly cookie: boolean }) =>
   Effect.gen(function*() {
-    const config = yield* ServerConfig
-    const keys = config.apiKeys.map((entry) => ({ entry, digest: digest(Redacted.value(entry.key)) }))
-    if (keys.length === 0) {
+    const keys = yield* ApiKeys
+    const allowed = rolesAllowed.get(middleware.key) ?? []
+    if (!keys.enabled) {
       // No key configured: development mode, every caller is an admin (logged once at start by the server).
       const anonymous = Principal.of({ role: "admin", keyName: "anonymous" })
-      return { apiKey: (httpEffect: Effect.Effect<any, any, any>) => Effect.provideService(httpEffect, Principal, anonymous) }
+      const open = (httpEffect: Effect.Effect<any, any, any>) => Effect.provideService(httpEffect, Principal, anonymous)
+      return { apiKey: open, session: open }
     }
+    const decide = Effect.fnUntraced(function*(httpEffect: Effect.Effect<any, any, any>, header: string, cookie: string) {
+      const key = header.length > 0
+        ? yield* Option.match(keys.find(header), {
+          onNone: () => Effect.fail(new Unauthorized({ message: "Invalid API key" })),
+          onSome: Effect.succeed
+        })
+        : options.cookie && cookie.length > 0
+        ? yield* keys.verifySession(cookie).pipe(Effect.flatMap(Option.match({
+          onNone: () =>
+            Effect.fail(new Unauthorized({ message: "The session has expired or its key changed: log in again" })),
+          onSome: (session) => Effect.succeed(session.key)
+        })))
+        : yield* new Unauthorized({ message: "Missing X-API-Key header" })
+      if (!allowed.includes(key.role)) {
+        return yield* new Forbidden({ message: `A ${key.role} key may not ${what}` })
+      }
+      return yield* Effect.provideService(httpEffect, Principal, Principal.of({ role: key.role, keyName: key.name }))
+    })
+    const cookieOf = Effect.map(HttpServerRequest.HttpServerRequest, (request) => request.cookies[sessionCookieName] ?? "")
+    const headerOf = Effect.map(HttpServerRequest.HttpServerRequest, (request) => request.headers["x-api-key"] ?? "")
     return {
-      apiKey: Effect.fnUntraced(function*(
-        httpEffect: Effect.Effect<any, any, any>,
-        { credential }: { readonly credential: Redacted.Redacted<string> }
-      ) {
-        const presented = Redacted.value(credential)
-        if (presented.length === 0) {
-          return yield* new Unauthorized({ message: "Missing X-API-Key header" })
-        }
-        const key = lookup(keys, presented)
-        if (key === undefined) return yield* new Unauthorized({ message: "Invalid API key" })
-        if (!allowed.includes(key.role)) {
-          return yield* new Forbidden({ message: `A ${key.role} key may not ${what}` })
-        }
-        return yield* Effect.provideService(httpEffect, Principal, Principal.of({ role: key.role, keyName: key.name }))
-      })
+      apiKey: (httpEffect: Effect.Effect<any, any, any>, { credential }: Credentials) =>
+        Effect.flatMap(cookieOf, (cookie) => decide(httpEffect, Redacted.value(credential), cookie)),
+      session: (httpEffect: Effect.Effect<any, any, any>, { credential }: Credentials) =>
+        Effect.flatMap(headerOf, (header) => decide(httpEffect, header, Redacted.value(credential)))
     }
   })
 
 export const ClientAccessLive = Layer.effect(
   ClientAccess,
-  Effect.map(makeAccess(["admin", "client"], "start, read or cancel runs"), (access) => ClientAccess.of(access))
+  Effect.map(makeAccess(ClientAccess, "start, read or cancel runs", { cookie: true }), (access) => ClientAccess.of(access))
+)
+
+export const AdminAccessLive = Layer.effect(
+  AdminAccess,
+  Effect.map(makeAccess(AdminAccess, "use operator endpoints", { cookie: true }), (access) => AdminAccess.of(access))
 )
 
 export const WorkerAccessLive = Layer.effect(
   WorkerAccess,
-  Effect.map(makeAccess(["admin", "worker"], "use the worker protocol"), (access) => WorkerAccess.of(access))
+  Effect.map(
+    makeAccess(WorkerAccess, "use the worker protocol", { cookie: false }),
+    ({ apiKey }) => WorkerAccess.of({ apiKey })
+  )
 )
 
 const formatIssues = SchemaIssue.makeFormatterStandardSchemaV1()
@@ -136,4 +159,4 @@ export const RequestValidationLive = Layer.effect(
   })
 )
 
-export const layer = Layer.mergeAll(ClientAccessLive, WorkerAccessLive, RequestValidationLive)
+export const layer = Layer.mergeAll(ClientAccessLive, AdminAccessLive, WorkerAccessLive, RequestValidationLive)

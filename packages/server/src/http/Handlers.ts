@@ -2,17 +2,22 @@
  * The handlers of every endpoint group: each one decodes nothing and decides nothing itself, it hands the typed
  * request to the store that owns the behaviour.
  */
+import { ClientAccess, Principal, rolesAllowed, sessionCookie } from "@aiki/contract/Access"
 import { AikiApi } from "@aiki/contract/Api"
-import { DependencyUnavailable } from "@aiki/contract/Errors"
-import { Health, WriteResults } from "@aiki/contract/Models"
-import { Effect, Layer } from "effect"
+import { DependencyUnavailable, Forbidden, Unauthorized } from "@aiki/contract/Errors"
+import { Health, Session, WriteResults } from "@aiki/contract/Models"
+import { DateTime, Effect, Layer, Option } from "effect"
+import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
 import packageJson from "../../package.json" with { type: "json" }
+import { ApiKeys } from "../ApiKeys.ts"
 import { Leases } from "../Leases.ts"
+import { RunQueries } from "../RunQueries.ts"
 import { RunStore } from "../RunStore.ts"
 import { RunStreams } from "../RunStreams.ts"
 import { RunTransitions } from "../RunTransitions.ts"
+import { ServerConfig } from "../ServerConfig.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
 const ok = new Health({ status: "ok", version: packageJson.version })
@@ -46,9 +51,11 @@ export const HealthHandlers = HttpApiBuilder.group(AikiApi, "health", Effect.fn(
 
 export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effect.fn(function*(handlers) {
   const runs = yield* RunStore
+  const queries = yield* RunQueries
   const workers = yield* WorkerRegistry
   return handlers.handleAll({
     list: () => workers.workflows,
+    counts: () => queries.workflowCounts,
     start: ({ params, payload, request }) =>
       runs.start({
         workflowName: params.name,
@@ -58,7 +65,7 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         traceParent: request.headers["traceparent"]
       }),
     runs: ({ params, query }) =>
-      runs.list({
+      queries.list({
         workflowName: params.name,
         state: query.state,
         workflowVersion: query.version,
@@ -70,7 +77,22 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
 
 export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(function*(handlers) {
   const runs = yield* RunStore
+  const queries = yield* RunQueries
   return handlers.handleAll({
+    list: ({ query }) =>
+      queries.list({
+        workflowName: query.workflow,
+        workflowVersion: query.version,
+        from: query.from,
+        to: query.to,
+        state: query.state,
+        query: query.q,
+        limit: query.limit,
+        cursor: query.cursor
+      }),
+    counts: ({ query }) =>
+      queries.counts({ workflowName: query.workflow, workflowVersion: query.version, from: query.from, to: query.to }),
+    activity: () => Effect.succeed(queries.activity),
     status: ({ params }) => runs.get(params.id),
     cancel: ({ params }) => runs.cancel(params.id),
     tasks: ({ params }) => runs.tasks(params.id),
@@ -84,6 +106,57 @@ export const WorkersHandlers = HttpApiBuilder.group(AikiApi, "workers", Effect.f
   const workers = yield* WorkerRegistry
   return handlers.handleAll({
     health: ({ params }) => workers.health(params.id)
+  })
+}))
+
+export const FleetHandlers = HttpApiBuilder.group(AikiApi, "fleet", Effect.fn(function*(handlers) {
+  const workers = yield* WorkerRegistry
+  return handlers.handleAll({
+    workers: () => workers.list
+  })
+}))
+
+/** The roles that may log in to the dashboard: those that may read runs. */
+const dashboardRoles = rolesAllowed.get(ClientAccess.key) ?? []
+
+export const SessionHandlers = HttpApiBuilder.group(AikiApi, "session", Effect.fn(function*(handlers) {
+  const keys = yield* ApiKeys
+  const config = yield* ServerConfig
+  const anonymous = new Session({ role: "admin", keyName: "anonymous", authRequired: false })
+  /** HttpOnly and SameSite=Strict always (no script reads it, no other site sends it); Secure over HTTPS. */
+  const cookieOptions = (request: HttpServerRequest.HttpServerRequest) => ({
+    httpOnly: true,
+    sameSite: "strict" as const,
+    path: "/",
+    secure: Option.isSome(config.tls) || request.headers["x-forwarded-proto"] === "https"
+  })
+  return handlers.handleAll({
+    current: () =>
+      Principal.useSync((principal) =>
+        keys.enabled ? new Session({ role: principal.role, keyName: principal.keyName, authRequired: true }) : anonymous
+      ),
+    login: ({ payload, request }) =>
+      Effect.gen(function*() {
+        if (!keys.enabled) return anonymous
+        const key = keys.find(payload.apiKey)
+        if (Option.isNone(key)) return yield* new Unauthorized({ message: "Invalid API key" })
+        if (!dashboardRoles.includes(key.value.role)) {
+          return yield* new Forbidden({ message: `A ${key.value.role} key cannot read runs, so it cannot log in` })
+        }
+        const { expiresAt, token } = yield* keys.issueSession(key.value)
+        yield* HttpApiBuilder.securitySetCookie(sessionCookie, token, {
+          ...cookieOptions(request),
+          maxAge: `${config.sessionTtlMs} millis`
+        })
+        return new Session({
+          role: key.value.role,
+          keyName: key.value.name,
+          authRequired: true,
+          expiresAt: DateTime.makeUnsafe(expiresAt)
+        })
+      }),
+    logout: ({ request }) =>
+      HttpApiBuilder.securitySetCookie(sessionCookie, "", { ...cookieOptions(request), maxAge: 0, expires: new Date(0) })
   })
 }))
 
@@ -102,4 +175,12 @@ export const ExecutionHandlers = HttpApiBuilder.group(AikiApi, "execution", Effe
 }))
 
 /** Every group's handlers; they need the stores, the SQL client and Redis. */
-export const layer = Layer.mergeAll(HealthHandlers, WorkflowsHandlers, RunsHandlers, WorkersHandlers, ExecutionHandlers)
+export const layer = Layer.mergeAll(
+  HealthHandlers,
+  WorkflowsHandlers,
+  RunsHandlers,
+  WorkersHandlers,
+  FleetHandlers,
+  SessionHandlers,
+  ExecutionHandlers
+)

@@ -1,6 +1,6 @@
 /**
- * The HTTP server: the API served from its one declaration, its OpenAPI document and interactive docs, Prometheus
- * metrics, CORS, request body limits, and TLS when configured. Closing the layer stops accepting connections and
+ * The HTTP server: the API served from its one declaration, its OpenAPI document and interactive docs, the
+ * dashboard, Prometheus metrics, CORS, request body limits, and TLS when configured. Closing the layer stops accepting connections and
  * lets requests in flight finish (bounded by `SHUTDOWN_TIMEOUT_MS`).
  */
 import { AikiApi } from "@aiki/contract/Api"
@@ -14,6 +14,7 @@ import { createServer } from "node:http"
 import { createServer as createTlsServer } from "node:https"
 import { ServerConfig } from "../ServerConfig.ts"
 import * as Access from "./Access.ts"
+import * as Dashboard from "./Dashboard.ts"
 import * as Handlers from "./Handlers.ts"
 
 /** The largest batch of writes or claims a worker may send: room for two maximal values and the rest. */
@@ -42,6 +43,7 @@ export const routes = Layer.unwrap(Effect.gen(function*() {
   return Layer.mergeAll(
     api,
     HttpApiScalar.layer(AikiApi, { path: "/docs" }),
+    Dashboard.layer,
     PrometheusMetrics.layerHttp({ path: "/metrics" }),
     bodyLimit,
     config.corsOrigins.length > 0
