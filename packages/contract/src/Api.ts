@@ -48,6 +48,7 @@ import {
   WorkflowRun
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
+import { version } from "./Version.ts"
 
 const runParams = { id: RunId }
 
@@ -224,6 +225,7 @@ export class AikiApi extends HttpApi.make("aiki")
   .add(ExecutionApi)
   .annotateMerge(OpenApi.annotations({
     title: "Aiki",
+    version,
     description: "Durable workflow engine: start runs, follow them, and the protocol workers use to execute them"
   }))
 {}

@@ -5,17 +5,17 @@
 import { AikiApi } from "@aiki/contract/Api"
 import { DependencyUnavailable } from "@aiki/contract/Errors"
 import { Health } from "@aiki/contract/Models"
+import { version } from "@aiki/contract/Version"
 import { Effect, Layer } from "effect"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
-import packageJson from "../../package.json" with { type: "json" }
 import { RunLeases } from "../RunLeases.ts"
 import { RunStore } from "../RunStore.ts"
 import { RunStreams } from "../RunStreams.ts"
 import { TaskJournal } from "../TaskJournal.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
-const ok = new Health({ status: "ok", version: packageJson.version })
+const ok = new Health({ status: "ok", version })
 
 export const HealthHandlers = HttpApiBuilder.group(AikiApi, "health", Effect.fn(function*(handlers) {
   const sql = yield* SqlClient.SqlClient
