@@ -1,10 +1,11 @@
 /**
  * Aiki as someone outside this repository gets it. The packages are packed as they would be published
  * (`pnpm pack`), installed with npm into a fresh project in a temp directory, and then: the packed server runs
- * (`aiki-server`), a program written as the README shows runs to completion under plain `node`, a strict
- * TypeScript consumer type-checks, and every version reported agrees.
+ * (`aiki-server`), a program written as the README shows runs to completion under plain `node` and under Deno 2, a
+ * strict TypeScript consumer type-checks, every version reported agrees, and the SDK passes JSR's publish checks.
  *
- * It needs the npm registry (for the consumer's dependencies and TypeScript); about 45 s here with a warm npm cache.
+ * It needs the npm registry (for the consumer's dependencies, TypeScript and the `deno` package, which ships the
+ * binary); about a minute here with a warm npm cache.
  */
 import { version } from "@aiki/contract/Version"
 import { freePort } from "@aiki/testing/freePort"
@@ -23,6 +24,8 @@ const repository = fileURLToPath(new URL("../../..", import.meta.url))
 const fixtures = fileURLToPath(new URL("./fixtures/consumer", import.meta.url))
 const published = ["contract", "sdk", "server", "cli"] as const
 const apiKey = "consumer-admin-key"
+/** Pinned so the test sees the same Deno every time. */
+const denoVersion = "2.9.6"
 
 interface Ran {
   readonly code: number
@@ -100,7 +103,8 @@ const ConsumerLayer = Layer.effect(Consumer, Effect.gen(function*() {
     dependencies: Object.fromEntries(published.map((name) => [`@aiki/${name}`, `file:${packed[name].tarball}`])),
     devDependencies: {
       typescript: rootDevDependency("typescript"),
-      "@types/node": rootDevDependency("@types/node")
+      "@types/node": rootDevDependency("@types/node"),
+      deno: denoVersion
     }
   }, null, 2))
   for (const file of ["program.mjs", "typed.ts"]) copyFileSync(join(fixtures, file), join(dir, file))
@@ -122,8 +126,8 @@ const ConsumerLayer = Layer.effect(Consumer, Effect.gen(function*() {
   return Consumer.of({ dir, packed, baseUrl, bin })
 }))
 
-/** Runs the README-style program and checks what it printed and what the server has. */
-const runProgram = (transport: "redis_streams" | "http") =>
+/** Runs the README-style program with `runtime` and returns what it printed. */
+const runProgram = (runtime: "node" | "deno", transport: "redis_streams" | "http") =>
   Effect.gen(function*() {
     const consumer = yield* Consumer
     const env = {
@@ -131,8 +135,10 @@ const runProgram = (transport: "redis_streams" | "http") =>
       AIKI_API_KEY: apiKey,
       ...(transport === "redis_streams" ? { REDIS_URL: redisUrl } : {})
     }
-    const ran = yield* run(process.execPath, ["program.mjs"], { cwd: consumer.dir, env })
-    assert.strictEqual(ran.code, 0, `node program.mjs failed:\n${ran.stdout}\n${ran.stderr}`)
+    const ran = runtime === "node"
+      ? yield* run(process.execPath, ["program.mjs"], { cwd: consumer.dir, env })
+      : yield* run(consumer.bin("deno"), ["run", "--allow-all", "program.mjs"], { cwd: consumer.dir, env })
+    assert.strictEqual(ran.code, 0, `${runtime} program.mjs failed:\n${ran.stdout}\n${ran.stderr}`)
     const printed = JSON.parse(ran.stdout.trim().split("\n").at(-1)!) as {
       readonly runId: string
       readonly result: { readonly orderId: string; readonly chargeId: string; readonly amount: number }
@@ -169,24 +175,30 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
         assert.notInclude(JSON.stringify(manifest.dependencies), "workspace:", `${name} depends on the workspace`)
         assert.notMatch(JSON.stringify(manifest.exports), /\.\/src\//, `${name} exports TypeScript sources`)
       }
+      // Internal modules stay internal.
+      writeFileSync(join(dir, "internal.mjs"), `await import("@aiki/sdk/internal/json")\n`)
+      const refused = yield* run(process.execPath, ["internal.mjs"], { cwd: dir })
+      assert.include(refused.stderr, "ERR_PACKAGE_PATH_NOT_EXPORTED")
     }))
 
   it.effect("a program written as in the README runs to completion under plain node (Redis Streams and HTTP)", () =>
     Effect.gen(function*() {
-      yield* runProgram("redis_streams")
-      yield* runProgram("http")
-    }))
+      yield* runProgram("node", "redis_streams")
+      yield* runProgram("node", "http")
+    }), 60_000)
+
+  it.effect("the same program runs on Deno 2 (Redis Streams and HTTP)", () =>
+    Effect.gen(function*() {
+      yield* runProgram("deno", "redis_streams")
+      yield* runProgram("deno", "http")
+    }), 60_000)
 
   it.effect("a TypeScript consumer type-checks with tsc --strict, module NodeNext, and no other option", () =>
     Effect.gen(function*() {
       const { bin, dir } = yield* Consumer
       const checked = yield* run(process.execPath, [bin("tsc"), "--strict", "--module", "nodenext", "--noEmit", "typed.ts"], { cwd: dir })
       assert.strictEqual(checked.code, 0, checked.stdout + checked.stderr)
-      // The check is real: a subpath the packages do not export is refused.
-      writeFileSync(join(dir, "internal.ts"), `import { decode } from "@aiki/sdk/internal/json"\nexport const d = decode\n`)
-      const refused = yield* run(process.execPath, [bin("tsc"), "--strict", "--module", "nodenext", "--noEmit", "internal.ts"], { cwd: dir })
-      assert.include(refused.stdout, "TS2307")
-    }))
+    }), 120_000)
 
   it.effect("the server, its OpenAPI document, the CLI and every package report one version", () =>
     Effect.gen(function*() {
@@ -204,4 +216,16 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
         { health: version, openapi: version, cli: `aiki v${version}`, packages: published.map(() => version) }
       )
     }))
+
+  it.effect("the SDK and the contract pass JSR's publish checks (deno publish --dry-run)", () =>
+    Effect.gen(function*() {
+      const { bin } = yield* Consumer
+      const ran = yield* run(bin("deno"), ["publish", "--dry-run", "--allow-dirty", "--allow-slow-types"], {
+        cwd: repository,
+        env: { NO_COLOR: "1" }
+      })
+      assert.strictEqual(ran.code, 0, ran.stdout + ran.stderr)
+      assert.include(ran.stdout + ran.stderr, "Simulating publish of @aiki/sdk")
+      assert.include(ran.stdout + ran.stderr, "Simulating publish of @aiki/contract")
+    }), 120_000)
 })
