@@ -12,6 +12,21 @@ export interface ApiKey {
   readonly name: string
 }
 
+/** How the server reaches Redis beyond `redisUrl`: credentials, TLS, or a Redis Cluster instead of one server. */
+export interface RedisConnection {
+  /** An ACL user (`REDIS_USERNAME`); a URL's `user:password@` works as well. */
+  readonly username: Option.Option<string>
+  /** `REDIS_PASSWORD`: the ACL user's password, or the `requirepass` of the default user. */
+  readonly password: Option.Option<Redacted.Redacted>
+  /**
+   * TLS, on for a `rediss://` URL, `REDIS_TLS=true` or a CA file; `caFile` (`REDIS_TLS_CA_FILE`, PEM) trusts the
+   * private CA that signed Redis's certificate, in addition to the system's.
+   */
+  readonly tls: Option.Option<{ readonly caFile: Option.Option<string> }>
+  /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES=host:port,…`); empty for the one server at `redisUrl`. */
+  readonly clusterNodes: ReadonlyArray<{ readonly host: string; readonly port: number }>
+}
+
 export interface ServerConfigShape {
   /** @default 9090 */
   readonly port: number
@@ -20,8 +35,13 @@ export interface ServerConfigShape {
   readonly databaseUrl: Redacted.Redacted
   /** @default 10 */
   readonly databasePoolSize: number
-  /** Redis Streams hand runs to workers; without it the outbox is not drained and workers must use HTTP. */
+  /**
+   * Redis Streams hand runs to workers (`redis://` or `rediss://`); without it (and without cluster nodes) the
+   * outbox is not drained and workers must use HTTP.
+   */
   readonly redisUrl: Option.Option<Redacted.Redacted>
+  /** Credentials, TLS and Cluster. @default none of them */
+  readonly redisConnection: RedisConnection
   /** Prefix of every Redis key, so several deployments (or test files) can share one Redis. @default "aiki" */
   readonly redisPrefix: string
   /** No keys means authentication is off (development only; a warning is logged at start). */
@@ -55,6 +75,7 @@ export const defaults = {
   databaseUrl: Redacted.make("postgres://postgres@127.0.0.1:5432/aiki"),
   databasePoolSize: 10,
   redisUrl: Option.none(),
+  redisConnection: { username: Option.none(), password: Option.none(), tls: Option.none(), clusterNodes: [] },
   redisPrefix: "aiki",
   apiKeys: [],
   corsOrigins: [],
@@ -128,13 +149,51 @@ const tls = Config.all({
   })
 )
 
+const clusterNode = /^(.+):(\d{1,5})$/
+
+/**
+ * `REDIS_URL` or `REDIS_CLUSTER_NODES` (not both), with `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_TLS` and
+ * `REDIS_TLS_CA_FILE`.
+ */
+const redis = Config.all({
+  url: Config.option(Config.Redacted("REDIS_URL")),
+  clusterNodes: list("REDIS_CLUSTER_NODES"),
+  username: Config.option(Config.String("REDIS_USERNAME")),
+  password: Config.option(Config.Redacted("REDIS_PASSWORD")),
+  tls: Config.Boolean("REDIS_TLS").pipe(Config.withDefault(false)),
+  caFile: Config.option(Config.String("REDIS_TLS_CA_FILE"))
+}).pipe(
+  Config.mapEffect(({ caFile, clusterNodes, password, tls, url, username }) =>
+    Effect.gen(function*() {
+      if (Option.isSome(url) && clusterNodes.length > 0) {
+        return yield* Effect.fail(invalid("set REDIS_URL or REDIS_CLUSTER_NODES, not both"))
+      }
+      const nodes = yield* Effect.forEach(clusterNodes, (node, index) => {
+        const match = clusterNode.exec(node)
+        return match === null
+          ? Effect.fail(invalid(`REDIS_CLUSTER_NODES entry ${index + 1} must be host:port, got ${node}`))
+          : Effect.succeed({ host: match[1]!, port: Number(match[2]) })
+      })
+      const secure = tls || Option.isSome(caFile) ||
+        Option.exists(url, (u) => Redacted.value(u).toLowerCase().startsWith("rediss://"))
+      const connection: RedisConnection = {
+        username,
+        password,
+        tls: secure ? Option.some({ caFile }) : Option.none(),
+        clusterNodes: nodes
+      }
+      return { url, connection }
+    })
+  )
+)
+
 /** The server's configuration, read from the environment. */
 export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   port: Config.Port("PORT").pipe(Config.withDefault(defaults.port)),
   host: Config.String("HOST").pipe(Config.withDefault(defaults.host)),
   databaseUrl: Config.Redacted("DATABASE_URL"),
   databasePoolSize: positiveInt("DATABASE_POOL_SIZE", defaults.databasePoolSize),
-  redisUrl: Config.option(Config.Redacted("REDIS_URL")),
+  redis,
   redisPrefix: Config.String("REDIS_PREFIX").pipe(Config.withDefault(defaults.redisPrefix)),
   apiKeys,
   corsOrigins: list("CORS_ORIGINS"),
@@ -148,7 +207,9 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests)),
   otlpEndpoint: Config.option(Config.String("OTEL_EXPORTER_OTLP_ENDPOINT")),
   serviceName: Config.String("OTEL_SERVICE_NAME").pipe(Config.withDefault(defaults.serviceName))
-})
+}).pipe(
+  Config.map(({ redis, ...rest }): ServerConfigShape => ({ ...rest, redisUrl: redis.url, redisConnection: redis.connection }))
+)
 
 export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {
   /** Defaults overridden by `partial` (tests). */

@@ -45,8 +45,8 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.deepStrictEqual(registered.worker.workflows.map((w) => w.name), ["fencing", "other"])
       const server = yield* TestServer.TestServer
       assert.deepStrictEqual(registered.streams?.map((s) => s.stream), [
-        `${server.redisPrefix}:workflow:fencing:1.0.0`,
-        `${server.redisPrefix}:workflow:other:1.0.0`
+        `{${server.redisPrefix}}:workflow:fencing:1.0.0`,
+        `{${server.redisPrefix}}:workflow:other:1.0.0`
       ])
       const id = yield* startRun(api)
       yield* api.execution.claim({ params: { id }, payload: { workerId: workerA } })
