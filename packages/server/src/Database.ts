@@ -13,13 +13,15 @@ import initial from "./migrations/0001_initial.ts"
 import traceParent from "./migrations/0002_trace_parent.ts"
 import wakeAt from "./migrations/0003_wake_at.ts"
 import runEvents from "./migrations/0004_run_events.ts"
+import retention from "./migrations/0010_retention.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
   "0001_initial": initial,
   "0002_trace_parent": traceParent,
   "0003_wake_at": wakeAt,
-  "0004_run_events": runEvents
+  "0004_run_events": runEvents,
+  "0010_retention": retention
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

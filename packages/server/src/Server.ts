@@ -11,6 +11,7 @@ import * as Metrics from "./Metrics.ts"
 import { Outbox } from "./Outbox.ts"
 import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
+import * as Retention from "./Retention.ts"
 import { RunEvents } from "./RunEvents.ts"
 import { RunLeases } from "./RunLeases.ts"
 import { RunNotifications } from "./RunNotifications.ts"
@@ -35,8 +36,8 @@ const layerStores = (database: DatabaseLayer) =>
     Layer.provideMerge(layerInfrastructure(database))
   )
 
-/** Background work: publishing the outbox, recovering lost runs, keeping metrics current. */
-const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer)
+/** Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows. */
+const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer)
 
 /**
  * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so

@@ -57,6 +57,11 @@ export interface ServerConfigShape {
   readonly reaperIntervalMs: number
   /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
   readonly republishAfterMs: number
+  /**
+   * Finished runs older than this many days are deleted with their tasks, attempts, transitions, events and outbox
+   * rows; 0 keeps them for ever. @default 30
+   */
+  readonly retentionDays: number
   /** A worker whose last heartbeat is older than this is reported `stale`. @default 90_000 */
   readonly workerStaleAfterMs: number
   /** How long to wait for in-flight requests and the outbox on shutdown. @default 10_000 */
@@ -84,6 +89,7 @@ export const defaults = {
   defaultLeaseMs: 60_000,
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
+  retentionDays: 30,
   workerStaleAfterMs: 90_000,
   shutdownTimeoutMs: 10_000,
   logRequests: false,
@@ -202,6 +208,12 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   defaultLeaseMs: positiveInt("LEASE_DEFAULT_MS", defaults.defaultLeaseMs),
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
+  retentionDays: Config.Int("RETENTION_DAYS").pipe(
+    Config.mapEffect((n) =>
+      n >= 0 ? Effect.succeed(n) : Effect.fail(invalid(`RETENTION_DAYS must be 0 (keep) or a number of days, got ${n}`))
+    ),
+    Config.withDefault(defaults.retentionDays)
+  ),
   workerStaleAfterMs: positiveInt("WORKER_STALE_AFTER_MS", defaults.workerStaleAfterMs),
   shutdownTimeoutMs: positiveInt("SHUTDOWN_TIMEOUT_MS", defaults.shutdownTimeoutMs),
   logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests)),

@@ -20,6 +20,7 @@ describe("ServerConfig", () => {
       assert.isTrue(Option.isNone(config.tls))
       assert.deepStrictEqual(config.apiKeys, [])
       assert.deepStrictEqual(config.corsOrigins, [])
+      assert.strictEqual(config.retentionDays, 30)
     }))
 
   it.effect("maps API_KEY to admin and API_KEYS entries to their roles", () =>
@@ -82,7 +83,8 @@ describe("ServerConfig", () => {
         [{ DATABASE_URL: "x", TLS_ENABLED: "maybe" }, "TLS_ENABLED"],
         [{ DATABASE_URL: "x", REDIS_URL: "redis://a:1", REDIS_CLUSTER_NODES: "b:2" }, "REDIS_CLUSTER_NODES"],
         [{ DATABASE_URL: "x", REDIS_CLUSTER_NODES: "b:2,c" }, "REDIS_CLUSTER_NODES"],
-        [{ DATABASE_URL: "x", REDIS_TLS: "perhaps" }, "REDIS_TLS"]
+        [{ DATABASE_URL: "x", REDIS_TLS: "perhaps" }, "REDIS_TLS"],
+        [{ DATABASE_URL: "x", RETENTION_DAYS: "-1" }, "RETENTION_DAYS"]
       ]
       for (const [env, variable] of cases) {
         const error = yield* Effect.flip(read(env))
