@@ -31,7 +31,8 @@
         in
         {
           default = pkgs.mkShell {
-            packages = [ pkgs.nodejs_22 pkgs.pnpm pkgs.postgresql_16 pkgs.redis servicesUp servicesDown ];
+            # openssl: the Redis TLS tests make throwaway certificates; redis brings redis-cli for the cluster tests.
+            packages = [ pkgs.nodejs_22 pkgs.pnpm pkgs.postgresql_16 pkgs.redis pkgs.openssl servicesUp servicesDown ];
             shellHook = ''
               echo "Aiki dev shell: node $(node --version), pnpm $(pnpm --version)"
               echo "  aiki-services-up    start Postgres and Redis for the tests (data in ./.aiki)"

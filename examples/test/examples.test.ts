@@ -55,6 +55,29 @@ layer(TestLayer, { excludeTestServices: true, timeout: 60_000 })("examples", (it
       assert.include(exited.stdout, "2 cup(s) of coffee ready")
     }))
 
+  it.effect("user-onboarding waits for the verification event, welcomes, and sends tips after its sleep", () =>
+    Effect.gen(function*() {
+      const exited = yield* example("user-onboarding", { REDIS_URL: redisUrl })
+      assert.strictEqual(exited.code, 0, exited.stdout + exited.stderr)
+      const result = JSON.parse(exited.stdout.slice(exited.stdout.indexOf("Result:") + "Result:".length)) as {
+        readonly userId: string
+        readonly sent: ReadonlyArray<string>
+      }
+      assert.deepStrictEqual(result.userId, "user-ada")
+      assert.deepStrictEqual(result.sent, [
+        "verify-email sent to ada@example.com",
+        "welcome sent to ada@example.com",
+        "getting-started-tips sent to ada@example.com"
+      ])
+      // It was parked on the server until the event came.
+      const { baseUrl } = yield* Server
+      const runId = /Started user-onboarding run (\S+)/.exec(exited.stdout)![1]!
+      const transitions = yield* Effect.promise(() =>
+        fetch(`${baseUrl}/workflow-runs/${runId}/transitions`).then((r) => r.json() as Promise<ReadonlyArray<{ readonly toState: string }>>)
+      )
+      assert.include(transitions.map((t) => t.toState), "awaiting_event")
+    }))
+
   it.effect("effect-order-processing returns its typed result", () =>
     Effect.gen(function*() {
       const exited = yield* example("effect-order-processing", { REDIS_URL: redisUrl })

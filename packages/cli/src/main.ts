@@ -2,10 +2,10 @@
 /**
  * `aiki`: the command line of Aiki. See `aiki --help`.
  */
+import { version } from "@aiki/contract/Version"
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
-import packageJson from "../package.json" with { type: "json" }
 import { runs } from "./commands/runs.ts"
 import { commands as serverCommands } from "./commands/server.ts"
 import { workflows } from "./commands/workflows.ts"
@@ -13,7 +13,7 @@ import { aiki } from "./Root.ts"
 
 aiki.pipe(
   Command.withSubcommands([...serverCommands, runs, workflows]),
-  Command.run({ version: packageJson.version }),
+  Command.run({ version }),
   Effect.provide(NodeServices.layer),
   (program) =>
     NodeRuntime.runMain(program, {

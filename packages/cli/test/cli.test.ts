@@ -38,6 +38,8 @@ describe("aiki", () => {
       const first = yield* Effect.scoped(Effect.gen(function*() {
         const running = yield* dev(["--workflows", catalog])
         yield* waitForHealth(`${url}/health`, running)
+        // Not the default port: the suggested commands carry --url.
+        assert.include(running.output(), `pnpm aiki --url ${url} workflows start order-processing`)
         const started = yield* Effect.promise(() =>
           fetch(`${url}/workflows/order-processing/versions/1.0.0/start`, {
             method: "POST",
@@ -55,6 +57,12 @@ describe("aiki", () => {
         const waited = JSON.parse(viaCli.stdout) as { run: { state: string; result: { coffeeResult: string } } }
         assert.strictEqual(waited.run.state, "completed")
         assert.strictEqual(waited.run.result.coffeeResult, "1 cup(s) of coffee ready")
+
+        // --wait in a pipe (no terminal) still says which run it started, then follows it.
+        const piped = yield* aiki(["workflows", "start", "morning-routine", "1.0.0", "--payload", "{\"song\":\"la\",\"cups\":1}", "--wait"], env)
+        assert.strictEqual(piped.code, 0, piped.stderr)
+        assert.match(piped.stdout, /^Started run [0-9a-f-]{36} \(new, pending\)\n/)
+        assert.include(piped.stdout, "run completed")
 
         const known = yield* aiki(["workflows", "list"], env)
         assert.match(known.stdout, /order-processing\s+1\.0\.0/)
@@ -121,5 +129,5 @@ describe("aiki", () => {
       const unreachable = yield* aiki(["runs", "list", "--workflow", "x"], { AIKI_URL: `http://127.0.0.1:${closed}` })
       assert.strictEqual(unreachable.code, 1)
       assert.strictEqual(unreachable.stderr.trim(), `aiki: cannot reach Aiki at http://127.0.0.1:${closed}: connect ECONNREFUSED 127.0.0.1:${closed}`)
-    }), 120_000)
+    }), 180_000)
 })

@@ -47,6 +47,7 @@ import {
   WriteResults
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
+import { version } from "./Version.ts"
 
 const runParams = { id: RunId }
 
@@ -244,6 +245,7 @@ export class AikiApi extends HttpApi.make("aiki")
   .add(ExecutionApi)
   .annotateMerge(OpenApi.annotations({
     title: "Aiki",
+    version,
     description: "Durable workflow engine: start runs, follow them, and the protocol workers use to execute them"
   }))
 {}

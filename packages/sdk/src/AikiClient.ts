@@ -17,17 +17,45 @@ import type { RunUpdate, SentEvent, WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
 import { Context, Effect, Layer, Schedule, Schema, Stream } from "effect"
 import { NodeHttpClient } from "@effect/platform-node"
+import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
 
+/**
+ * Where a worker reads runs from: the Redis (or Redis Cluster) the server publishes to, with its credentials and
+ * TLS. Point it at the same Redis as the server's `REDIS_URL` / `REDIS_CLUSTER_NODES`.
+ *
+ * @example
+ * ```ts
+ * { url: "rediss://redis.internal:6380", username: "aiki-worker", password, tls: { ca: readFileSync("ca.pem") } }
+ * { cluster: { nodes: ["10.0.0.1:7000", "10.0.0.2:7000"] }, password }
+ * ```
+ */
 export interface RedisOptions {
-  /** e.g. `redis://localhost:6379`; takes precedence over host and port. */
+  /**
+   * e.g. `redis://localhost:6379`, or `rediss://…` for TLS. Takes precedence over host and port; credentials in it
+   * (`user:password@`) take precedence over `username` and `password`.
+   */
   readonly url?: string
   /** @default "localhost" */
   readonly host?: string
   /** @default 6379 */
   readonly port?: number
+  /** An ACL user. @default the default user */
+  readonly username?: string
+  /** The ACL user's password, or the default user's `requirepass`. */
+  readonly password?: string
+  /**
+   * TLS: `true` trusts the system's CAs; options (e.g. `{ ca }` for a private CA) are Node's `tls.connect`
+   * options. A `rediss://` URL turns it on too. @default off
+   */
+  readonly tls?: boolean | ConnectionOptions
+  /**
+   * A Redis Cluster instead of one server: its seed nodes (`"host:port"` or `{ host, port }`), the rest are
+   * discovered. `url`, `host` and `port` are then not used; `username`, `password` and `tls` apply to every node.
+   */
+  readonly cluster?: { readonly nodes: ReadonlyArray<string | { readonly host: string; readonly port: number }> }
 }
 
 export interface ClientOptions extends Client.ClientOptions {

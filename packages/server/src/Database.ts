@@ -15,6 +15,7 @@ import wakeAt from "./migrations/0003_wake_at.ts"
 import runEvents from "./migrations/0004_run_events.ts"
 import executionCoreV2 from "./migrations/0005_execution_core_v2.ts"
 import idempotencyKeySearch from "./migrations/0006_idempotency_key_search.ts"
+import retention from "./migrations/0007_retention.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -23,7 +24,8 @@ export const migrations = PgMigrator.fromRecord({
   "0003_wake_at": wakeAt,
   "0004_run_events": runEvents,
   "0005_execution_core_v2": executionCoreV2,
-  "0006_idempotency_key_search": idempotencyKeySearch
+  "0006_idempotency_key_search": idempotencyKeySearch,
+  "0007_retention": retention
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

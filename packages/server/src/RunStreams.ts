@@ -1,11 +1,18 @@
 /**
- * The Redis Streams that hand runs to workers: one stream per workflow version (`<prefix>:workflow:<name>:<version>`),
+ * The Redis Streams that hand runs to workers: one stream per workflow version (`{<prefix>}:workflow:<name>:<version>`),
  * read by workers through one consumer group. Redis is a transport, never the truth: losing it loses nothing that
- * the outbox and the reaper cannot put back. Without `REDIS_URL` the streams are disabled and workers use HTTP.
+ * the outbox and the reaper cannot put back. Without `REDIS_URL` (or `REDIS_CLUSTER_NODES`) the streams are
+ * disabled and workers use HTTP.
+ *
+ * Redis as operators run it: one server or a Redis Cluster, with an ACL user or a password, over TLS. On a cluster
+ * every command must keep to one hash slot, and a worker reads all its streams with one blocking `XREADGROUP`: so
+ * every stream of a deployment carries the same hash tag, its prefix in braces (as BullMQ does with its queues).
+ * The cluster then gives availability and failover to Aiki's streams; they are not spread over its shards.
  */
 import { Context, Data, Effect, Layer, Option, Redacted } from "effect"
-import { Redis } from "ioredis"
-import { ServerConfig } from "./ServerConfig.ts"
+import { Cluster, Redis } from "ioredis"
+import { readFileSync } from "node:fs"
+import { ServerConfig, type ServerConfigShape } from "./ServerConfig.ts"
 
 export class RedisUnavailable extends Data.TaggedError("RedisUnavailable")<{
   readonly reason: string
@@ -24,13 +31,51 @@ export interface StreamEntry {
   readonly messageId: string
 }
 
+/** What every stream of a deployment starts with: its prefix as a hash tag, so they share one slot. */
+const streamsUnder = (prefix: string) => `{${prefix}}:workflow:`
+
+/** The stream of a workflow version. */
+export const streamKey = (prefix: string, name: string, version: string) => `${streamsUnder(prefix)}${name}:${version}`
+
+/** A client for the configured Redis: one server at `REDIS_URL`, or the cluster at `REDIS_CLUSTER_NODES`. */
+const connect = (redisUrl: Option.Option<Redacted.Redacted>, config: ServerConfigShape["redisConnection"]) =>
+  Effect.gen(function*() {
+    const tls = yield* Option.match(config.tls, {
+      onNone: () => Effect.succeed(undefined),
+      onSome: ({ caFile }) =>
+        Option.match(caFile, {
+          onNone: () => Effect.succeed({}),
+          onSome: (file) =>
+            Effect.try({
+              try: () => ({ ca: readFileSync(file) }),
+              catch: (cause) => new Error(`REDIS_TLS_CA_FILE cannot be read: ${String(cause)}`)
+            })
+        })
+    }).pipe(Effect.orDie)
+    const options = {
+      // Fail commands at once while disconnected instead of queueing them: the outbox keeps the work.
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2_000,
+      ...Option.match(config.username, { onNone: () => ({}), onSome: (username) => ({ username }) }),
+      ...Option.match(config.password, { onNone: () => ({}), onSome: (password) => ({ password: Redacted.value(password) }) }),
+      ...(tls !== undefined ? { tls } : {})
+    }
+    return Option.match(redisUrl, {
+      onNone: () => new Cluster([...config.clusterNodes], { enableOfflineQueue: false, redisOptions: options }),
+      onSome: (url) => new Redis(Redacted.value(url), { ...options, enableOfflineQueue: false, lazyConnect: false })
+    })
+  })
+
 export class RunStreams extends Context.Service<RunStreams, {
   /** False when no Redis is configured: nothing is published and the outbox is not written. */
   readonly enabled: boolean
   readonly streamOf: (workflowName: string, workflowVersion: string) => string
   /** Appends one entry per message (creating streams and the group as needed); returns the entry ids in order. */
   readonly publish: (messages: ReadonlyArray<StreamMessage>) => Effect.Effect<ReadonlyArray<string>, RedisUnavailable>
-  /** For each entry, whether it is gone from its stream (Redis lost it, or it was deleted). */
+  /**
+   * For each entry, whether it is gone from where workers read: Redis lost it, it was deleted, or its stream is
+   * named as before streams carried a hash tag (no worker reads those any more, so the reaper republishes).
+   */
   readonly missing: (entries: ReadonlyArray<StreamEntry>) => Effect.Effect<ReadonlyArray<boolean>, RedisUnavailable>
   readonly ping: Effect.Effect<void, RedisUnavailable>
 }>()("@aiki/server/RunStreams") {
@@ -38,23 +83,15 @@ export class RunStreams extends Context.Service<RunStreams, {
     RunStreams,
     Effect.gen(function*() {
       const config = yield* ServerConfig
-      const streamOf = (name: string, version: string) => `${config.redisPrefix}:workflow:${name}:${version}`
+      const streamOf = (name: string, version: string) => streamKey(config.redisPrefix, name, version)
       const redisUrl = config.redisUrl
-      if (Option.isNone(redisUrl)) {
+      if (Option.isNone(redisUrl) && config.redisConnection.clusterNodes.length === 0) {
         const disabled = Effect.fail(new RedisUnavailable({ reason: "REDIS_URL is not configured" }))
         return RunStreams.of({ enabled: false, streamOf, publish: () => disabled, missing: () => disabled, ping: disabled })
       }
       const redis = yield* Effect.acquireRelease(
-        Effect.sync(() =>
-          new Redis(Redacted.value(redisUrl.value), {
-            // Fail commands at once while disconnected instead of queueing them: the outbox keeps the work.
-            enableOfflineQueue: false,
-            maxRetriesPerRequest: 1,
-            connectTimeout: 2_000,
-            lazyConnect: false
-          })
-        ),
-        (client) => Effect.promise(() => client.quit().catch(() => client.disconnect()))
+        connect(redisUrl, config.redisConnection),
+        (client) => Effect.promise(() => client.quit().then(() => undefined, () => client.disconnect()))
       )
       // ioredis reports connection errors as events; the commands that fail carry the error we act on.
       redis.on("error", () => {})
@@ -88,17 +125,21 @@ export class RunStreams extends Context.Service<RunStreams, {
             : Effect.fail(new RedisUnavailable({ reason: `XADD: ${error?.message ?? "no reply"}` })))
       })
 
+      // Entries in a stream named otherwise (before streams carried a hash tag) are where no worker reads any more:
+      // missing, so the reaper republishes their runs under the current name.
+      const current = streamsUnder(config.redisPrefix)
       const missing = Effect.fnUntraced(function*(entries: ReadonlyArray<StreamEntry>) {
-        if (entries.length === 0) return []
-        const results = yield* call("XRANGE", () => {
+        const checked = entries.filter((e) => e.stream.startsWith(current))
+        const results = checked.length === 0 ? [] : yield* call("XRANGE", () => {
           const pipeline = redis.pipeline()
-          for (const e of entries) pipeline.xrange(e.stream, e.messageId, e.messageId)
+          for (const e of checked) pipeline.xrange(e.stream, e.messageId, e.messageId)
           return pipeline.exec()
         })
-        return yield* Effect.forEach(results ?? [], ([error, found]) =>
+        const gone = yield* Effect.forEach(results ?? [], ([error, found]) =>
           error === null
             ? Effect.succeed(!Array.isArray(found) || found.length === 0)
             : Effect.fail(new RedisUnavailable({ reason: `XRANGE: ${error.message}` })))
+        return entries.map((e) => !e.stream.startsWith(current) || gone[checked.indexOf(e)] === true)
       })
 
       const ping = call("PING", () => redis.ping()).pipe(Effect.asVoid)

@@ -14,6 +14,7 @@ import { Leases } from "./Leases.ts"
 import { Outbox } from "./Outbox.ts"
 import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
+import * as Retention from "./Retention.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
@@ -37,8 +38,8 @@ const layerStores = (database: DatabaseLayer) =>
     Layer.provideMerge(layerInfrastructure(database))
   )
 
-/** Background work: publishing the outbox, recovering lost runs, keeping metrics current. */
-const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer)
+/** Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows. */
+const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer)
 
 /**
  * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so

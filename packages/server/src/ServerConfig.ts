@@ -13,6 +13,21 @@ export interface ApiKey {
   readonly name: string
 }
 
+/** How the server reaches Redis beyond `redisUrl`: credentials, TLS, or a Redis Cluster instead of one server. */
+export interface RedisConnection {
+  /** An ACL user (`REDIS_USERNAME`); a URL's `user:password@` works as well. */
+  readonly username: Option.Option<string>
+  /** `REDIS_PASSWORD`: the ACL user's password, or the `requirepass` of the default user. */
+  readonly password: Option.Option<Redacted.Redacted>
+  /**
+   * TLS, on for a `rediss://` URL, `REDIS_TLS=true` or a CA file; `caFile` (`REDIS_TLS_CA_FILE`, PEM) trusts the
+   * private CA that signed Redis's certificate, in addition to the system's.
+   */
+  readonly tls: Option.Option<{ readonly caFile: Option.Option<string> }>
+  /** Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES=host:port,…`); empty for the one server at `redisUrl`. */
+  readonly clusterNodes: ReadonlyArray<{ readonly host: string; readonly port: number }>
+}
+
 export interface ServerConfigShape {
   /** @default 9090 */
   readonly port: number
@@ -21,8 +36,13 @@ export interface ServerConfigShape {
   readonly databaseUrl: Redacted.Redacted
   /** @default 10 */
   readonly databasePoolSize: number
-  /** Redis Streams hand runs to workers; without it the outbox is not drained and workers must use HTTP. */
+  /**
+   * Redis Streams hand runs to workers (`redis://` or `rediss://`); without it (and without cluster nodes) the
+   * outbox is not drained and workers must use HTTP.
+   */
   readonly redisUrl: Option.Option<Redacted.Redacted>
+  /** Credentials, TLS and Cluster. @default none of them */
+  readonly redisConnection: RedisConnection
   /** Prefix of every Redis key, so several deployments (or test files) can share one Redis. @default "aiki" */
   readonly redisPrefix: string
   /** No keys means authentication is off (development only; a warning is logged at start). */
@@ -45,6 +65,11 @@ export interface ServerConfigShape {
   readonly reaperIntervalMs: number
   /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
   readonly republishAfterMs: number
+  /**
+   * Finished runs older than this many days are deleted with their tasks, attempts, transitions, events and outbox
+   * rows; 0 keeps them for ever. @default 30
+   */
+  readonly retentionDays: number
   /** A worker whose last heartbeat is older than this is reported `stale`. @default 90_000 */
   readonly workerStaleAfterMs: number
   /** How long to wait for in-flight requests and the outbox on shutdown. @default 10_000 */
@@ -80,6 +105,7 @@ export const defaults = {
   databaseUrl: Redacted.make("postgres://postgres@127.0.0.1:5432/aiki"),
   databasePoolSize: 10,
   redisUrl: Option.none(),
+  redisConnection: { username: Option.none(), password: Option.none(), tls: Option.none(), clusterNodes: [] },
   redisPrefix: "aiki",
   apiKeys: [],
   corsOrigins: [],
@@ -90,6 +116,7 @@ export const defaults = {
   commitConcurrency: 2,
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
+  retentionDays: 30,
   workerStaleAfterMs: 90_000,
   shutdownTimeoutMs: 10_000,
   logRequests: false,
@@ -157,13 +184,51 @@ const tls = Config.all({
   })
 )
 
+const clusterNode = /^(.+):(\d{1,5})$/
+
+/**
+ * `REDIS_URL` or `REDIS_CLUSTER_NODES` (not both), with `REDIS_USERNAME`, `REDIS_PASSWORD`, `REDIS_TLS` and
+ * `REDIS_TLS_CA_FILE`.
+ */
+const redis = Config.all({
+  url: Config.option(Config.Redacted("REDIS_URL")),
+  clusterNodes: list("REDIS_CLUSTER_NODES"),
+  username: Config.option(Config.String("REDIS_USERNAME")),
+  password: Config.option(Config.Redacted("REDIS_PASSWORD")),
+  tls: Config.Boolean("REDIS_TLS").pipe(Config.withDefault(false)),
+  caFile: Config.option(Config.String("REDIS_TLS_CA_FILE"))
+}).pipe(
+  Config.mapEffect(({ caFile, clusterNodes, password, tls, url, username }) =>
+    Effect.gen(function*() {
+      if (Option.isSome(url) && clusterNodes.length > 0) {
+        return yield* Effect.fail(invalid("set REDIS_URL or REDIS_CLUSTER_NODES, not both"))
+      }
+      const nodes = yield* Effect.forEach(clusterNodes, (node, index) => {
+        const match = clusterNode.exec(node)
+        return match === null
+          ? Effect.fail(invalid(`REDIS_CLUSTER_NODES entry ${index + 1} must be host:port, got ${node}`))
+          : Effect.succeed({ host: match[1]!, port: Number(match[2]) })
+      })
+      const secure = tls || Option.isSome(caFile) ||
+        Option.exists(url, (u) => Redacted.value(u).toLowerCase().startsWith("rediss://"))
+      const connection: RedisConnection = {
+        username,
+        password,
+        tls: secure ? Option.some({ caFile }) : Option.none(),
+        clusterNodes: nodes
+      }
+      return { url, connection }
+    })
+  )
+)
+
 /** The server's configuration, read from the environment. */
 export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   port: Config.Port("PORT").pipe(Config.withDefault(defaults.port)),
   host: Config.String("HOST").pipe(Config.withDefault(defaults.host)),
   databaseUrl: Config.Redacted("DATABASE_URL"),
   databasePoolSize: positiveInt("DATABASE_POOL_SIZE", defaults.databasePoolSize),
-  redisUrl: Config.option(Config.Redacted("REDIS_URL")),
+  redis,
   redisPrefix: Config.String("REDIS_PREFIX").pipe(Config.withDefault(defaults.redisPrefix)),
   apiKeys,
   corsOrigins: list("CORS_ORIGINS"),
@@ -177,6 +242,12 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   commitConcurrency: positiveInt("COMMIT_CONCURRENCY", defaults.commitConcurrency),
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
+  retentionDays: Config.Int("RETENTION_DAYS").pipe(
+    Config.mapEffect((n) =>
+      n >= 0 ? Effect.succeed(n) : Effect.fail(invalid(`RETENTION_DAYS must be 0 (keep) or a number of days, got ${n}`))
+    ),
+    Config.withDefault(defaults.retentionDays)
+  ),
   workerStaleAfterMs: positiveInt("WORKER_STALE_AFTER_MS", defaults.workerStaleAfterMs),
   shutdownTimeoutMs: positiveInt("SHUTDOWN_TIMEOUT_MS", defaults.shutdownTimeoutMs),
   logRequests: Config.Boolean("LOG_REQUESTS").pipe(Config.withDefault(defaults.logRequests)),
@@ -191,7 +262,9 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
     )
   ),
   sessionTtlMs: positiveInt("SESSION_TTL_MS", defaults.sessionTtlMs)
-})
+}).pipe(
+  Config.map(({ redis, ...rest }): ServerConfigShape => ({ ...rest, redisUrl: redis.url, redisConnection: redis.connection }))
+)
 
 export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {
   /** Defaults overridden by `partial` (tests). */

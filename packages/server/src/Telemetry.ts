@@ -3,10 +3,10 @@
  * method (`RunStore.start`, `RunTransitions.write`, …) is a span, exported over OTLP/HTTP. Requests that carry a
  * `traceparent` header (the SDK's client sends one when it is traced) join the caller's trace.
  */
+import { version } from "@aiki/contract/Version"
 import { Effect, Layer, Option } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { OtlpSerialization, OtlpTracer } from "effect/observability"
-import packageJson from "../package.json" with { type: "json" }
 import { ServerConfig } from "./ServerConfig.ts"
 
 export const layer = Layer.unwrap(Effect.gen(function*() {
@@ -16,7 +16,7 @@ export const layer = Layer.unwrap(Effect.gen(function*() {
     onSome: (endpoint) =>
       OtlpTracer.layer({
         url: `${endpoint.replace(/\/$/, "")}/v1/traces`,
-        resource: { serviceName: config.serviceName, serviceVersion: packageJson.version }
+        resource: { serviceName: config.serviceName, serviceVersion: version }
       }).pipe(Layer.provide(OtlpSerialization.layerJson), Layer.provide(FetchHttpClient.layer))
   })
 }))

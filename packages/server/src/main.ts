@@ -12,8 +12,10 @@ const announce = Layer.effectDiscard(Effect.gen(function*() {
   if (config.apiKeys.length === 0) {
     yield* Effect.logWarning("No API_KEY or API_KEYS configured: authentication is OFF. Do not expose this server.")
   }
-  if (Option.isNone(config.redisUrl)) {
-    yield* Effect.logWarning("No REDIS_URL configured: runs are not published to Redis Streams; workers must use HTTP.")
+  if (Option.isNone(config.redisUrl) && config.redisConnection.clusterNodes.length === 0) {
+    yield* Effect.logWarning(
+      "No REDIS_URL or REDIS_CLUSTER_NODES configured: runs are not published to Redis Streams; workers must use HTTP."
+    )
   }
 }))
 

@@ -92,8 +92,8 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       const server = yield* TestServer.TestServer
       assert.strictEqual(registered.maxPayloadBytes, server.config.maxPayloadBytes)
       assert.deepStrictEqual(registered.streams?.map((s) => s.stream), [
-        `${server.redisPrefix}:workflow:fencing:1.0.0`,
-        `${server.redisPrefix}:workflow:other:1.0.0`
+        `{${server.redisPrefix}}:workflow:fencing:1.0.0`,
+        `{${server.redisPrefix}}:workflow:other:1.0.0`
       ])
       const id = yield* startRun(api)
       yield* granted(api, id, workerA)

@@ -8,7 +8,7 @@ import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { Redis } from "ioredis"
-import { consumerGroup } from "../src/RunStreams.ts"
+import { consumerGroup, streamKey } from "../src/RunStreams.ts"
 import { eventually } from "@aiki/testing/eventually"
 import * as RedisProcess from "@aiki/testing/RedisProcess"
 import * as TestServer from "./support/TestServer.ts"
@@ -42,7 +42,7 @@ const entries = (stream: string) =>
     Effect.map((items) => items.map(([, fields]) => fields[fields.indexOf("runId") + 1]))
   )
 
-const streamOf = Effect.map(TestServer.TestServer, (s) => `${s.redisPrefix}:workflow:${name}:${version}`)
+const streamOf = Effect.map(TestServer.TestServer, (s) => streamKey(s.redisPrefix, name, version))
 
 layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
   it.effect("publishes a run started while Redis is down once Redis is back", () =>
@@ -98,6 +98,28 @@ layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
       const ids = yield* entries(stream)
       assert.strictEqual(ids.filter((i) => i === lost).length, 1)
       assert.strictEqual(ids.filter((i) => i === kept).length, 1)
+    }))
+
+  it.effect("republishes under the current name a pending run whose entry sits in a stream named without a hash tag", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const stream = yield* streamOf
+      const sql = yield* SqlClient.SqlClient
+      const { id } = yield* api.workflows.start({ params: { name, version }, payload: { payload: "upgraded" } })
+      yield* eventually(Effect.gen(function*() {
+        assert.include(yield* entries(stream), id)
+      }))
+      // As a server before hash tags published it: the entry exists, under the old name no worker reads any more.
+      const legacy = `${server.redisPrefix}:workflow:${name}:${version}`
+      const messageId = yield* inspect((r) => r.xadd(legacy, "*", "runId", id))
+      yield* inspect((r) => r.del(stream))
+      yield* sql`UPDATE outbox SET stream = ${legacy}, message_id = ${messageId} WHERE run_id = ${id}`
+      yield* eventually(Effect.gen(function*() {
+        assert.include(yield* entries(stream), id)
+      }))
+      const rows = yield* sql<{ stream: string }>`SELECT stream FROM outbox WHERE run_id = ${id} ORDER BY id`
+      assert.deepStrictEqual(rows.map((r) => r.stream), [legacy, stream])
     }))
 
   it.effect("requeues a run whose lease lapsed, so another worker can take it", () =>

@@ -1,16 +1,29 @@
 /**
  * A Redis server of the test's own, on a free port, that the test may stop and start again for real (the shared
- * Redis must stay up for the other test files). It keeps nothing on disk, so a restart comes back empty.
+ * Redis must stay up for the other test files). It keeps nothing on disk, so a restart comes back empty. It can
+ * serve TLS only and require an ACL user, as operators run Redis.
  */
 import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { Redis } from "ioredis"
 import { freePort } from "./freePort.ts"
+import type { SelfSignedCertificate } from "./SelfSignedCertificate.ts"
 
-const waitUntilUp = (port: number) =>
+/** How a test client reaches a Redis of its own. */
+export interface ClientOptions {
+  readonly host: string
+  readonly port: number
+  readonly tls?: { readonly ca: Buffer }
+  readonly username?: string
+  readonly password?: string
+}
+
+/** Waits until a client with `options` gets an answer to PING. */
+export const waitUntilUp = (options: ClientOptions) =>
   Effect.promise(async () => {
     for (let i = 0; i < 100; i++) {
-      const client = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+      const client = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
       client.on("error", () => {})
       try {
         await client.connect()
@@ -22,7 +35,7 @@ const waitUntilUp = (port: number) =>
         await new Promise((r) => setTimeout(r, 50))
       }
     }
-    throw new Error(`redis-server on port ${port} did not start`)
+    throw new Error(`redis-server on port ${options.port} did not start`)
   })
 
 export interface RedisProcess {
@@ -34,23 +47,50 @@ export interface RedisProcess {
   readonly start: Effect.Effect<void>
 }
 
+export interface RedisProcessOptions {
+  /** Serve TLS only (no plain port) with this certificate; clients must trust it. */
+  readonly tls?: SelfSignedCertificate
+  /** An ACL user (with every permission) that clients must log in as; the default user is disabled. */
+  readonly user?: { readonly name: string; readonly password: string }
+  /** More `redis-server` arguments. */
+  readonly args?: ReadonlyArray<string>
+}
+
 /** Starts a private redis-server for the current scope. */
-export const make = Effect.gen(function*() {
-  const port = yield* Effect.promise(freePort)
-  let child: ChildProcess | undefined
-  const start = Effect.suspend(() => {
-    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: "ignore"
+export const makeWith = (options: RedisProcessOptions) =>
+  Effect.gen(function*() {
+    const port = yield* Effect.promise(freePort)
+    const { tls, user } = options
+    const args = [
+      "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+      ...(tls === undefined
+        ? ["--port", String(port)]
+        : ["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.certFile, "--tls-key-file", tls.keyFile,
+          "--tls-ca-cert-file", tls.certFile, "--tls-auth-clients", "no"]),
+      ...(user === undefined ? [] : ["--user", "default", "off", "--user", user.name, "on", `>${user.password}`, "~*", "&*", "+@all"]),
+      ...(options.args ?? [])
+    ]
+    const client: ClientOptions = {
+      host: "127.0.0.1",
+      port,
+      ...(tls === undefined ? {} : { tls: { ca: readFileSync(tls.certFile) } }),
+      ...(user === undefined ? {} : { username: user.name, password: user.password })
+    }
+    let child: ChildProcess | undefined
+    const start = Effect.suspend(() => {
+      child = spawn("redis-server", args, { stdio: "ignore" })
+      return waitUntilUp(client)
     })
-    return waitUntilUp(port)
+    const stop = Effect.promise(() =>
+      new Promise<void>((resolve) => {
+        if (child === undefined || child.exitCode !== null) return resolve()
+        child.once("exit", () => resolve())
+        child.kill("SIGKILL")
+      })
+    )
+    yield* Effect.acquireRelease(start, () => stop)
+    return { url: `${tls === undefined ? "redis" : "rediss"}://127.0.0.1:${port}`, port, stop, start } satisfies RedisProcess
   })
-  const stop = Effect.promise(() =>
-    new Promise<void>((resolve) => {
-      if (child === undefined || child.exitCode !== null) return resolve()
-      child.once("exit", () => resolve())
-      child.kill("SIGKILL")
-    })
-  )
-  yield* Effect.acquireRelease(start, () => stop)
-  return { url: `redis://127.0.0.1:${port}`, port, stop, start } satisfies RedisProcess
-})
+
+/** Starts a private, plain redis-server for the current scope. */
+export const make = makeWith({})

@@ -80,6 +80,8 @@ const dev = Command.make("dev", {
       gracefulShutdownTimeoutMs: 2_000
     }) as Layer.Layer<never, never, AikiClient>
     const workerLayer = served.length === 0 ? Layer.empty : worker.pipe(Layer.provide(AikiClient.layer({ baseUrl })))
+    // The commands suggested below reach this server as they are typed only on the default port.
+    const url = flags.port === 9090 ? "" : ` --url ${baseUrl}`
     const banner = Layer.effectDiscard(Console.log([
       "",
       `${Output.bold("Aiki dev server")}  ${baseUrl}   (open it for the dashboard; API docs ${baseUrl}/docs)`,
@@ -87,8 +89,8 @@ const dev = Command.make("dev", {
       `${Output.bold("Worker")}           ${served.length === 0 ? "none (--workflows MODULE serves a module's workflows)" : served.map((w) => `${w.name}@${w.version}`).join(", ")}`,
       "",
       "Try, in another terminal:",
-      `  pnpm aiki workflows start order-processing 1.0.0 --wait --payload '{"orderId":"o-1","email":"you@example.com","items":[{"sku":"a","quantity":1,"price":9.5}]}'`,
-      `  pnpm aiki runs list --workflow order-processing`,
+      `  pnpm aiki${url} workflows start order-processing 1.0.0 --wait --payload '{"orderId":"o-1","email":"you@example.com","items":[{"sku":"a","quantity":1,"price":9.5}]}'`,
+      `  pnpm aiki${url} runs list --workflow order-processing`,
       "",
       "Ctrl-C stops everything.",
       ""

@@ -41,7 +41,9 @@ const start = Command.make("start", {
         }
       })
       started = run.id
-      if (!flags.wait) {
+      // With --wait the run is printed once it ends (--json) or drawn live with its id (a terminal); in a pipe or a
+      // log the id would otherwise only show at the end, if at all.
+      if (!flags.wait || (!json && process.stdout.isTTY !== true)) {
         yield* json ? Output.json(run) : Console.log(`Started run ${run.id} (${run.created ? "new" : "existing"}, ${run.state})`)
       }
     }))

@@ -5,7 +5,7 @@
  * entries left idle by a worker that died.
  */
 import { Effect, Schedule } from "effect"
-import { Redis } from "ioredis"
+import { Cluster, Redis, type RedisCommander } from "ioredis"
 import type { RedisOptions } from "../AikiClient.ts"
 
 export interface StreamEntry {
@@ -24,12 +24,21 @@ export interface RedisSubscriberOptions {
   readonly maxBatchSize: number
 }
 
+/** A connection to one server, or to a cluster. Streams share one hash tag (the server's prefix), so every command keeps to one slot. */
 const connect = (options: RedisOptions) =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const redis = options.url !== undefined
-        ? new Redis(options.url, { maxRetriesPerRequest: null })
-        : new Redis({ host: options.host ?? "localhost", port: options.port ?? 6379, maxRetriesPerRequest: null })
+      const common = {
+        maxRetriesPerRequest: null,
+        ...(options.username !== undefined ? { username: options.username } : {}),
+        ...(options.password !== undefined ? { password: options.password } : {}),
+        ...(options.tls === true ? { tls: {} } : typeof options.tls === "object" ? { tls: options.tls } : {})
+      }
+      const redis = options.cluster !== undefined
+        ? new Cluster([...options.cluster.nodes], { redisOptions: common })
+        : options.url !== undefined
+        ? new Redis(options.url, common)
+        : new Redis({ host: options.host ?? "localhost", port: options.port ?? 6379, ...common })
       redis.on("error", () => {})
       return redis
     }),
@@ -48,6 +57,8 @@ const toEntries = (stream: string, items: Array<[string, Array<string>]>): Array
 /** Opens the connections for the current scope and returns the subscriber's operations. */
 export const make = Effect.fnUntraced(function*(options: RedisSubscriberOptions) {
   const commands = yield* connect(options.redis)
+  // Typed by the interface both clients implement: the union of their XCLAIM overloads does not resolve.
+  const commander: RedisCommander = commands
   const reader = yield* connect(options.redis)
   let rotation = 0
 
@@ -110,7 +121,7 @@ export const make = Effect.fnUntraced(function*(options: RedisSubscriberOptions)
   /** Resets the idle time of entries still being worked on, so no other worker reclaims them. */
   const touch = (entries: ReadonlyArray<StreamEntry>) =>
     Effect.forEach(entries, (entry) =>
-      call(() => commands.xclaim(entry.stream, options.group, options.consumer, 0, entry.id, "JUSTID")).pipe(Effect.ignore), {
+      call(() => commander.xclaim(entry.stream, options.group, options.consumer, 0, entry.id, "JUSTID")).pipe(Effect.ignore), {
       discard: true
     })
 

@@ -18,13 +18,13 @@ export interface AikiServer {
   readonly redisPrefix: string
 }
 
-/** Starts the server for the current scope. */
-export const make = (env: Record<string, string> = {}) =>
+/** Starts the server for the current scope; `env` adds to (or, with `undefined`, removes) its environment. */
+export const make = (env: Record<string, string | undefined> = {}) =>
   Effect.gen(function*() {
     const database = yield* TestDatabase.make
     const port = yield* Effect.promise(freePort)
     const redisPrefix = `aiki-test-${randomBytes(4).toString("hex")}`
-    const running = yield* spawnNode(serverMain, {
+    const settings = {
       DATABASE_URL: database.url,
       REDIS_URL: redisUrl,
       REDIS_PREFIX: redisPrefix,
@@ -32,7 +32,11 @@ export const make = (env: Record<string, string> = {}) =>
       HOST: "127.0.0.1",
       REAPER_INTERVAL_MS: "500",
       ...env
-    })
+    }
+    const running = yield* spawnNode(
+      serverMain,
+      Object.fromEntries(Object.entries(settings).flatMap(([name, value]) => value === undefined ? [] : [[name, value]]))
+    )
     const baseUrl = `http://127.0.0.1:${port}`
     yield* waitForHealth(`${baseUrl}/health`, running)
     return { baseUrl, databaseUrl: database.url, redisPrefix } satisfies AikiServer

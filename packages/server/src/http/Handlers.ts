@@ -6,11 +6,11 @@ import { ClientAccess, Principal, rolesAllowed, sessionCookie } from "@aiki/cont
 import { AikiApi } from "@aiki/contract/Api"
 import { DependencyUnavailable, Forbidden, Unauthorized } from "@aiki/contract/Errors"
 import { Health, Session, WriteResults } from "@aiki/contract/Models"
+import { version } from "@aiki/contract/Version"
 import { DateTime, Effect, Layer, Option } from "effect"
 import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
-import packageJson from "../../package.json" with { type: "json" }
 import { ApiKeys } from "../ApiKeys.ts"
 import { Leases } from "../Leases.ts"
 import { RunQueries } from "../RunQueries.ts"
@@ -20,7 +20,7 @@ import { RunTransitions } from "../RunTransitions.ts"
 import { ServerConfig } from "../ServerConfig.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
-const ok = new Health({ status: "ok", version: packageJson.version })
+const ok = new Health({ status: "ok", version })
 
 export const HealthHandlers = HttpApiBuilder.group(AikiApi, "health", Effect.fn(function*(handlers) {
   const sql = yield* SqlClient.SqlClient
