@@ -3,7 +3,8 @@
  * - runs whose lease lapsed, or whose worker stopped renewing its liveness, go back to `pending` (unless this server
  *   is in its grace period after an outage, see `LeaseGrace`);
  * - parked runs that are due (a sleep or a retry delay passed) go back to `pending`;
- * - pending runs whose stream entry is gone (Redis restarted empty, an entry was lost) get a new one.
+ * - pending runs whose stream entry is gone (an entry was lost) get a new one after `REPUBLISH_AFTER_MS`;
+ * - and every second: when Redis lost all its data (restarted empty), every pending run gets a new entry at once.
  * The reaper only finds candidates; `RunTransitions` re-checks each one under its lock, so several replicas may
  * reap at once and a run that changed in between is left alone.
  */
@@ -44,44 +45,82 @@ export const wakeDueRuns = Effect.gen(function*() {
   return yield* transitions.wakeDue(due.map((d) => d.id))
 }).pipe(Effect.withSpan("Reaper.wakeDueRuns"))
 
+/** A pending run with its latest outbox row (none when it was never published). */
+interface Candidate {
+  readonly id: string
+  readonly workflow_name: string
+  readonly workflow_version: string
+  readonly outbox_id: string | null
+  readonly stream: string | null
+  readonly message_id: string | null
+}
+
+const candidateColumns = `r.id, r.workflow_name, r.workflow_version, o.id::text AS outbox_id, o.stream, o.message_id`
+const latestOutbox = `LEFT JOIN LATERAL (SELECT * FROM outbox WHERE outbox.run_id = r.id ORDER BY id DESC LIMIT 1) o ON true`
+
+/** Republishes those of `candidates` whose entry is gone (or was never written); marks the others checked. */
+const republishGone = (candidates: ReadonlyArray<Candidate>) =>
+  Effect.gen(function*() {
+    if (candidates.length === 0) return 0
+    const sql = yield* SqlClient.SqlClient
+    const outbox = yield* Outbox
+    const streams = yield* RunStreams
+    const published = candidates.filter((c) => c.message_id !== null && c.stream !== null)
+    const gone = yield* streams.missing(published.map((c) => ({ stream: c.stream!, messageId: c.message_id! })))
+    const lost = [...candidates.filter((c) => c.outbox_id === null), ...published.filter((_, i) => gone[i] === true)]
+    const present = published.filter((_, i) => gone[i] !== true).map((c) => c.outbox_id!)
+    if (present.length > 0) {
+      yield* sql`UPDATE outbox SET verified_at = now() WHERE id::text IN ${sql.in(present)}`.pipe(Effect.orDie)
+    }
+    yield* outbox.republish(lost.map((c) => ({ id: c.id, workflowName: c.workflow_name, workflowVersion: c.workflow_version })))
+    return lost.length
+  })
+
 /** Republishes pending runs whose stream entry is gone or was never written; returns how many. */
 export const republishLostRuns = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  const outbox = yield* Outbox
   const streams = yield* RunStreams
   const config = yield* ServerConfig
   if (!streams.enabled) return 0
   const olderThan = config.republishAfterMs / 1000
-  // The latest outbox row of each pending run that has waited long enough and was not checked recently.
-  const candidates = yield* sql<{
-    readonly id: string
-    readonly workflow_name: string
-    readonly workflow_version: string
-    readonly outbox_id: string | null
-    readonly stream: string | null
-    readonly message_id: string | null
-  }>`
-    SELECT r.id, r.workflow_name, r.workflow_version, o.id::text AS outbox_id, o.stream, o.message_id
-    FROM workflow_runs r
-    LEFT JOIN LATERAL (SELECT * FROM outbox WHERE outbox.run_id = r.id ORDER BY id DESC LIMIT 1) o ON true
+  // Pending runs that have waited long enough and were not checked recently, least recently checked first.
+  const candidates = yield* sql<Candidate>`
+    SELECT ${sql.literal(candidateColumns)} FROM workflow_runs r ${sql.literal(latestOutbox)}
     WHERE r.state = 'pending'
       AND r.updated_at < now() - make_interval(secs => ${olderThan})
       AND (o.id IS NULL OR (o.published_at IS NOT NULL
         AND COALESCE(o.verified_at, o.published_at) < now() - make_interval(secs => ${olderThan})))
     ORDER BY COALESCE(o.verified_at, o.published_at) NULLS FIRST
     LIMIT ${batchSize}`.pipe(Effect.orDie)
-  if (candidates.length === 0) return 0
-  const published = candidates.filter((c) => c.message_id !== null && c.stream !== null)
-  const gone = yield* streams.missing(published.map((c) => ({ stream: c.stream!, messageId: c.message_id! })))
-  const lost = [...candidates.filter((c) => c.outbox_id === null), ...published.filter((_, i) => gone[i] === true)]
-  const present = published.filter((_, i) => gone[i] !== true).map((c) => c.outbox_id!)
-  if (present.length > 0) {
-    yield* sql`UPDATE outbox SET verified_at = now() WHERE id::text IN ${sql.in(present)}`.pipe(Effect.orDie)
-  }
-  yield* outbox.republish(lost.map((c) => ({ id: c.id, workflowName: c.workflow_name, workflowVersion: c.workflow_version })))
-  if (lost.length > 0) yield* Effect.logInfo("Republished pending runs whose stream entry was lost", { count: lost.length })
-  return lost.length
+  const republished = yield* republishGone(candidates)
+  if (republished > 0) yield* Effect.logInfo("Republished pending runs whose stream entry was lost", { count: republished })
+  return republished
 }).pipe(Effect.withSpan("Reaper.republishLostRuns"))
+
+/**
+ * When Redis lost its data (restarted empty), checks the entry of every pending run at once — not after
+ * `REPUBLISH_AFTER_MS` — and republishes those that are gone; returns how many.
+ */
+export const republishAfterDataLoss = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const streams = yield* RunStreams
+  if (!streams.enabled || !(yield* streams.dataLost)) return 0
+  let republished = 0
+  let after = "00000000-0000-0000-0000-000000000000"
+  while (true) {
+    const page = yield* sql<Candidate>`
+      SELECT ${sql.literal(candidateColumns)} FROM workflow_runs r ${sql.literal(latestOutbox)}
+      WHERE r.state = 'pending' AND r.id > ${after}
+      ORDER BY r.id LIMIT ${batchSize}`.pipe(Effect.orDie)
+    republished += yield* republishGone(page)
+    if (page.length < batchSize) break
+    after = page[page.length - 1]!.id
+  }
+  if (republished > 0) {
+    yield* Effect.logWarning("Redis had lost its data: republished the pending runs whose entries were gone", { count: republished })
+  }
+  return republished
+}).pipe(Effect.withSpan("Reaper.republishAfterDataLoss"))
 
 /** Runs the checks every `REAPER_INTERVAL_MS` for as long as the layer is alive. */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
@@ -97,4 +136,12 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     Effect.annotateLogs({ service: "Reaper" })
   )
   yield* tick.pipe(Effect.repeat(Schedule.spaced(`${config.reaperIntervalMs} millis`)), Effect.forkScoped)
+  // Losing Redis's data is noticed within a second, not after `REPUBLISH_AFTER_MS`.
+  yield* republishAfterDataLoss.pipe(
+    Effect.catchTag("RedisUnavailable", () => Effect.succeed(0)),
+    Effect.catchCause((cause) => Effect.logError("Checking Redis for lost data failed", cause)),
+    Effect.repeat(Schedule.spaced("1 second")),
+    Effect.annotateLogs({ service: "Reaper" }),
+    Effect.forkScoped
+  )
 }))

@@ -78,6 +78,12 @@ export class RunStreams extends Context.Service<RunStreams, {
    */
   readonly missing: (entries: ReadonlyArray<StreamEntry>) => Effect.Effect<ReadonlyArray<boolean>, RedisUnavailable>
   readonly ping: Effect.Effect<void, RedisUnavailable>
+  /**
+   * True (once) when Redis lost its data since it was last asked: restarted empty, flushed, or failed over to a
+   * replica that had nothing. A marker key in the streams' hash slot goes with them; whoever finds it missing and
+   * sets it again (`SET NX`, so one replica) is told to republish every pending run at once.
+   */
+  readonly dataLost: Effect.Effect<boolean, RedisUnavailable>
 }>()("@aiki/server/RunStreams") {
   static readonly layer = Layer.effect(
     RunStreams,
@@ -87,7 +93,14 @@ export class RunStreams extends Context.Service<RunStreams, {
       const redisUrl = config.redisUrl
       if (Option.isNone(redisUrl) && config.redisConnection.clusterNodes.length === 0) {
         const disabled = Effect.fail(new RedisUnavailable({ reason: "REDIS_URL is not configured" }))
-        return RunStreams.of({ enabled: false, streamOf, publish: () => disabled, missing: () => disabled, ping: disabled })
+        return RunStreams.of({
+          enabled: false,
+          streamOf,
+          publish: () => disabled,
+          missing: () => disabled,
+          ping: disabled,
+          dataLost: Effect.succeed(false)
+        })
       }
       const redis = yield* Effect.acquireRelease(
         connect(redisUrl, config.redisConnection),
@@ -144,7 +157,13 @@ export class RunStreams extends Context.Service<RunStreams, {
 
       const ping = call("PING", () => redis.ping()).pipe(Effect.asVoid)
 
-      return RunStreams.of({ enabled: true, streamOf, publish, missing, ping })
+      // In the streams' hash slot (the same tag), so a Redis Cluster failover that loses them loses it too.
+      const marker = `{${config.redisPrefix}}:alive`
+      const dataLost = call("SET NX", () => redis.set(marker, new Date().toISOString(), "NX")).pipe(
+        Effect.map((reply) => reply === "OK")
+      )
+
+      return RunStreams.of({ enabled: true, streamOf, publish, missing, ping, dataLost })
     })
   )
 }

@@ -1,7 +1,7 @@
 /**
  * Postgres is the truth, Redis a transport. Against a Redis of this file's own that is killed and restarted empty:
- * a run started while Redis is down is published once it is back; a run whose stream entry was lost is republished
- * by the reaper; a run whose lease lapsed is requeued. Nothing here is mocked.
+ * a run started while Redis is down is published once it is back; runs whose stream entries Redis lost are
+ * republished at once (not after `REPUBLISH_AFTER_MS`); a run whose lease lapsed is requeued. Nothing is mocked.
  */
 import type { RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { assert, layer } from "@effect/vitest"
@@ -74,7 +74,7 @@ layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
       yield* api.health.redis()
     }))
 
-  it.effect("republishes a pending run whose stream entry was lost (Redis restarted empty)", () =>
+  it.effect("republishes a pending run whose stream entry was lost (Redis restarted empty), and only once", () =>
     Effect.gen(function*() {
       const server = yield* TestServer.TestServer
       const redis = yield* PrivateRedis
@@ -149,5 +149,37 @@ layer(TestLayer, { excludeTestServices: true })("recovery", (it) => {
       }))
       const next = yield* api.execution.claim({ params: { id: "live-worker" as WorkerId }, payload: { runIds: [id], replayVersion: 2 } })
       assert.strictEqual(next.leases[0]?.leaseEpoch, lease.leaseEpoch + 1)
+    }))
+})
+
+// Redis losing its data is noticed within a second: lost entries come back long before REPUBLISH_AFTER_MS.
+const NoWaiting = Layer.unwrap(Effect.gen(function*() {
+  const redis = yield* RedisProcess.make
+  return TestServer.layer({ redisUrl: redis.url, reaperIntervalMs: 200, republishAfterMs: 600_000 }).pipe(
+    Layer.provideMerge(Layer.succeed(PrivateRedis, redis))
+  )
+}))
+
+layer(NoWaiting, { excludeTestServices: true })("recovery without waiting", (it) => {
+  it.effect("republishes at once the pending runs whose entries Redis lost, and leaves the others alone", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const redis = yield* PrivateRedis
+      const api = yield* server.client()
+      const stream = yield* streamOf
+      const lost = yield* Effect.forEach([1, 2, 3], (n) =>
+        api.workflows.start({ params: { name, version }, payload: { payload: `lost ${n}` } }).pipe(Effect.map((r) => r.id)))
+      yield* eventually(Effect.gen(function*() {
+        assert.includeMembers(yield* entries(stream), lost)
+      }))
+      yield* redis.stop
+      yield* redis.start
+      const { id: fresh } = yield* api.workflows.start({ params: { name, version }, payload: { payload: "after" } })
+      yield* eventually(Effect.gen(function*() {
+        assert.includeMembers(yield* entries(stream), [...lost, fresh])
+      }), { timeoutMs: 5_000 })
+      yield* Effect.sleep("1500 millis")
+      const ids = yield* entries(stream)
+      for (const id of [...lost, fresh]) assert.strictEqual(ids.filter((i) => i === id).length, 1, id)
     }))
 })
