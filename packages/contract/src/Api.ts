@@ -63,7 +63,8 @@ const runFilters = {
 
 /** Liveness and dependency checks, unauthenticated so load balancers and orchestrators can call them. */
 export class HealthApi extends HttpApiGroup.make("health").add(
-  HttpApiEndpoint.get("server", "/health", { success: Health }),
+  /** 503 while the server starts and waits for its database. */
+  HttpApiEndpoint.get("server", "/health", { success: Health, error: DependencyUnavailable }),
   HttpApiEndpoint.get("database", "/health/database", { success: Health, error: DependencyUnavailable }),
   HttpApiEndpoint.get("redis", "/health/redis", { success: Health, error: DependencyUnavailable })
 ).annotateMerge(OpenApi.annotations({ title: "Health", description: "Liveness and dependency checks" })) {}

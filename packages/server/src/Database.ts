@@ -1,11 +1,12 @@
 /**
- * The database the server stands on, migrated before anything uses it, with the run change announcements read
- * from it: Postgres (a pool, `LISTEN` on a connection of its own) in production, or PGlite in-process for the
- * embedded dev mode. Every store asks for `SqlClient` and gets a database whose schema is current.
+ * The database the server stands on, with the run change announcements read from it: Postgres (a pool, `LISTEN` on
+ * a connection of its own) in production, or PGlite in-process for the embedded dev mode. It is migrated as soon
+ * as it answers (`DatabaseReady`); until then the server answers 503 and its background work waits.
  */
 import { NodeServices } from "@effect/platform-node"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Effect, Layer } from "effect"
+import { DatabaseReady } from "./DatabaseReady.ts"
 import * as EmbeddedPostgres from "./EmbeddedPostgres.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { ServerConfig } from "./ServerConfig.ts"
@@ -44,12 +45,13 @@ export const layerPool = Layer.unwrap(Effect.gen(function*() {
   })
 }))
 
-/** Postgres: the pool with migrations applied, and announcements over `LISTEN`. */
-export const layer = Layer.merge(Layer.effectDiscard(migrate), RunNotifications.layer).pipe(
+/** Postgres: the pool, migrated once it answers, and announcements over `LISTEN`. */
+export const layer = RunNotifications.layer.pipe(
+  Layer.provideMerge(DatabaseReady.layer(migrate)),
   Layer.provideMerge(layerPool),
   Layer.orDie
 )
 
 /** PGlite in-process (same migrations, same SQL): data under `dataDir`, or in memory. */
 export const layerEmbedded = (options: EmbeddedPostgres.EmbeddedPostgresOptions) =>
-  Layer.effectDiscard(migrate).pipe(Layer.provideMerge(EmbeddedPostgres.layer(options)), Layer.orDie)
+  DatabaseReady.layer(migrate).pipe(Layer.provideMerge(EmbeddedPostgres.layer(options)), Layer.orDie)

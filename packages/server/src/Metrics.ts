@@ -6,6 +6,7 @@
 import { Effect, Layer, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import type { TransitionRecord } from "./internal/Ledger.ts"
+import { DatabaseReady } from "./DatabaseReady.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 export const workflowsStarted = Metric.counter("aiki_workflows_started_total", { description: "Workflow runs started" })
@@ -87,9 +88,11 @@ const sampleWorkers = Effect.gen(function*() {
 
 /** Keeps the metrics current for as long as the layer is alive. */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
+  const ready = yield* DatabaseReady
   yield* sampleWorkers.pipe(
     Effect.catchCause((cause) => Effect.logWarning("Cannot sample worker metrics", cause)),
     Effect.repeat(Schedule.spaced("5 seconds")),
+    (sampling) => Effect.andThen(ready.await, sampling),
     Effect.forkScoped
   )
 }))

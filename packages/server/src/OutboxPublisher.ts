@@ -7,6 +7,7 @@
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { DatabaseReady } from "./DatabaseReady.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import { RunStreams } from "./RunStreams.ts"
 
@@ -47,6 +48,7 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
   if (!streams.enabled) return
   const outbox = yield* Outbox
   const sql = yield* SqlClient.SqlClient
+  const ready = yield* DatabaseReady
 
   const fastPath = Effect.gen(function*() {
     while (true) {
@@ -79,6 +81,7 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
       Effect.catchCause((cause) => Effect.logError("Outbox publisher failed; restarting", cause)),
       Effect.repeat(Schedule.spaced("1 second")),
       Effect.annotateLogs({ service: "OutboxPublisher" }),
+      (running) => Effect.andThen(ready.await, running),
       Effect.forkScoped
     )
   }

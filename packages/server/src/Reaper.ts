@@ -11,6 +11,7 @@
 import type { RunId } from "@aiki/contract/Ids"
 import { Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { DatabaseReady } from "./DatabaseReady.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunStreams } from "./RunStreams.ts"
@@ -135,13 +136,18 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     Effect.catchCause((cause) => Effect.logError("Reaper tick failed", cause)),
     Effect.annotateLogs({ service: "Reaper" })
   )
-  yield* tick.pipe(Effect.repeat(Schedule.spaced(`${config.reaperIntervalMs} millis`)), Effect.forkScoped)
+  const ready = yield* DatabaseReady
+  yield* ready.await.pipe(
+    Effect.andThen(tick.pipe(Effect.repeat(Schedule.spaced(`${config.reaperIntervalMs} millis`)))),
+    Effect.forkScoped
+  )
   // Losing Redis's data is noticed within a second, not after `REPUBLISH_AFTER_MS`.
   yield* republishAfterDataLoss.pipe(
     Effect.catchTag("RedisUnavailable", () => Effect.succeed(0)),
     Effect.catchCause((cause) => Effect.logError("Checking Redis for lost data failed", cause)),
     Effect.repeat(Schedule.spaced("1 second")),
     Effect.annotateLogs({ service: "Reaper" }),
+    (loop) => Effect.andThen(ready.await, loop),
     Effect.forkScoped
   )
 }))

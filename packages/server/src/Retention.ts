@@ -11,6 +11,7 @@
  */
 import { Clock, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { DatabaseReady } from "./DatabaseReady.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 /** Runs deleted per statement: each takes its tasks, attempts, transitions, events and outbox rows along. */
@@ -72,5 +73,6 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     Effect.catchCause((cause) => Effect.logError("Retention pass failed", cause)),
     Effect.annotateLogs({ service: "Retention" })
   )
-  yield* pass.pipe(Effect.repeat(Schedule.spaced(interval)), Effect.forkScoped)
+  const ready = yield* DatabaseReady
+  yield* ready.await.pipe(Effect.andThen(pass.pipe(Effect.repeat(Schedule.spaced(interval)))), Effect.forkScoped)
 }))

@@ -6,6 +6,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, PubSub, Queue, Schedule, Schema, type Scope } from "effect"
+import { DatabaseReady } from "./DatabaseReady.ts"
 
 /** The channel every transition is announced on. */
 export const channel = "aiki_runs"
@@ -27,6 +28,7 @@ export class RunNotifications extends Context.Service<RunNotifications, {
     RunNotifications,
     Effect.gen(function*() {
       const pg = yield* PgClient.PgClient
+      const ready = yield* DatabaseReady
       const pubsub = yield* Effect.acquireRelease(PubSub.sliding<RunChange>(16_384), PubSub.shutdown)
       const forward = Effect.scoped(Effect.gen(function*() {
         const notifications = yield* pg.listen(channel)
@@ -37,7 +39,8 @@ export class RunNotifications extends Context.Service<RunNotifications, {
         }
       }))
       // A lost listening connection is reopened; followers also re-read state, so a gap only delays them.
-      yield* forward.pipe(
+      yield* ready.await.pipe(
+        Effect.andThen(forward),
         Effect.catchCause((cause) => Effect.logWarning("Lost the run notification listener; reconnecting", cause)),
         Effect.repeat(Schedule.spaced("1 second")),
         Effect.forkScoped

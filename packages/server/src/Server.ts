@@ -7,6 +7,7 @@ import { Layer } from "effect"
 import type { SqlClient } from "effect/sql"
 import { ApiKeys } from "./ApiKeys.ts"
 import * as Database from "./Database.ts"
+import type { DatabaseReady } from "./DatabaseReady.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
@@ -25,7 +26,11 @@ import * as Telemetry from "./Telemetry.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
 
 /** A database for the server: SQL, the run change announcements, migrated (see `Database`). */
-export type DatabaseLayer = Layer.Layer<SqlClient.SqlClient | PgClient.PgClient | RunNotifications, never, ServerConfig>
+export type DatabaseLayer = Layer.Layer<
+  SqlClient.SqlClient | PgClient.PgClient | RunNotifications | DatabaseReady,
+  never,
+  ServerConfig
+>
 
 /** The database, Redis Streams, the outbox and the lease grace period after outages. */
 const layerInfrastructure = (database: DatabaseLayer) =>

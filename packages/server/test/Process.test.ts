@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
 import { createServer as createHttpServer, type Server } from "node:http"
 import { request } from "node:https"
-import type { AddressInfo } from "node:net"
+import { type AddressInfo, connect, createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
@@ -86,14 +86,16 @@ describe("aiki-server process", () => {
           req.on("error", reject)
           req.end()
         })
+      // Until its database is migrated the server answers 503: wait for the 200.
       const answer = yield* Effect.promise(async () => {
-        for (let i = 0; i < 100; i++) {
+        for (let i = 0; i < 200; i++) {
           try {
-            return await get()
+            const reply = await get()
+            if (reply.status === 200) return reply
           } catch {
             if (running.child.exitCode !== null) throw new Error(running.output())
-            await new Promise((r) => setTimeout(r, 100))
           }
+          await new Promise((r) => setTimeout(r, 100))
         }
         throw new Error(`no HTTPS answer:\n${running.output()}`)
       })
@@ -181,5 +183,68 @@ describe("aiki-server process", () => {
       const exported = received.join("\n")
       assert.include(exported, "RunStore.start")
       assert.include(exported, "aiki-test")
+    }).pipe(Effect.scoped))
+
+  it.live("waits for Postgres when it is down at start: 503 meanwhile, then migrates and serves", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      // Postgres "comes up" when this proxy to the real one starts listening; until then nothing answers there.
+      const proxyPort = yield* Effect.promise(freePort)
+      const url = new URL(database.url)
+      url.port = String(proxyPort)
+      const port = yield* Effect.promise(freePort)
+      const baseUrl = `http://127.0.0.1:${port}`
+      const running = yield* spawnNode(mainPath, {
+        DATABASE_URL: url.toString(),
+        PORT: String(port),
+        HOST: "127.0.0.1"
+      })
+      const answer = (path: string, init?: RequestInit) =>
+        Effect.promise(async () => {
+          for (let i = 0; i < 200; i++) {
+            if (running.child.exitCode !== null) throw new Error(`server exited:\n${running.output()}`)
+            try {
+              const response = await fetch(`${baseUrl}${path}`, init)
+              return { status: response.status, body: await response.json() as { _tag?: string } }
+            } catch {
+              await new Promise((r) => setTimeout(r, 100))
+            }
+          }
+          throw new Error(`no answer:\n${running.output()}`)
+        })
+      const health = yield* answer("/health")
+      assert.strictEqual(health.status, 503)
+      assert.strictEqual(health.body._tag, "DependencyUnavailable")
+      assert.strictEqual((yield* answer("/health/database")).status, 503)
+      const start = yield* answer("/workflows/w/versions/1.0.0/start", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ payload: 1 })
+      })
+      assert.strictEqual(start.status, 503)
+      yield* Effect.sleep("1 second")
+      assert.isNull(running.child.exitCode, "the server must not exit while Postgres is down")
+
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const proxy = createNetServer((client) => {
+            const upstream = connect(Number(new URL(database.url).port || 5432), "127.0.0.1")
+            client.pipe(upstream).pipe(client)
+            client.on("error", () => upstream.destroy())
+            upstream.on("error", () => client.destroy())
+          })
+          proxy.listen(proxyPort, "127.0.0.1")
+          return proxy
+        }),
+        (proxy) => Effect.sync(() => proxy.close())
+      )
+      yield* waitForHealth(`${baseUrl}/health`, running)
+      const started = yield* answer("/workflows/w/versions/1.0.0/start", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ payload: 1 })
+      })
+      assert.strictEqual(started.status, 200)
+      assert.include(running.output(), "Cannot reach or migrate the database yet")
     }).pipe(Effect.scoped))
 })

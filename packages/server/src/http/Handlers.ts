@@ -12,6 +12,7 @@ import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
 import { ApiKeys } from "../ApiKeys.ts"
+import { DatabaseReady } from "../DatabaseReady.ts"
 import { Leases } from "../Leases.ts"
 import { RunQueries } from "../RunQueries.ts"
 import { RunStore } from "../RunStore.ts"
@@ -22,17 +23,26 @@ import { WorkerRegistry } from "../WorkerRegistry.ts"
 
 const ok = new Health({ status: "ok", version })
 
+/** What the health endpoints answer while the database has not been reached and migrated since start. */
+export const starting = new DependencyUnavailable({
+  dependency: "database",
+  message: "The server is starting: it waits for Postgres to answer and be migrated"
+})
+
 export const HealthHandlers = HttpApiBuilder.group(AikiApi, "health", Effect.fn(function*(handlers) {
   const sql = yield* SqlClient.SqlClient
   const streams = yield* RunStreams
+  const ready = yield* DatabaseReady
+  const whenReady = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | DependencyUnavailable, R> =>
+    Effect.flatMap(ready.isReady, (isReady): Effect.Effect<A, E | DependencyUnavailable, R> => isReady ? effect : Effect.fail(starting))
   return handlers.handleAll({
-    server: () => Effect.succeed(ok),
+    server: () => whenReady(Effect.succeed(ok)),
     database: () =>
-      sql`SELECT 1`.pipe(
+      whenReady(sql`SELECT 1`).pipe(
         Effect.timeout("2 seconds"),
         Effect.as(ok),
-        Effect.mapError((e) =>
-          new DependencyUnavailable({ dependency: "database", message: `Postgres does not answer: ${e.message}` })
+        Effect.catchTag(["SqlError", "TimeoutError"], (e) =>
+          Effect.fail(new DependencyUnavailable({ dependency: "database", message: `Postgres does not answer: ${e.message}` }))
         )
       ),
     redis: () =>

@@ -6,12 +6,13 @@
 import { AikiApi } from "@aiki/contract/Api"
 import { NodeHttpServer } from "@effect/platform-node"
 import { ByteSize, Effect, Layer, Option } from "effect"
-import { HttpIncomingMessage, HttpRouter, HttpServerRequest } from "effect/http"
+import { HttpIncomingMessage, HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { PrometheusMetrics } from "effect/observability"
 import { readFileSync } from "node:fs"
 import { createServer } from "node:http"
 import { createServer as createTlsServer } from "node:https"
+import { DatabaseReady } from "../DatabaseReady.ts"
 import { ServerConfig } from "../ServerConfig.ts"
 import * as Access from "./Access.ts"
 import * as Dashboard from "./Dashboard.ts"
@@ -19,6 +20,9 @@ import * as Handlers from "./Handlers.ts"
 
 /** The largest batch of writes or claims a worker may send: room for two maximal values and the rest. */
 export const maxBatchBytes = (maxPayloadBytes: number) => 2 * maxPayloadBytes + 1024 * 1024
+
+/** Routes that read or write the database (health answers for itself; docs, metrics and the dashboard never need it). */
+const needsDatabase = (url: string) => /^\/(workflows|workflow-runs|workers)(\/|\?|$)/.test(url)
 
 const isWorkerBatch = (url: string) => /^\/workers\/[^/]+\/(writes|claim)(\?|$)/.test(url)
 
@@ -40,12 +44,25 @@ export const routes = Layer.unwrap(Effect.gen(function*() {
         )),
     { global: true }
   )
+  // Until the database is reached and migrated, what needs it answers 503 (the SDK retries that, like a restart).
+  const ready = yield* DatabaseReady
+  const databaseGate = HttpRouter.middleware(
+    (httpEffect) =>
+      Effect.gen(function*() {
+        if (yield* ready.isReady) return yield* httpEffect
+        const request = yield* HttpServerRequest.HttpServerRequest
+        if (!needsDatabase(request.url)) return yield* httpEffect
+        return yield* HttpServerResponse.json(Handlers.starting, { status: 503 }).pipe(Effect.orDie)
+      }),
+    { global: true }
+  )
   return Layer.mergeAll(
     api,
     HttpApiScalar.layer(AikiApi, { path: "/docs" }),
     Dashboard.layer,
     PrometheusMetrics.layerHttp({ path: "/metrics" }),
     bodyLimit,
+    databaseGate,
     config.corsOrigins.length > 0
       ? HttpRouter.cors({ allowedOrigins: config.corsOrigins, allowedHeaders: ["Content-Type", "X-API-Key"] })
       : Layer.empty

@@ -6,6 +6,7 @@ import * as Client from "@aiki/contract/Client"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { FetchHttpClient, HttpServer } from "effect/http"
 import { randomBytes } from "node:crypto"
+import { DatabaseReady } from "../../src/DatabaseReady.ts"
 import * as Server from "../../src/Server.ts"
 import { ServerConfig, type ServerConfigShape } from "../../src/ServerConfig.ts"
 import * as TestDatabase from "@aiki/testing/TestDatabase"
@@ -59,6 +60,8 @@ export const layer = (options: TestServerOptions = {}) =>
       Effect.gen(function*() {
         const http = yield* HttpServer.HttpServer
         const config = yield* ServerConfig
+        // Tests begin once the database is migrated (the server migrates it in the background).
+        yield* (yield* DatabaseReady).await
         const baseUrl = HttpServer.formatAddress(http.address)
         const fetchLayer = FetchHttpClient.layer
         return TestServer.of({

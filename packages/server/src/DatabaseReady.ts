@@ -1,0 +1,38 @@
+/**
+ * Whether the database has been reached and migrated since this server started. A server started while Postgres
+ * is down does not exit: it serves, answering 503 (its health included) until the database answers, migrates it
+ * as soon as it does, and only then starts its background work.
+ */
+import { Context, Effect, Latch, Layer, Schedule } from "effect"
+
+export class DatabaseReady extends Context.Service<DatabaseReady, {
+  readonly isReady: Effect.Effect<boolean>
+  /** Completes once the database is migrated (at once from then on). */
+  readonly await: Effect.Effect<void>
+}>()("@aiki/server/DatabaseReady") {
+  /** Runs `migrate` until it succeeds (Postgres may not be up yet), retrying with backoff and saying so. */
+  static readonly layer = <E, R>(migrate: Effect.Effect<ReadonlyArray<readonly [id: number, name: string]>, E, R>) =>
+    Layer.effect(
+      DatabaseReady,
+      Effect.gen(function*() {
+        const latch = yield* Latch.make(false)
+        yield* migrate.pipe(
+          Effect.tapError((error) =>
+            Effect.logWarning("Cannot reach or migrate the database yet; retrying", error instanceof Error ? error.message : String(error))
+          ),
+          Effect.retry(Schedule.min([Schedule.exponential("200 millis"), Schedule.spaced("5 seconds")])),
+          Effect.tap((applied) =>
+            applied.length === 0
+              ? Effect.logDebug("Database is up to date")
+              : Effect.logInfo(`Applied migrations ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`)
+          ),
+          Effect.andThen(latch.open),
+          Effect.forkScoped
+        )
+        return DatabaseReady.of({ isReady: Effect.sync(() => latch.isOpen()), await: latch.await })
+      })
+    )
+
+  /** Ready from the start (tests that provide their own database). */
+  static readonly layerReady = Layer.succeed(DatabaseReady, DatabaseReady.of({ isReady: Effect.succeed(true), await: Effect.void }))
+}
