@@ -35,7 +35,9 @@ import {
   SentEvent,
   Session,
   StartedRun,
+  StartedRuns,
   StartRun,
+  StartRuns,
   Task,
   Transition,
   WorkerHealth,
@@ -78,6 +80,11 @@ export class WorkflowsApi extends HttpApiGroup.make("workflows").add(
     payload: StartRun,
     success: StartedRun,
     error: IdempotencyConflict
+  }),
+  /** Starts several runs in one request (each answered on its own, in order); the SDK's client sends its starts so. */
+  HttpApiEndpoint.post("startMany", "/workflow-runs/start", {
+    payload: StartRuns,
+    success: StartedRuns
   }),
   HttpApiEndpoint.get("runs", "/workflows/:name/runs", {
     params: { name: WorkflowName },

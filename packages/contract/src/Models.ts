@@ -15,7 +15,7 @@ import {
   WorkflowName,
   WorkflowVersion
 } from "./Ids.ts"
-import { InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
+import { IdempotencyConflict, InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
 import { ParkedState, RunState } from "./RunState.ts"
 import { TaskState } from "./TaskState.ts"
 
@@ -162,6 +162,26 @@ export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
   state: RunState,
   /** False when an idempotency key matched an existing run, which is returned instead. */
   created: Schema.Boolean
+}) {}
+
+/**
+ * Several runs to start in one request: the SDK's client gathers the starts its callers make concurrently. Each is
+ * answered on its own, in order; the server commits them together.
+ */
+export const StartRuns = Schema.Struct({
+  runs: Schema.Array(Schema.Struct({
+    workflowName: WorkflowName,
+    workflowVersion: WorkflowVersion,
+    payload: Json,
+    idempotencyKey: Schema.optionalKey(IdempotencyKey),
+    /** The W3C `traceparent` the run's execution continues (the caller's span when it made this start). */
+    traceParent: Schema.optionalKey(Schema.String)
+  })).check(Schema.isMinLength(1), Schema.isMaxLength(1_000))
+})
+export type StartRuns = typeof StartRuns.Type
+
+export class StartedRuns extends Schema.Class<StartedRuns>("StartedRuns")({
+  results: Schema.Array(Schema.Union([StartedRun, IdempotencyConflict, PayloadTooLarge]))
 }) {}
 
 export const RegisterWorker = Schema.Struct({

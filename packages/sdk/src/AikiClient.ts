@@ -13,12 +13,14 @@
  */
 import * as Client from "@aiki/contract/Client"
 import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
-import type { RunUpdate, SentEvent, WorkflowRun } from "@aiki/contract/Models"
+import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
-import { Context, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Context, Deferred, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
+import * as Batcher from "./internal/Batcher.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
 
@@ -120,6 +122,9 @@ export const retryTransient = <A, E extends { readonly _tag: string }, R>(effect
     })
   )
 
+/** The largest request of starts the client sends (a larger start goes alone). */
+const maxStartBatchBytes = 1024 * 1024
+
 const make = (options: ClientOptions) =>
   Effect.gen(function*() {
     const api = yield* Client.make(options)
@@ -177,22 +182,37 @@ const make = (options: ClientOptions) =>
       }
     }
 
+    // Starts made concurrently travel in one request (one in flight, the next ones gathering behind it). Not
+    // retried: a start whose answer was lost may have created its run, and a retry would create another.
+    const starts = yield* Batcher.make({
+      maxItems: 500,
+      split: Batcher.bySize(maxStartBatchBytes),
+      send: (runs: ReadonlyArray<StartRuns["runs"][number]>) =>
+        api.workflows.startMany({ payload: { runs } }).pipe(Effect.map(({ results }) => results))
+    })
+
     const start = Effect.fnUntraced(function*(
       workflow: AnyWorkflow,
       payload: unknown,
       startOptions: { readonly idempotencyKey?: string } = {}
     ) {
       const encoded = yield* Json.encode(workflow.payloadSchema, payload, `the payload of ${workflow.name}`)
-      const started = yield* api.workflows.start({
-        params: { name: workflow.name, version: workflow.version },
-        payload: {
-          payload: encoded,
-          ...(startOptions.idempotencyKey !== undefined
-            ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
-            : {})
-        }
-      })
-      return handle(workflow, started.id)
+      // The caller's trace, for the run's execution to continue (each start of a shared request has its own).
+      const traceParent = yield* Effect.currentSpan.pipe(
+        Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"]),
+        Effect.orElseSucceed(() => undefined)
+      )
+      const answer = yield* Deferred.await(yield* starts.submit({
+        workflowName: workflow.name,
+        workflowVersion: workflow.version,
+        payload: encoded,
+        ...(startOptions.idempotencyKey !== undefined
+          ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
+          : {}),
+        ...(traceParent !== undefined ? { traceParent } : {})
+      }))
+      if (!(answer instanceof StartedRun)) return yield* answer
+      return handle(workflow, answer.id)
     })
 
     return AikiClient.of({

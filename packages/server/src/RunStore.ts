@@ -2,7 +2,7 @@
  * Workflow runs as applications see them: start one (idempotently), read it, list a workflow's runs, read its
  * tasks and audit trail, follow it live, cancel it, send it an event. Every change goes through `RunTransitions`.
  */
-import type { IdempotencyConflict, InvalidTransition } from "@aiki/contract/Errors"
+import type { IdempotencyConflict, InvalidTransition, PayloadTooLarge } from "@aiki/contract/Errors"
 import { RunNotFound } from "@aiki/contract/Errors"
 import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { type Json, RunPage, type RunUpdate, type SentEvent, type StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
@@ -28,6 +28,10 @@ export interface ListRunsInput {
 
 export class RunStore extends Context.Service<RunStore, {
   readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict>
+  /** Starts several runs, each answered on its own. */
+  readonly startMany: (
+    inputs: ReadonlyArray<StartRunInput>
+  ) => Effect.Effect<ReadonlyArray<StartedRun | IdempotencyConflict | PayloadTooLarge>>
   readonly get: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound>
   readonly list: (input: ListRunsInput) => Effect.Effect<RunPage>
   readonly tasks: (id: RunId) => Effect.Effect<ReadonlyArray<Task>, RunNotFound>
@@ -58,13 +62,19 @@ export class RunStore extends Context.Service<RunStore, {
         return toRun(row)
       })
 
+      /** The trace of this request, for runs whose caller sent none: their execution continues it. */
+      const requestTrace = Effect.currentSpan.pipe(
+        Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"]),
+        Effect.orElseSucceed(() => undefined)
+      )
+
       const start = Effect.fn("RunStore.start")(function*(input: StartRunInput) {
-        // The trace the run was started in (the caller's, else this request's), for the worker to continue.
-        const traceParent = input.traceParent ?? (yield* Effect.currentSpan.pipe(
-          Effect.map((span) => HttpTraceContext.toHeaders(span)["traceparent"]),
-          Effect.orElseSucceed(() => undefined)
-        ))
-        return yield* engine.start({ ...input, traceParent })
+        return yield* engine.start({ ...input, traceParent: input.traceParent ?? (yield* requestTrace) })
+      })
+
+      const startMany = Effect.fn("RunStore.startMany")(function*(inputs: ReadonlyArray<StartRunInput>) {
+        const traceParent = yield* requestTrace
+        return yield* engine.startMany(inputs.map((input) => ({ ...input, traceParent: input.traceParent ?? traceParent })))
       })
 
       const list = Effect.fn("RunStore.list")(function*(input: ListRunsInput) {
@@ -141,7 +151,7 @@ export class RunStore extends Context.Service<RunStore, {
         engine.sendEvent(id, name, payload)
       )
 
-      return RunStore.of({ start, get, list, tasks, transitions, cancel, sendEvent, follow })
+      return RunStore.of({ start, startMany, get, list, tasks, transitions, cancel, sendEvent, follow })
     })
   )
 }

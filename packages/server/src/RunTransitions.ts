@@ -16,7 +16,7 @@
  * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, and handing
  * the new outbox rows to the publisher so a runnable run reaches Redis at once. It is the one post-commit hook.
  */
-import { IdempotencyConflict, type InvalidTransition, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
+import { IdempotencyConflict, type InvalidTransition, PayloadTooLarge, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
 import type { EventName, IdempotencyKey, LeaseEpoch, RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import {
   Claims,
@@ -92,6 +92,10 @@ const maxUnitsPerGroup = 256
 export class RunTransitions extends Context.Service<RunTransitions, {
   /** Creates a run, pending; with an idempotency key, the same key and payload return the existing run. */
   readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict>
+  /** Creates several runs together, each answered on its own (a payload too large to store is refused). */
+  readonly startMany: (
+    inputs: ReadonlyArray<StartRunInput>
+  ) => Effect.Effect<ReadonlyArray<StartedRun | IdempotencyConflict | PayloadTooLarge>>
   /** Grants the runs that can be granted to `workerId`, each with its journal; says why it refused the others. */
   readonly claim: (
     workerId: WorkerId,
@@ -314,6 +318,22 @@ const make = Effect.gen(function*() {
     return outcome instanceof IdempotencyConflict ? yield* outcome : outcome
   })
 
+  const startMany = Effect.fn("RunTransitions.startMany")(function*(inputs: ReadonlyArray<StartRunInput>) {
+    const now = yield* Clock.currentTimeMillis
+    const starts = inputs.map((input): Start | PayloadTooLarge => {
+      const bytes = Buffer.byteLength(JSON.stringify(input.payload))
+      return bytes > config.maxPayloadBytes
+        ? new PayloadTooLarge({
+          maxBytes: config.maxPayloadBytes,
+          message: `The payload of a run of ${input.workflowName} is ${bytes} bytes, more than the ${config.maxPayloadBytes} bytes the server stores (MAX_PAYLOAD_BYTES)`
+        })
+        : { id: uuidv7({ msecs: now }) as RunId, input, outcome: undefined }
+    })
+    const accepted = starts.filter((s): s is Start => !(s instanceof PayloadTooLarge))
+    if (accepted.length > 0) yield* submit({ starts: accepted })
+    return starts.map((s) => s instanceof PayloadTooLarge ? s : s.outcome!)
+  })
+
   const claim = Effect.fn("RunTransitions.claim")(function*(
     workerId: WorkerId,
     runIds: ReadonlyArray<RunId>,
@@ -377,6 +397,7 @@ const make = Effect.gen(function*() {
 
   return RunTransitions.of({
     start,
+    startMany,
     claim,
     write: writeAll,
     heartbeat,

@@ -3,6 +3,7 @@
  * filters and cursor pagination, and the typed 4xx answers to bad input.
  */
 import type { IdempotencyKey, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { StartedRun } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
@@ -51,6 +52,41 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`workflows 
       }
       const otherVersion = yield* api.workflows.start({ ...request, params: { name, version: v2 } }).pipe(Effect.flip)
       assert.strictEqual(otherVersion._tag, "IdempotencyConflict")
+    }))
+
+  it.effect("starts several runs in one request, each answered on its own and in order", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const taken = yield* api.workflows.start({ params: { name, version: v1 }, payload: { payload: 1, idempotencyKey: key("taken") } })
+      const { results } = yield* api.workflows.startMany({
+        payload: {
+          runs: [
+            { workflowName: name, workflowVersion: v1, payload: "first" },
+            { workflowName: name, workflowVersion: v1, payload: 2, idempotencyKey: key("taken") },
+            { workflowName: name, workflowVersion: v1, payload: "x".repeat(server.config.maxPayloadBytes + 1) },
+            { workflowName: name, workflowVersion: v2, payload: 1, idempotencyKey: key("taken") },
+            { workflowName: name, workflowVersion: v1, payload: 1, idempotencyKey: key("taken") },
+            { workflowName: name, workflowVersion: v1, payload: "twice", idempotencyKey: key("batch") },
+            { workflowName: name, workflowVersion: v1, payload: "twice", idempotencyKey: key("batch") }
+          ]
+        }
+      })
+      assert.deepStrictEqual(results.map((r) => r instanceof StartedRun ? "StartedRun" : r._tag), [
+        "StartedRun",
+        "IdempotencyConflict",
+        "PayloadTooLarge",
+        "IdempotencyConflict",
+        "StartedRun",
+        "StartedRun",
+        "StartedRun"
+      ])
+      const [first, , , , same, batchA, batchB] = results.map((r) => r instanceof StartedRun ? r : undefined)
+      assert.isTrue(first!.created)
+      assert.deepStrictEqual([same!.id, same!.created], [taken.id, false])
+      // Two starts with one key in the same request: one run, created once.
+      assert.strictEqual(batchA!.id, batchB!.id)
+      assert.deepStrictEqual([batchA!.created, batchB!.created].sort(), [false, true])
     }))
 
   it.effect("creates exactly one run for 20 concurrent starts with one key", () =>

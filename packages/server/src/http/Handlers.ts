@@ -5,7 +5,7 @@
 import { ClientAccess, Principal, rolesAllowed, sessionCookie } from "@aiki/contract/Access"
 import { AikiApi } from "@aiki/contract/Api"
 import { DependencyUnavailable, Forbidden, Unauthorized } from "@aiki/contract/Errors"
-import { Health, Session, WriteResults } from "@aiki/contract/Models"
+import { Health, Session, StartedRuns, WriteResults } from "@aiki/contract/Models"
 import { version } from "@aiki/contract/Version"
 import { DateTime, Effect, Layer, Option } from "effect"
 import type { HttpServerRequest } from "effect/http"
@@ -74,6 +74,7 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         idempotencyKey: payload.idempotencyKey,
         traceParent: request.headers["traceparent"]
       }),
+    startMany: ({ payload }) => Effect.map(runs.startMany(payload.runs), (results) => new StartedRuns({ results })),
     runs: ({ params, query }) =>
       queries.list({
         workflowName: params.name,

@@ -18,13 +18,13 @@ import * as Access from "./Access.ts"
 import * as Dashboard from "./Dashboard.ts"
 import * as Handlers from "./Handlers.ts"
 
-/** The largest batch of writes or claims a worker may send: room for two maximal values and the rest. */
+/** The largest batch (a worker's writes or claims, a client's starts): room for two maximal values and the rest. */
 export const maxBatchBytes = (maxPayloadBytes: number) => 2 * maxPayloadBytes + 1024 * 1024
 
 /** Routes that read or write the database (health answers for itself; docs, metrics and the dashboard never need it). */
 const needsDatabase = (url: string) => /^\/(workflows|workflow-runs|workers)(\/|\?|$)/.test(url)
 
-const isWorkerBatch = (url: string) => /^\/workers\/[^/]+\/(writes|claim)(\?|$)/.test(url)
+const isBatch = (url: string) => /^\/(workers\/[^/]+\/(writes|claim)|workflow-runs\/start)(\?|$)/.test(url)
 
 /** Every route, needing the stores and the server's configuration. */
 export const routes = Layer.unwrap(Effect.gen(function*() {
@@ -40,7 +40,7 @@ export const routes = Layer.unwrap(Effect.gen(function*() {
         Effect.provideService(
           httpEffect,
           HttpIncomingMessage.MaxBodySize,
-          ByteSize.bytes(isWorkerBatch(request.url) ? maxBatchBytes(config.maxPayloadBytes) : config.maxPayloadBytes)
+          ByteSize.bytes(isBatch(request.url) ? maxBatchBytes(config.maxPayloadBytes) : config.maxPayloadBytes)
         )),
     { global: true }
   )

@@ -1,0 +1,77 @@
+/**
+ * Requests that travel together: callers submit items one by one; while one request is in flight the next items
+ * gather, and go as one request when it returns; when nothing is in flight an item goes at once, so a lone item
+ * waits for nothing. Each item gets its own answer. One request in flight keeps items in the order they were
+ * submitted (the server applies a request's items in order) and lets requests grow with the load.
+ */
+import { Cause, Deferred, Effect, Queue } from "effect"
+
+export interface Batcher<I, O> {
+  /** Queues `item`; its answer comes once the request carrying it is answered (or failed as a whole). */
+  readonly submit: (item: I) => Effect.Effect<Deferred.Deferred<O>>
+}
+
+interface Pending<I, O> {
+  readonly item: I
+  readonly answer: Deferred.Deferred<O>
+}
+
+/** Starts a batcher for the current scope; `send` answers a request's items in order. */
+export const make = Effect.fnUntraced(function*<I, O, E>(options: {
+  readonly send: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<O>, E>
+  /** Items in one request at most. */
+  readonly maxItems: number
+  /** Splits what was gathered into requests (e.g. by size); one request by default. */
+  readonly split?: (items: ReadonlyArray<I>) => ReadonlyArray<ReadonlyArray<I>>
+}) {
+  const queue = yield* Effect.acquireRelease(Queue.unbounded<Pending<I, O>>(), Queue.shutdown)
+  const send = (batch: ReadonlyArray<Pending<I, O>>) =>
+    options.send(batch.map((p) => p.item)).pipe(
+      Effect.matchCauseEffect({
+        onSuccess: (answers) => Effect.forEach(batch, (p, i) => Deferred.succeed(p.answer, answers[i]!), { discard: true }),
+        // The request failed as a whole (not retried by `send`): every item in it fails with it, as a defect.
+        onFailure: (cause) => Effect.forEach(batch, (p) => Deferred.die(p.answer, Cause.squash(cause)), { discard: true })
+      })
+    )
+  yield* Effect.gen(function*() {
+    while (true) {
+      const pending = yield* Queue.takeBetween(queue, 1, options.maxItems)
+      if (options.split === undefined) {
+        yield* send(pending)
+        continue
+      }
+      const byItem = new Map(pending.map((p) => [p.item, p]))
+      for (const request of options.split(pending.map((p) => p.item))) yield* send(request.map((item) => byItem.get(item)!))
+    }
+  }).pipe(Effect.forkScoped)
+  return {
+    submit: (item: I) =>
+      Effect.gen(function*() {
+        const answer = yield* Deferred.make<O>()
+        yield* Queue.offer(queue, { item, answer })
+        return answer
+      })
+  } satisfies Batcher<I, O>
+})
+
+/**
+ * Cuts items into requests of at most `maxBytes` of JSON each, in order; an item larger than that goes alone (the
+ * server refuses it, and says why).
+ */
+export const bySize = (maxBytes: number) => <A>(items: ReadonlyArray<A>): ReadonlyArray<ReadonlyArray<A>> => {
+  const out: Array<Array<A>> = []
+  let current: Array<A> = []
+  let bytes = 0
+  for (const item of items) {
+    const size = JSON.stringify(item).length
+    if (current.length > 0 && bytes + size > maxBytes) {
+      out.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(item)
+    bytes += size
+  }
+  if (current.length > 0) out.push(current)
+  return out
+}
