@@ -4,17 +4,24 @@
  * waits for nothing. Each item gets its own answer. One request in flight keeps items in the order they were
  * submitted (the server applies a request's items in order) and lets requests grow with the load.
  */
-import { Cause, Deferred, Effect, Queue } from "effect"
+import { Cause, Deferred, Effect, Exit, Queue } from "effect"
 
 export interface Batcher<I, O> {
-  /** Queues `item`; its answer comes once the request carrying it is answered (or failed as a whole). */
-  readonly submit: (item: I) => Effect.Effect<Deferred.Deferred<O>>
+  /**
+   * Queues `item`; its answer comes once the request carrying it is answered (or failed as a whole). `observe`,
+   * when given, is told the answer as soon as it is known, without a fiber waiting for it.
+   */
+  readonly submit: (item: I, observe?: (answer: Exit.Exit<O>) => void) => Effect.Effect<Deferred.Deferred<O>>
 }
 
 interface Pending<I, O> {
   readonly item: I
   readonly answer: Deferred.Deferred<O>
+  readonly observe: ((answer: Exit.Exit<O>) => void) | undefined
 }
+
+const settle = <I, O>(pending: Pending<I, O>, exit: Exit.Exit<O>) =>
+  Effect.andThen(Deferred.done(pending.answer, exit), Effect.sync(() => pending.observe?.(exit)))
 
 /** Starts a batcher for the current scope; `send` answers a request's items in order. */
 export const make = Effect.fnUntraced(function*<I, O, E>(options: {
@@ -28,9 +35,9 @@ export const make = Effect.fnUntraced(function*<I, O, E>(options: {
   const send = (batch: ReadonlyArray<Pending<I, O>>) =>
     options.send(batch.map((p) => p.item)).pipe(
       Effect.matchCauseEffect({
-        onSuccess: (answers) => Effect.forEach(batch, (p, i) => Deferred.succeed(p.answer, answers[i]!), { discard: true }),
+        onSuccess: (answers) => Effect.forEach(batch, (p, i) => settle(p, Exit.succeed(answers[i]!)), { discard: true }),
         // The request failed as a whole (not retried by `send`): every item in it fails with it, as a defect.
-        onFailure: (cause) => Effect.forEach(batch, (p) => Deferred.die(p.answer, Cause.squash(cause)), { discard: true })
+        onFailure: (cause) => Effect.forEach(batch, (p) => settle(p, Exit.die(Cause.squash(cause))), { discard: true })
       })
     )
   yield* Effect.gen(function*() {
@@ -45,10 +52,10 @@ export const make = Effect.fnUntraced(function*<I, O, E>(options: {
     }
   }).pipe(Effect.forkScoped)
   return {
-    submit: (item: I) =>
+    submit: (item: I, observe?: (answer: Exit.Exit<O>) => void) =>
       Effect.gen(function*() {
         const answer = yield* Deferred.make<O>()
-        yield* Queue.offer(queue, { item, answer })
+        yield* Queue.offer(queue, { item, answer, observe })
         return answer
       })
   } satisfies Batcher<I, O>

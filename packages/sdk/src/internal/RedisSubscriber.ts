@@ -7,6 +7,7 @@
 import { Effect, Schedule } from "effect"
 import { Cluster, Redis, type RedisCommander } from "ioredis"
 import type { RedisOptions } from "../AikiClient.ts"
+import * as Batcher from "./Batcher.ts"
 
 export interface StreamEntry {
   readonly stream: string
@@ -111,12 +112,22 @@ export const make = Effect.fnUntraced(function*(options: RedisSubscriberOptions)
       return claimed
     })
 
-  /** Done with an entry: acknowledged and deleted, so the reaper can tell a lost entry from a pending one. */
-  const done = (entry: StreamEntry) =>
-    call(() => commands.multi().xack(entry.stream, options.group, entry.id).xdel(entry.stream, entry.id).exec()).pipe(
-      Effect.retry(Schedule.recurs(3)),
-      Effect.ignore
-    )
+  // Entries finished while one acknowledgement is on its way go together in one pipeline.
+  const acknowledgements = yield* Batcher.make({
+    maxItems: 1_000,
+    send: (entries: ReadonlyArray<StreamEntry>) =>
+      call(() => {
+        const pipeline = commands.pipeline()
+        for (const entry of entries) pipeline.xack(entry.stream, options.group, entry.id).xdel(entry.stream, entry.id)
+        return pipeline.exec()
+      }).pipe(Effect.retry(Schedule.recurs(3)), Effect.ignore, Effect.as(entries.map(() => undefined)))
+  })
+
+  /**
+   * Done with an entry: acknowledged and deleted (so the reaper can tell a lost entry from a pending one). Not
+   * waited for: a lost acknowledgement only lets the entry be delivered again, and that claim is refused.
+   */
+  const done = (entry: StreamEntry) => Effect.asVoid(acknowledgements.submit(entry))
 
   /** Resets the idle time of entries still being worked on, so no other worker reclaims them. */
   const touch = (entries: ReadonlyArray<StreamEntry>) =>

@@ -12,10 +12,25 @@
  */
 import { Effect, type Fiber, Scheduler } from "effect"
 
+/** Fibers waiting for the next macrotask turn; one `setImmediate` serves every run of the worker. */
+let waiting: Array<() => void> = []
+const turn = () => {
+  const resumed = waiting
+  waiting = []
+  for (const resume of resumed) resume()
+}
+
 /** Waits for the next macrotask turn (every microtask queued before it has run by then). */
 const nextTurn: Effect.Effect<void> = Effect.callback<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
+  let resumed = false
+  const wake = () => {
+    if (!resumed) resume(Effect.void)
+  }
+  if (waiting.length === 0) setImmediate(turn)
+  waiting.push(wake)
+  return Effect.sync(() => {
+    resumed = true
+  })
 })
 
 export class RunScheduler implements Scheduler.Scheduler {
