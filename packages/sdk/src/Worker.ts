@@ -79,6 +79,8 @@ interface Actor {
   readonly entry: RedisSubscriber.StreamEntry | undefined
   stopReason: StopReason | undefined
   readonly fiber: Deferred.Deferred<Fiber.Fiber<void>>
+  /** By this worker's clock, until when its lease surely holds (the request granting or extending it + leaseMs). */
+  leaseHoldsUntil: number
 }
 
 /**
@@ -159,19 +161,36 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
     })
 
   /** The actor of one granted run: execute it, then let go of its slot and its stream entry. */
-  const spawn = (lease: Lease, entry: RedisSubscriber.StreamEntry | undefined) =>
+  /** Completed by each heartbeat: a run whose lease is not known to hold waits for it before any side effect. */
+  let heartbeatDone = yield* Deferred.make<void>()
+  const leaseHolds = (actor: Actor): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      while ((yield* Clock.currentTimeMillis) >= actor.leaseHoldsUntil) yield* Deferred.await(heartbeatDone)
+    })
+
+  const spawn = (lease: Lease, entry: RedisSubscriber.StreamEntry | undefined, requestedAt: number) =>
     Effect.gen(function*() {
       const runId = lease.run.id
       const workflow = registry.get(Workflow.key({ name: lease.run.workflowName, version: lease.run.workflowVersion }))
       if (workflow === undefined || actors.has(runId)) return
       yield* Semaphore.take(capacity, 1)
-      const actor: Actor = { lease, entry, stopReason: undefined, fiber: yield* Deferred.make<Fiber.Fiber<void>>() }
+      const actor: Actor = {
+        lease,
+        entry,
+        stopReason: undefined,
+        fiber: yield* Deferred.make<Fiber.Fiber<void>>(),
+        leaseHoldsUntil: requestedAt + leaseMs
+      }
       actors.set(runId, actor)
       // The run's execution continues the trace of the request that started it, whichever worker runs it.
       const startedIn = lease.run.traceParent === undefined
         ? Option.none()
         : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
-      const fiber = yield* execute(workflow, lease, writes, { suspendAfterMs, maxPayloadBytes: registration.maxPayloadBytes }).pipe(
+      const fiber = yield* execute(workflow, lease, writes, {
+        suspendAfterMs,
+        maxPayloadBytes: registration.maxPayloadBytes,
+        leaseHolds: leaseHolds(actor)
+      }).pipe(
         Effect.flatMap((end) => Effect.logDebug(`Run ${end}`)),
         Effect.withSpan("Worker.executeRun", {
           attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
@@ -205,12 +224,13 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
       const fresh = entries.filter((entry) => !actors.has(entry.runId as RunId))
       yield* Effect.forEach(entries.filter((entry) => !fresh.includes(entry)), done, { discard: true })
       if (fresh.length === 0) return
+      const requestedAt = yield* Clock.currentTimeMillis
       const claims = yield* link.retrying(api.execution.claim({
         params: { id: workerId },
         payload: { runIds: fresh.map((e) => e.runId as RunId), leaseMs, replayVersion }
       })).pipe(Effect.orDie)
       const byRun = new Map(fresh.map((entry) => [entry.runId, entry]))
-      yield* Effect.forEach(claims.leases, (lease) => spawn(lease, byRun.get(lease.run.id)), { discard: true })
+      yield* Effect.forEach(claims.leases, (lease) => spawn(lease, byRun.get(lease.run.id), requestedAt), { discard: true })
       yield* Effect.forEach(claims.refused, (refused) => done(byRun.get(refused.runId)!), { discard: true })
     })
 
@@ -253,11 +273,12 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
     yield* supervise("HTTP subscriber", Effect.gen(function*() {
       while (true) {
         yield* waitForSlot
+        const requestedAt = yield* Clock.currentTimeMillis
         const leases = yield* link.retrying(api.execution.poll({
           params: { id: workerId },
           payload: { workflows: wanted, max: Math.min(yield* free, 100), waitMs, leaseMs, replayVersion }
         })).pipe(Effect.orDie)
-        yield* Effect.forEach(leases, (lease) => spawn(lease, undefined), { discard: true })
+        yield* Effect.forEach(leases, (lease) => spawn(lease, undefined, requestedAt), { discard: true })
       }
     }), receiving)
   }
@@ -271,10 +292,18 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
     const reply = yield* link.retrying(api.execution.heartbeat({ params: { id: workerId }, payload: { runs, leaseMs, livenessMs } }))
     if (extending) {
       extendedAt = now
+      for (const runId of reply.extended) {
+        const actor = actors.get(runId)
+        if (actor !== undefined) actor.leaseHoldsUntil = now + leaseMs
+      }
       yield* touchEntries
     }
     yield* Effect.forEach(reply.cancelled, (runId) => stop(runId, "cancelled"), { discard: true })
     yield* Effect.forEach(reply.lost, (runId) => stop(runId, "lost"), { discard: true })
+    // Runs waiting to learn whether their lease holds look again (those lost were stopped just above).
+    const done = heartbeatDone
+    heartbeatDone = yield* Deferred.make<void>()
+    yield* Deferred.succeed(done, undefined)
   }), supervising, Duration.millis(Math.min(heartbeatIntervalMs, livenessMs / 4)))
 
   // Cancellations pushed by the server reach the run at once, not at the next heartbeat.

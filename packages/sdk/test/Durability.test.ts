@@ -108,6 +108,26 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })(`durability ($
       assert.deepStrictEqual(effects.filter(([what]) => what === "step-three"), [["step-three", "rescuer"]])
     }).pipe(Effect.scoped))
 
+  it.effect("a worker frozen past its lease in a retry delay never runs the next attempt once it wakes", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const frozen = yield* worker("sleepy-retrier")
+      const run = yield* aiki.start(Fixtures.retryAfterDelay.effect, null)
+      yield* eventually(Effect.gen(function*() {
+        const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+        assert.strictEqual(task?.state, "retrying")
+      }))
+      yield* WorkerProcess.signal(frozen, "SIGSTOP")
+      yield* worker("rescuer")
+      assert.strictEqual(yield* run.result({ timeoutMs: 60_000 }), "rescuer")
+      // Its delay is long over when it wakes, and nothing stands between the delay and the next attempt: it must
+      // learn that it lost the run before it acts again.
+      yield* WorkerProcess.signal(frozen, "SIGCONT")
+      yield* Effect.sleep("3 seconds")
+      const attempts = (yield* sideEffects(run.id)).filter(([what]) => what === "second-try")
+      assert.deepStrictEqual(attempts.map(([, , by]) => by), ["rescuer"])
+    }).pipe(Effect.scoped))
+
   it.effect("cancelling a run aborts its task's signal within a second and ends it cancelled", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient

@@ -43,6 +43,12 @@ export interface ExecutionOptions {
    * code finishes, departs from the journal, or has received every recorded outcome (`waiting`). @default false
    */
   readonly replayOnly?: boolean
+  /**
+   * Completes at once while the worker knows its lease on the run holds (by its own clock, from the last grant or
+   * extension); otherwise waits until a heartbeat renews it. Checked before every side effect, so a worker that
+   * was frozen past its lease does not run a task before it learns whether it still holds the run.
+   */
+  readonly leaseHolds?: Effect.Effect<void>
 }
 
 /** How a run's execution ended (`waiting`: a replay-only execution delivered every recorded outcome). */
@@ -109,6 +115,7 @@ export const execute = Effect.fnUntraced(function*(
   const live = yield* FiberSet.make()
   const ending = yield* Deferred.make<Ending>()
   const end = (e: Ending) => Deferred.succeed(ending, e).pipe(Effect.asVoid)
+  const endUnsafe = (e: Ending) => void Deferred.doneUnsafe(ending, Exit.succeed(e))
   const signal = yield* Queue.sliding<void>(1)
   const poke = Queue.offer(signal, undefined).pipe(Effect.asVoid)
 
@@ -122,33 +129,28 @@ export const execute = Effect.fnUntraced(function*(
   // ------------------------------------------------------------------------------------------------------------
   // Writes
 
-  /** Queues a write of this run; its answer is watched: a lost lease stops the run, a refusal fails it. */
+  /** What a write's answer means for the run: a lost lease stops it, a refusal fails it. */
+  const watch = (w: Write) => (answer: Exit.Exit<WriteResult>) => {
+    if (Exit.isFailure(answer)) return endUnsafe({ _tag: "Fatal", error: Cause.squash(answer.cause) })
+    switch (answer.value._tag) {
+      case "Written":
+      case "EventReceived":
+      case "NoEvent":
+      case "EventWaiting":
+        return
+      case "LeaseLost":
+      case "RunNotFound":
+        return endUnsafe({ _tag: "Lost" })
+      case "InvalidTransition":
+      case "TaskNotFound":
+      case "PayloadTooLarge":
+        return endUnsafe({ _tag: "Fatal", error: new WriteRefused({ runId, write: w._tag, reason: answer.value.message }) })
+    }
+  }
+
+  /** Queues a write of this run (its answer is watched, see `watch`); returns its answer-to-be. */
   const write = (w: Write) =>
-    Effect.gen(function*() {
-      const answer = yield* writes.submit(w)
-      lastWrite = answer
-      yield* Deferred.await(answer).pipe(
-        Effect.flatMap((result) => {
-          switch (result._tag) {
-            case "Written":
-            case "EventReceived":
-            case "NoEvent":
-            case "EventWaiting":
-              return Effect.void
-            case "LeaseLost":
-            case "RunNotFound":
-              return end({ _tag: "Lost" })
-            case "InvalidTransition":
-            case "TaskNotFound":
-            case "PayloadTooLarge":
-              return end({ _tag: "Fatal", error: new WriteRefused({ runId, write: w._tag, reason: result.message }) })
-          }
-        }),
-        Effect.catchCause((cause) => end({ _tag: "Fatal", error: Cause.squash(cause) })),
-        Effect.forkIn(scope)
-      )
-      return answer
-    })
+    Effect.map(writes.submit(w, watch(w)), (answer) => (lastWrite = answer))
 
   const held = { runId, leaseEpoch }
 
@@ -217,12 +219,18 @@ export const execute = Effect.fnUntraced(function*(
       call.waiting = undefined
     })
 
-  /** Live work begins once the replay caught up, and after what the call may depend on is committed. */
-  const ready_ = (call: Call) =>
-    Effect.andThen(
-      Deferred.await(caughtUp),
-      call.barrier === undefined ? Effect.void : Effect.asVoid(Deferred.await(call.barrier))
-    )
+  /**
+   * Live side effects begin only once the replay caught up and what the call may depend on is committed: the last
+   * write made before the call must have been written (a lost lease or a refusal stops the work here: a zombie
+   * must never run the next task), and the run must not be ending.
+   */
+  const mayActOn = (barrier: Deferred.Deferred<WriteResult> | undefined) =>
+    Effect.gen(function*() {
+      yield* Deferred.await(caughtUp)
+      const committed = barrier === undefined ? true : (yield* Deferred.await(barrier))._tag === "Written"
+      if (!committed || (yield* Deferred.isDone(ending))) return yield* Effect.interrupt
+      if (options.leaseHolds !== undefined) yield* options.leaseHolds
+    })
 
   const runTask = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P, encoded: Json) => (call: Call) =>
     Effect.gen(function*() {
@@ -233,10 +241,12 @@ export const execute = Effect.fnUntraced(function*(
       let due = call.entry?.state === "retrying" ? call.entry.notBefore : undefined
       // A policy's delay may park the run; a Schedule's state lives here, so its delays are always waited here.
       const waitKind = retrier.durable ? "retry" : "here"
+      // What this attempt depends on: the writes before the call, then the task's own last write (a failed attempt).
+      let dependsOn = call.barrier
       while (true) {
         if (due !== undefined) yield* waitUntil(call, due, waitKind)
         due = undefined
-        yield* ready_(call)
+        yield* mayActOn(dependsOn)
         yield* write({
           _tag: "StartTask",
           ...held,
@@ -272,7 +282,7 @@ export const execute = Effect.fnUntraced(function*(
         const delay = yield* retrier.next(attempt, error)
         if (Option.isNone(delay)) return yield* settle(call, { _tag: "Failed", error: details }, attempt, elapsedMs)
         due = (yield* serverNow) + Duration.toMillis(delay.value)
-        yield* write({
+        dependsOn = yield* write({
           _tag: "FinishTask",
           ...held,
           address: call.address,
