@@ -248,6 +248,12 @@ const make = Effect.gen(function*() {
       const beats = group.flatMap((unit) => unit.beats)
       const ledger = new Ledger()
       const context = { ledger, leasesMayLapse: yield* grace.leasesMayLapse, maxPayloadBytes: config.maxPayloadBytes }
+      // Only starts: their insert is one statement (run, audit trail, outbox row and announcement together), so it
+      // needs no transaction around it, and a lone start costs one round trip.
+      if (changes.length === 0 && beats.length === 0) {
+        const outboxRows = yield* insertStarts(starts)
+        return yield* afterCommit([], starts, outboxRows)
+      }
       const outboxRows = yield* sql.withTransaction(Effect.gen(function*() {
         const sends = changes.filter((c): c is SendEvent => c._tag === "SendEvent")
         if (sends.length > 0) {
