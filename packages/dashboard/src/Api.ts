@@ -8,7 +8,7 @@
  */
 import * as Client from "@aiki/contract/Client"
 import { Cause, Effect, Exit, Fiber, ManagedRuntime, Schedule, Stream } from "effect"
-import { FetchHttpClient } from "effect/http"
+import { FetchHttpClient, HttpClientError } from "effect/http"
 
 const runtime = ManagedRuntime.make(FetchHttpClient.layer)
 
@@ -32,9 +32,12 @@ export const onUnauthorized = (listener: () => void): (() => void) => {
 }
 
 const describe = (error: unknown): Failure => {
+  // No answer from the server (offline, refused, aborted): the page says so rather than naming a transport class.
+  if (HttpClientError.isHttpClientError(error)) return { tag: "Network", message: error.message }
+  // Every error the contract declares is tagged; its tag is what the page shows (and `Unauthorized` triggers login).
   if (typeof error === "object" && error !== null && "_tag" in error && typeof error._tag === "string") {
     const message = "message" in error && typeof error.message === "string" ? error.message : error._tag
-    return { tag: error._tag === "HttpClientError" ? "Network" : error._tag, message }
+    return { tag: error._tag, message }
   }
   return { tag: "Network", message: String(error) }
 }

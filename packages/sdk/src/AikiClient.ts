@@ -15,8 +15,18 @@ import * as Client from "@aiki/contract/Client"
 import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
 import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
-import { Context, Deferred, Effect, Layer, Schedule, Schema, Stream } from "effect"
-import { HttpTraceContext } from "effect/http"
+import {
+  type Forbidden,
+  type IdempotencyConflict,
+  type InvalidRequest,
+  type InvalidTransition,
+  type PayloadTooLarge,
+  type RunNotFound,
+  type Unauthorized
+} from "@aiki/contract/Errors"
+import { Context, Data, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
+import * as Sse from "effect/encoding/Sse"
+import { HttpClientError, HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
@@ -85,8 +95,27 @@ export interface RunHandle<A, E> {
   readonly sendEvent: (name: string, payload: unknown) => Effect.Effect<SentEvent, ClientError | SerializationError>
 }
 
-/** Failures talking to the server (unreachable, or an error it answered). */
-export type ClientError = { readonly _tag: string; readonly message: string }
+/**
+ * What talking to the server can fail with: a transport failure or an unexpected answer (`HttpClientError`), an
+ * answer that does not decode (`SchemaError`), or one of the errors the server declares. Each is a class with a
+ * `_tag`, so `Effect.catchTag` tells them apart.
+ */
+export type ClientError =
+  | HttpClientError.HttpClientError
+  | Schema.SchemaError
+  | RunNotFound
+  | InvalidTransition
+  | IdempotencyConflict
+  | PayloadTooLarge
+  | InvalidRequest
+  | Unauthorized
+  | Forbidden
+  /** Following a run: a stream that does not parse, or the server asking to reconnect later. */
+  | Sse.SseError
+  | Sse.Retry
+
+/** The stream of a run's updates ended before the run was final (a connection dropped): follow it again. */
+class StreamEnded extends Data.TaggedError("StreamEnded")<{}> {}
 
 type AnyWorkflow = Workflow<Schema.Top, Schema.Top, Schema.Top, unknown>
 
@@ -114,10 +143,10 @@ export class AikiClient extends Context.Service<AikiClient, {
 }
 
 /** Retries what a restarting or briefly unreachable server answers; everything else is the caller's. */
-export const retryTransient = <A, E extends { readonly _tag: string }, R>(effect: Effect.Effect<A, E, R>) =>
+export const retryTransient = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   effect.pipe(
     Effect.retry({
-      while: (error) => error._tag === "HttpClientError",
+      while: HttpClientError.isHttpClientError,
       schedule: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("2 seconds")])
     })
   )
@@ -131,15 +160,18 @@ const make = (options: ClientOptions) =>
 
     const handle = (workflow: AnyWorkflow, id: RunId): RunHandle<unknown, unknown> => {
       const updates: Stream.Stream<RunUpdate, ClientError> = Stream.unwrap(retryTransient(api.runs.events({ params: { id } })))
-        .pipe(Stream.mapError((e): ClientError => "message" in e ? e : { _tag: e._tag, message: e._tag }))
       const final = updates.pipe(
         Stream.filter((update) => update._tag === "Run" && isTerminal(update.run.state)),
         Stream.runHead,
         // The stream ends only once the run is final; a dropped connection is followed again.
-        Effect.flatMap((update) => update._tag === "Some" && update.value._tag === "Run"
-          ? Effect.succeed(update.value.run)
-          : Effect.fail({ _tag: "HttpClientError", message: "the event stream ended early" } as const)),
-        retryTransient
+        Effect.flatMap((update) =>
+          Option.isSome(update) && update.value._tag === "Run" ? Effect.succeed(update.value.run) : Effect.fail(new StreamEnded())
+        ),
+        Effect.retry({
+          while: (error) => error instanceof StreamEnded || HttpClientError.isHttpClientError(error) || Sse.Retry.is(error),
+          schedule: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("2 seconds")])
+        }),
+        Effect.catchTag("StreamEnded", Effect.die)
       )
       const result = (wait: { readonly timeoutMs?: number } = {}) => {
         const outcome = Effect.flatMap(final, (run): Effect.Effect<unknown, unknown> => {
