@@ -22,7 +22,10 @@ import { redisUrl } from "./support/AikiServer.ts"
 
 const repository = fileURLToPath(new URL("../../..", import.meta.url))
 const fixtures = fileURLToPath(new URL("./fixtures/consumer", import.meta.url))
+/** The packages of code (compiled JavaScript, declarations, source maps). */
 const published = ["contract", "sdk", "server", "cli"] as const
+/** Every package installed: the code and the dashboard's built pages, which the server depends on and serves. */
+const packages = [...published, "dashboard"] as const
 const apiKey = "consumer-admin-key"
 /** Pinned so the test sees the same Deno every time. */
 const denoVersion = "2.9.6"
@@ -66,7 +69,7 @@ interface Packed {
 /** The consumer project: the tarballs, where they are installed, and the packed server running over them. */
 class Consumer extends Context.Service<Consumer, {
   readonly dir: string
-  readonly packed: Readonly<Record<(typeof published)[number], Packed>>
+  readonly packed: Readonly<Record<(typeof packages)[number], Packed>>
   readonly baseUrl: string
   readonly bin: (name: string) => string
 }>()("test/Consumer") {}
@@ -85,8 +88,8 @@ const ConsumerLayer = Layer.effect(Consumer, Effect.gen(function*() {
   )
   const packs = join(dir, "packs")
   // One at a time: each `prepack` builds (tsc -b), and the builds share their referenced projects.
-  const packed = {} as Record<(typeof published)[number], Packed>
-  for (const name of published) {
+  const packed = {} as Record<(typeof packages)[number], Packed>
+  for (const name of packages) {
     const { stdout } = yield* runOk("pnpm", ["pack", "--json", "--pack-destination", packs], {
       cwd: join(repository, "packages", name)
     })
@@ -100,7 +103,7 @@ const ConsumerLayer = Layer.effect(Consumer, Effect.gen(function*() {
     name: "aiki-consumer",
     private: true,
     type: "module",
-    dependencies: Object.fromEntries(published.map((name) => [`@aiki/${name}`, `file:${packed[name].tarball}`])),
+    dependencies: Object.fromEntries(packages.map((name) => [`@aiki/${name}`, `file:${packed[name].tarball}`])),
     devDependencies: {
       typescript: rootDevDependency("typescript"),
       "@types/node": rootDevDependency("@types/node"),
@@ -175,6 +178,15 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
         assert.notInclude(JSON.stringify(manifest.dependencies), "workspace:", `${name} depends on the workspace`)
         assert.notMatch(JSON.stringify(manifest.exports), /\.\/src\//, `${name} exports TypeScript sources`)
       }
+      // The dashboard ships its built pages only, and needs nothing at run time: everything is bundled.
+      const dashboard = packed.dashboard.files
+      assert.include(dashboard, "dist/app/index.html")
+      assert.isTrue(dashboard.some((f) => f.startsWith("dist/app/assets/") && f.endsWith(".js")), "the dashboard has no script")
+      assert.deepStrictEqual(dashboard.filter((f) => !["package.json", "README.md"].includes(f) && !f.startsWith("dist/app/")), [])
+      const dashboardManifest = JSON.parse(
+        readFileSync(join(dir, "node_modules", "@aiki", "dashboard", "package.json"), "utf8")
+      ) as { readonly dependencies?: Record<string, string> }
+      assert.deepStrictEqual(dashboardManifest.dependencies ?? {}, {})
       // Internal modules stay internal.
       writeFileSync(join(dir, "internal.mjs"), `await import("@aiki/sdk/internal/json")\n`)
       const refused = yield* run(process.execPath, ["internal.mjs"], { cwd: dir })
@@ -208,13 +220,25 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
         fetch(`${baseUrl}/openapi.json`).then((r) => r.json() as Promise<{ info: { version: string } }>)
       )
       const cli = yield* runOk(process.execPath, [bin("aiki"), "--version"], { cwd: dir })
-      const packages = published.map((name) =>
+      const versions = packages.map((name) =>
         (JSON.parse(readFileSync(join(dir, "node_modules", "@aiki", name, "package.json"), "utf8")) as { version: string }).version
       )
       assert.deepStrictEqual(
-        { health: health.version, openapi: openapi.info.version, cli: cli.stdout.trim(), packages },
-        { health: version, openapi: version, cli: `aiki v${version}`, packages: published.map(() => version) }
+        { health: health.version, openapi: openapi.info.version, cli: cli.stdout.trim(), versions },
+        { health: version, openapi: version, cli: `aiki v${version}`, versions: packages.map(() => version) }
       )
+    }))
+
+  it.effect("the installed server serves the installed dashboard at /", () =>
+    Effect.gen(function*() {
+      const { baseUrl } = yield* Consumer
+      const page = yield* Effect.promise(() => fetch(`${baseUrl}/`).then(async (r) => ({ status: r.status, body: await r.text() })))
+      assert.strictEqual(page.status, 200)
+      assert.include(page.body, "<title>Aiki</title>")
+      const script = /src="(\/assets\/[^"]+\.js)"/.exec(page.body)?.[1]
+      assert.isDefined(script, "the page loads no script")
+      const asset = yield* Effect.promise(() => fetch(`${baseUrl}${script}`))
+      assert.strictEqual(asset.status, 200)
     }))
 
   it.effect("the SDK and the contract pass JSR's publish checks (deno publish --dry-run)", () =>
