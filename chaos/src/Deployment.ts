@@ -181,17 +181,6 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
       Effect.repeat({ until: (healthy) => healthy, schedule: Schedule.spaced("500 millis") }),
       Effect.asVoid
     )
-  for (let replica = 0; replica < servers.length; replica++) yield* bringBack(replica)
-  // A server that died on its own is started again (after it was recorded).
-  yield* Effect.gen(function*() {
-    for (let replica = 0; replica < servers.length; replica++) {
-      const server = servers[replica]!
-      if (server.held || !isDown(server.running)) continue
-      server.held = true
-      yield* bringBack(replica).pipe(Effect.ensuring(Effect.sync(() => (server.held = false))))
-    }
-  }).pipe(Effect.repeat(Schedule.spaced("500 millis")), Effect.forkIn(scope))
-
   // Workers, spread across the replicas; a replacement takes the replica of the worker it replaces.
   /** Whether a worker has registered and subscribed (it says so once). */
   const receiving = (running: Running) => running.output().includes("receiving runs")
@@ -217,9 +206,23 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
       }))
       workers.set(id, { running, replica })
     })
-  for (let i = 0; i < options.workers; i++) yield* startWorker(i % options.replicas)
-  // The chaos starts once every worker receives runs (Node takes seconds to start on a busy machine).
+  // Servers and workers start side by side (workers retry until their server answers): Node takes seconds to
+  // start on a busy machine. The chaos starts once every worker receives runs.
+  yield* Effect.all([
+    Effect.forEach(servers, (_, replica) => bringBack(replica), { concurrency: "unbounded", discard: true }),
+    Effect.forEach(Array.from({ length: options.workers }), (_, i) => startWorker(i % options.replicas), { discard: true })
+  ], { concurrency: "unbounded" })
   yield* until(async () => [...workers.values()].every((worker) => receiving(worker.running)), 120_000)
+
+  // A server that died on its own is started again (after it was recorded).
+  yield* Effect.gen(function*() {
+    for (let replica = 0; replica < servers.length; replica++) {
+      const server = servers[replica]!
+      if (server.held || !isDown(server.running)) continue
+      server.held = true
+      yield* bringBack(replica).pipe(Effect.ensuring(Effect.sync(() => (server.held = false))))
+    }
+  }).pipe(Effect.repeat(Schedule.spaced("500 millis")), Effect.forkIn(scope))
 
   const record = (kill: Kill) => Effect.sync(() => kills.push(kill))
 

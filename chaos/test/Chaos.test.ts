@@ -13,7 +13,7 @@ const chaos = (options: Partial<Chaos.ChaosOptions>) =>
     const report = yield* Chaos.run({
       ...Chaos.defaults,
       runs: 200,
-      durationMs: 15_000,
+      durationMs: 12_000,
       serverCrashes: 1,
       redisRestarts: 1,
       postgresCrashes: 1,
@@ -35,4 +35,4 @@ it.live("one server, Redis Streams: every run completes exactly once through cra
   chaos({ replicas: 1, subscriber: "redis_streams" }), { timeout: 150_000 })
 
 it.live("two server replicas, HTTP long-polling: every run completes exactly once through crashes of everything", () =>
-  chaos({ replicas: 2, subscriber: "http", runs: 150, serverCrashes: 2 }), { timeout: 150_000 })
+  chaos({ replicas: 2, subscriber: "http", runs: 150 }), { timeout: 150_000 })

@@ -14,10 +14,19 @@ export interface CrashableProcess {
   readonly start: Effect.Effect<void>
 }
 
-/** The processes whose parent is `pid` (Linux `/proc`), read before the parent dies and they are re-parented. */
+/**
+ * The processes whose parent is `pid`, read before the parent dies and they are re-parented. Linux `/proc`;
+ * elsewhere none are found, and children that outlive their parent must notice it themselves.
+ */
 const childrenOf = (pid: number): ReadonlyArray<number> => {
   const children: Array<number> = []
-  for (const entry of readdirSync("/proc")) {
+  let entries: ReadonlyArray<string> = []
+  try {
+    entries = readdirSync("/proc")
+  } catch {
+    return children
+  }
+  for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
