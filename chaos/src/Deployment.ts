@@ -67,10 +67,10 @@ export interface Deployment {
   /** The replica a worker talks to. */
   readonly replicaOf: (workerId: string) => number | undefined
   /**
-   * SIGKILLs a random worker among those receiving runs and starts a replacement on the same replica; undefined
-   * when every worker is still starting.
+   * SIGKILLs a random worker among those receiving runs (waiting for one when all are still starting) and starts
+   * a replacement on the same replica.
    */
-  readonly killWorker: Effect.Effect<Kill | undefined>
+  readonly killWorker: Effect.Effect<Kill>
   readonly crashServer: (replica: number) => Effect.Effect<Kill>
   /** Undefined with the HTTP subscriber (no Redis). */
   readonly restartRedis: Effect.Effect<Kill> | undefined
@@ -227,9 +227,12 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
   const record = (kill: Kill) => Effect.sync(() => kills.push(kill))
 
   const killWorker = Effect.gen(function*() {
-    // A worker still starting holds nothing yet: killing it would test nothing.
-    const ready = [...workers.keys()].filter((id) => receiving(workers.get(id)!.running))
-    if (ready.length === 0) return undefined
+    // A worker still starting holds nothing yet: killing it would test nothing, so wait for one that receives.
+    let ready = [...workers.keys()].filter((id) => receiving(workers.get(id)!.running))
+    while (ready.length === 0) {
+      yield* Effect.sleep("100 millis")
+      ready = [...workers.keys()].filter((id) => receiving(workers.get(id)!.running))
+    }
     const id = yield* Random.choice(ready).pipe(Effect.orDie)
     const worker = workers.get(id)!
     const at = yield* now
