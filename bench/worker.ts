@@ -1,10 +1,13 @@
 /**
  * The benchmark's worker process: concurrency 50, Redis Streams, otherwise the SDK's default settings (heartbeat
- * 30 s, lease 90 s, idle entries taken over after 60 s). `WORKER_ID` names it. On SIGTERM it stops and prints its
+ * 30 s, lease 90 s, idle stream entries taken over after 60 s). `WORKER_ID` names it; `WORKFLOW` is the one workflow
+ * it serves, so that each phase's workers serve only what that phase measures. On SIGTERM it stops and prints its
  * peak RSS.
  */
 import { client, worker } from "@aiki/sdk"
 import { takeover, thousandTasks, threeNoops } from "./workflow.ts"
+
+const workflows = { [threeNoops.name]: threeNoops, [thousandTasks.name]: thousandTasks, [takeover.name]: takeover }
 
 let peakRss = process.memoryUsage.rss()
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage.rss())), 50)
@@ -14,7 +17,7 @@ const w = await worker(aiki, {
   maxConcurrentWorkflowRuns: 50,
   subscriber: { type: "redis_streams", blockTimeMs: 1_000 }
 })
-w.workflowRegistry.add(threeNoops).add(thousandTasks).add(takeover)
+w.workflowRegistry.add(workflows[process.env["WORKFLOW"] ?? threeNoops.name]!)
 process.once("SIGTERM", () => void w.stop())
 await w.start()
 clearInterval(sampler)
