@@ -4,12 +4,13 @@
  *
  * - every run started is in the database, terminal, `completed`, with exactly the expected result;
  * - no task has more than one completed outcome;
- * - every execution's attempt is in the database (a start the worker was told is committed was not lost);
  * - a task executed more than once is justified only when the execution it repeats was in flight at a kill that
  *   explains losing it: its own worker was SIGKILLed while it ran, or the server its worker talks to (or
  *   Postgres) was down while it ran or shortly after (`outageShadowMs`: a lease that lapsed during the outage
  *   stays lapsed until the worker's next heartbeat gets through). A Redis restart justifies nothing: Redis only
- *   carries run ids.
+ *   carries run ids;
+ * - every execution's attempt is in the database, unless a kill explains that its start never got there (a start
+ *   may travel with the task's later writes; the next execution then takes the same attempt number).
  */
 import { isDeepStrictEqual } from "node:util"
 import { Effect } from "effect"
@@ -43,11 +44,13 @@ export interface AttemptRecord {
   readonly error: string | null
 }
 
-/** The server took a run from a worker because its lease had lapsed (the reaper's `lease_expired`). */
+/** The server took a run from a worker: its lease lapsed, or the worker stopped being heard from. */
 export interface ExpiryRecord {
   readonly runId: string
   readonly workerId: string | null
   readonly at: number
+  /** As the audit trail says it (`lease_expired`, `worker_gone`). */
+  readonly reason: string
 }
 
 export interface Records {
@@ -80,9 +83,10 @@ export const readRecords = (sql: SqlClient.SqlClient, workflowName: string) =>
       JOIN tasks t ON t.run_id = a.run_id AND t.address = a.address
       JOIN workflow_runs r ON r.id = a.run_id WHERE r.workflow_name = ${workflowName}`,
     expiries: sql<ExpiryRecord>`
-      SELECT tr.run_id::text AS "runId", tr.worker_id AS "workerId", (extract(epoch FROM tr.at) * 1000)::float8 AS at
+      SELECT tr.run_id::text AS "runId", tr.worker_id AS "workerId", (extract(epoch FROM tr.at) * 1000)::float8 AS at,
+        tr.reason
       FROM transitions tr JOIN workflow_runs r ON r.id = tr.run_id
-      WHERE r.workflow_name = ${workflowName} AND tr.task_address IS NULL AND tr.reason = 'lease_expired'`
+      WHERE r.workflow_name = ${workflowName} AND tr.task_address IS NULL AND tr.reason IN ('lease_expired', 'worker_gone')`
   }, { concurrency: "unbounded" })
 
 /** A run the harness asked for: its idempotency key, its payload, and its id once a start was answered. */
@@ -189,15 +193,13 @@ export const judge = (input: {
     }
   }
 
-  // Attempts: every execution's start was committed, and every repeat is explained by a kill.
+  // Every execution is accounted for: repeated only when a kill explains losing the one before, and recorded in
+  // the database unless a kill explains that its start never got there (a start may travel with a later write).
   const attempts = new Map(records.attempts.map((a) => [`${key(a.runId, a.name)} ${a.attempt}`, a]))
-  for (const execution of executions) {
-    if (!attempts.has(`${key(execution.runId, execution.task)} ${execution.attempt}`)) {
-      violations.push(
-        `task ${execution.task} of run ${execution.runId}: attempt ${execution.attempt} ran on ${execution.workerId} ` +
-          `at ${at(execution.at)} but the database has no such attempt (a committed start was lost)`
-      )
-    }
+  const claims = new Map<string, number>()
+  for (const e of executions) {
+    const k = `${key(e.runId, e.task)} ${e.attempt}`
+    claims.set(k, (claims.get(k) ?? 0) + 1)
   }
   const justified: Record<KillKind, number> = { worker: 0, server: 0, redis: 0, postgres: 0 }
   let unjustified = 0
@@ -211,10 +213,20 @@ export const judge = (input: {
       ) ??
       kills.find((kill) => kill.kind === "postgres" && overlaps(kill, execution.at, end))
   for (const list of ran.values()) {
-    for (let i = 0; i + 1 < list.length; i++) {
+    for (let i = 0; i < list.length; i++) {
       const execution = list[i]!
-      const next = list[i + 1]!
-      const attempt = attempts.get(`${key(execution.runId, execution.task)} ${execution.attempt}`)
+      const next = list[i + 1]
+      const k = `${key(execution.runId, execution.task)} ${execution.attempt}`
+      // The database's attempt of this number, when no other execution claims the same number.
+      const attempt = claims.get(k) === 1 ? attempts.get(k) : undefined
+      const describe = `task ${execution.task} of run ${execution.runId}: attempt ${execution.attempt} on ` +
+        `${execution.workerId} (${at(execution.at)}` +
+        (attempt?.finishedAt != null ? `–${at(attempt.finishedAt)}, ${attempt.error ?? "completed"}` : "") + ")"
+      if (next === undefined) {
+        if (attempts.has(k) || explanation(execution, Infinity) !== undefined) continue
+        violations.push(`${describe} ran, but the database has no such attempt and no kill explains it (a committed start lost?)`)
+        continue
+      }
       // A completed attempt was in flight until it completed; anything else until it was repeated.
       const end = attempt?.finishedAt != null && attempt.error === null ? attempt.finishedAt : next.at
       const kill = explanation(execution, end)
@@ -223,18 +235,15 @@ export const judge = (input: {
         continue
       }
       unjustified++
-      // Not justified, but maybe attributable: the server let the lease of a worker that was alive lapse.
+      // Not justified, but maybe attributable: the server took the run from a worker that was alive.
       const expiry = records.expiries.find((e) =>
         e.runId === execution.runId && e.workerId === execution.workerId && execution.at <= e.at && e.at <= next.at
       )
       violations.push(
-        `task ${execution.task} of run ${execution.runId}: attempt ${execution.attempt} on ${execution.workerId} ` +
-          `(${at(execution.at)}` +
-          (attempt?.finishedAt != null ? `–${at(attempt.finishedAt)}, ${attempt.error ?? "completed"}` : ", never finished") +
-          `) ran again as attempt ${next.attempt} on ${next.workerId} at ${at(next.at)}; no kill explains it` +
+        `${describe} ran again as attempt ${next.attempt} on ${next.workerId} at ${at(next.at)}; no kill explains it` +
           (expiry === undefined
             ? ""
-            : ` (its lease expired at ${at(expiry.at)} while ${execution.workerId} was alive: no heartbeat got through for a lease length)`)
+            : ` (the server took the run from ${execution.workerId} at ${at(expiry.at)}, ${expiry.reason}, while it was alive)`)
       )
     }
   }

@@ -110,7 +110,7 @@ describe("Audit", () => {
     })
     assert.strictEqual(verdict.tasksCompletedTwice, 1)
     assert.match(verdict.violations.join("\n"), /task add-three of run r0: completed 2 times/)
-    assert.match(verdict.violations.join("\n"), /attempt 1 ran on w1 .* the database has no such attempt/)
+    assert.match(verdict.violations.join("\n"), /add-one of run r0: attempt 1 on w1 .* the database has no such attempt and no kill/)
   })
 
   it("justifies a repeat when the worker running it was SIGKILLed while it was in flight", () => {
@@ -158,8 +158,32 @@ describe("Audit", () => {
     const run = repeated()
     const verdict = judge({
       ...run,
-      records: { ...run.records, expiries: [{ runId: "r0", workerId: "w1", at: 4_900 }] }
+      records: { ...run.records, expiries: [{ runId: "r0", workerId: "w1", at: 4_900, reason: "lease_expired" }] }
     })
-    assert.match(verdict.violations.join("\n"), /its lease expired at 4\.900s while w1 was alive/)
+    assert.match(verdict.violations.join("\n"), /took the run from w1 at 4\.900s, lease_expired, while it was alive/)
+  })
+
+  it("accepts an execution whose start never reached the server when its worker was killed, and its repeat", () => {
+    // Attempt 1 ran on w1, which was killed before its start was sent; w2 ran attempt 1 again and completed it.
+    const base = completedRun(0)
+    const run = {
+      ...base,
+      executions: [...base.executions.map((e) => e.task === second ? { ...e, at: 1_080 } : e), {
+        at: 3_000,
+        runId: "r0",
+        task: second,
+        attempt: 1,
+        workerId: "w2"
+      }],
+      records: {
+        ...base.records,
+        attempts: base.records.attempts.map((a) => a.name === second ? { ...a, startedAt: 3_000, finishedAt: 3_050 } : a)
+      }
+    }
+    const verdict = judge(run, [{ kind: "worker", target: "w1", at: 1_100, back: 1_100 }])
+    assert.deepStrictEqual(verdict.violations, [])
+    assert.strictEqual(verdict.justified.worker, 1)
+    // Without the kill, the repeat is a finding.
+    assert.strictEqual(judge(run).unjustified, 1)
   })
 })
