@@ -168,10 +168,12 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
     Effect.gen(function*() {
       const running = yield* launch(`server-${replica}`, serverMain, serverEnv(replica), Effect.void)
       servers[replica]!.running = running
+      // Up once it says it listens, or answers: under a herd of clients retrying, `/health` itself may be slow.
       // A minute: on a busy 2-core machine a server took 15 s to start.
-      yield* until(async () => isDown(running) || (await answers(`${baseUrls[replica]}/health`)), 60_000)
+      const up = async () => running.output().includes("Listening on") || (await answers(`${baseUrls[replica]}/health`))
+      yield* until(async () => isDown(running) || (await up()), 60_000)
       if (isDown(running)) return false
-      if (yield* Effect.promise(() => answers(`${baseUrls[replica]}/health`).catch(() => false))) return true
+      if (yield* Effect.promise(() => up().catch(() => false))) return true
       yield* crash(running)
       return false
     })
