@@ -122,8 +122,7 @@ const longJournal = async (aiki: Client): Promise<Figures> => {
 
 /**
  * SIGKILLs the worker running a task (found as the run's lease owner) while another is running, and measures
- * until the task starts again on the other worker: the SDK's defaults (heartbeat 30 s, lease 90 s, idle stream
- * entries taken over after 60 s) decide it.
+ * until the task starts again on the other worker: the SDK's default settings decide it.
  */
 const takeoverAfterKill = async (aiki: Client, workers: ReadonlyMap<string, Running>): Promise<Figures> => {
   const handle = await takeover.start(aiki, { payload: 1 })
@@ -256,7 +255,7 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
     `  start→completed (server clock) p50 ${ms("fourP50")}  p95 ${ms("fourP95")}  p99 ${ms("fourP99")}`,
     ``,
     TAKEOVER
-      ? `Takeover after SIGKILL of the worker running a task, a second one running (SDK defaults: heartbeat 30 s, lease 90 s)\n` +
+      ? `Takeover after SIGKILL of the worker running a task, a second one running (the SDK's default settings)\n` +
         `  kill → the task starting on the other worker ${f("takeoverSeconds").toFixed(1)} s`
       : `Takeover: skipped (BENCH_TAKEOVER=0)`,
     ``,

@@ -1,6 +1,6 @@
 /**
- * The benchmark's worker process: concurrency 50, Redis Streams, otherwise the SDK's default settings (heartbeat
- * 30 s, lease 90 s, idle stream entries taken over after 60 s). `WORKER_ID` names it; `WORKFLOW` is the one workflow
+ * The benchmark's worker process: concurrency 50, Redis Streams, otherwise the SDK's default settings (heartbeat,
+ * lease, liveness, idle stream entries taken over). `WORKER_ID` names it; `WORKFLOW` is the one workflow
  * it serves, so that each phase's workers serve only what that phase measures. On SIGTERM it stops and prints its
  * peak RSS.
  */
