@@ -93,7 +93,8 @@ const until = (check: () => Promise<boolean>, timeoutMs: number) =>
     return false
   })
 
-const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(2_000) }).then((response) => response.ok)
+/** Whether `url` answers 200 within 5 s (a server under load answers its health checks late). */
+const answers = (url: string) => fetch(url, { signal: AbortSignal.timeout(5_000) }).then((response) => response.ok)
 
 /** Starts everything for the current scope. */
 export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
@@ -168,9 +169,9 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
     Effect.gen(function*() {
       const running = yield* launch(`server-${replica}`, serverMain, serverEnv(replica), Effect.void)
       servers[replica]!.running = running
-      // Up once it says it listens, or answers: under a herd of clients retrying, `/health` itself may be slow.
-      // A minute: on a busy 2-core machine a server took 15 s to start.
-      const up = async () => running.output().includes("Listening on") || (await answers(`${baseUrls[replica]}/health`))
+      // Up once `/health` says so (a server listens, answering 503, until its database is ready). A minute: on a
+      // busy 2-core machine a server took 15 s to start.
+      const up = () => answers(`${baseUrls[replica]}/health`)
       yield* until(async () => isDown(running) || (await up()), 60_000)
       if (isDown(running)) return false
       if (yield* Effect.promise(() => up().catch(() => false))) return true
