@@ -48,7 +48,10 @@ export interface Kill {
   readonly target: string
   /** When SIGKILL was sent (ms since the epoch). */
   readonly at: number
-  /** When it answered again (for Postgres: when every replica's database health check passed again); a killed worker is replaced by a new one, so `at`. */
+  /**
+   * When it answered again: for Postgres, when every replica's database health check passed again; for a worker,
+   * `at` (it is replaced by a new worker at once).
+   */
   readonly back: number
 }
 
