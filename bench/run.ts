@@ -1,31 +1,51 @@
 /**
- * `pnpm bench`: the Aiki server and one worker process (concurrency 50) on the local Postgres and Redis. Starts
- * 2,000 runs of a 3-task no-op workflow as fast as it can, then 200 runs one at a time, and prints throughput,
- * start→completed latency percentiles and the worker's peak RSS. Every task result is committed to Postgres
- * before the workflow goes on, as always.
+ * `pnpm bench`: the Aiki server and worker processes (concurrency 50 each) on the local Postgres and Redis, all
+ * on this machine. In one run it measures, and prints (never asserts):
+ * - a burst of 2,000 runs of a 3-task no-op workflow with one worker process: runs/s, start→completed latency;
+ * - the same burst as raw `pg` statements (five autocommits per run, see `Baseline.ts`) and the ratio
+ *   Aiki / baseline, which stays comparable on a faster, slower or busier machine;
+ * - 200 runs one at a time (start → completion pushed to the client);
+ * - one 1,000-task workflow: time per task over its first 100 and its last 100 tasks (it should stay flat);
+ * - the burst again with 4 worker processes;
+ * - the takeover after a SIGKILL of the worker running a task while a second one runs, with the SDK's default
+ *   settings: from the kill to the task starting again on the other worker;
+ * - each worker's peak RSS and the machine's load average before and after.
+ * Every task result is committed to Postgres before the workflow goes on, as always.
  *
- * Uses `DATABASE_URL` (a database it may create others on; default local) and `REDIS_URL` (default local).
+ * Environment: `DATABASE_URL` (a server it may create databases on; default local), `REDIS_URL` (default local),
+ * `BENCH_RUNS` (2000), `BENCH_SEQUENTIAL_RUNS` (200), `BENCH_LONG_TASKS` (1000), `BENCH_TAKEOVER=0` skips the
+ * takeover (it takes ~90 s with the default lease), `BENCH_REPEAT=3` runs everything three times and prints the
+ * median of each figure, `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the workers there.
  */
-import { client } from "@aiki/sdk"
+import type { RunId } from "@aiki/contract/Ids"
+import { client, type Client } from "@aiki/sdk"
+import { AikiClient } from "@aiki/sdk/AikiClient"
 import { freePort } from "@aiki/testing/freePort"
-import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
+import { type Running, spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import * as TestDatabase from "@aiki/testing/TestDatabase"
 import { Effect } from "effect"
-import { cpus } from "node:os"
+import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
-import { threeNoops } from "./workflow.ts"
+import * as Baseline from "./Baseline.ts"
+import { holdMs, takeover, thousandTasks, threeNoops } from "./workflow.ts"
 
 const BATCH = Number(process.env["BENCH_RUNS"] ?? 2_000)
 const SEQUENTIAL = Number(process.env["BENCH_SEQUENTIAL_RUNS"] ?? 200)
+const LONG = Number(process.env["BENCH_LONG_TASKS"] ?? 1_000)
+const REPEAT = Number(process.env["BENCH_REPEAT"] ?? 1)
+const TAKEOVER = process.env["BENCH_TAKEOVER"] !== "0"
+const CONCURRENCY = 50
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
-/** `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the worker there (open them in Chrome DevTools). */
 const profile: Record<string, string> = process.env["BENCH_PROFILE"] !== undefined
   ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env["BENCH_PROFILE"]}` }
   : {}
 
+/** What one repetition measured, by name (see `report` for names and units). */
+type Figures = Record<string, number>
+
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
   sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!
-const ms = (n: number) => `${n.toFixed(1)} ms`
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 const completedCount = async (baseUrl: string) => {
   const text = await (await fetch(`${baseUrl}/metrics`)).text()
@@ -33,8 +53,104 @@ const completedCount = async (baseUrl: string) => {
   return line === undefined ? 0 : Number(line.split(" ").pop())
 }
 
-const main = Effect.gen(function*() {
+const tasksOf = (aiki: Client, id: string) =>
+  aiki.runtime.runPromise(Effect.flatMap(AikiClient, ({ api }) => api.runs.tasks({ params: { id: id as RunId } })))
+
+/** 50 runs to warm up connections, prepared statements and the JIT of fresh processes. */
+const warmUp = (aiki: Client) =>
+  Promise.all(Array.from({ length: 50 }, (_, i) => threeNoops.start(aiki, { payload: i }))).then((handles) =>
+    Promise.all(handles.map((h) => h.waitForCompletion({ timeoutMs: 60_000 })))
+  )
+
+/** `BATCH` runs started as fast as the client can (64 in flight); throughput and start→completed latency. */
+const burst = async (aiki: Client, prefix: string): Promise<Figures> => {
+  const before = await completedCount(aiki.baseUrl)
+  const started = performance.now()
+  const handles: Array<{ id: string }> = []
+  let next = 0
+  await Promise.all(Array.from({ length: 64 }, async () => {
+    while (next < BATCH) {
+      const i = next++
+      handles.push(await threeNoops.start(aiki, { payload: i }))
+    }
+  }))
+  const allStarted = performance.now()
+  while ((await completedCount(aiki.baseUrl)) - before < BATCH) await sleep(25)
+  const seconds = (performance.now() - started) / 1000
+  const latencies: Array<number> = []
+  for (let i = 0; i < handles.length; i += 100) {
+    const statuses = await Promise.all(handles.slice(i, i + 100).map((h) => threeNoops.getHandle(aiki, h.id).getStatus()))
+    for (const s of statuses) latencies.push(Number(s.finishedAt!.epochMilliseconds) - Number(s.createdAt.epochMilliseconds))
+  }
+  latencies.sort((a, b) => a - b)
+  return {
+    [`${prefix}RunsPerSecond`]: BATCH / seconds,
+    [`${prefix}TasksPerSecond`]: (BATCH * 3) / seconds,
+    [`${prefix}StartsPerSecond`]: BATCH / ((allStarted - started) / 1000),
+    [`${prefix}P50`]: percentile(latencies, 50),
+    [`${prefix}P95`]: percentile(latencies, 95),
+    [`${prefix}P99`]: percentile(latencies, 99)
+  }
+}
+
+/** One run at a time, each waited for (completion pushed over SSE) before the next starts. */
+const oneAtATime = async (aiki: Client): Promise<Figures> => {
+  const latencies: Array<number> = []
+  for (let i = 0; i < SEQUENTIAL; i++) {
+    const t0 = performance.now()
+    const handle = await threeNoops.start(aiki, { payload: i })
+    await handle.waitForCompletion({ timeoutMs: 30_000 })
+    latencies.push(performance.now() - t0)
+  }
+  latencies.sort((a, b) => a - b)
+  return { sequentialP50: percentile(latencies, 50), sequentialP95: percentile(latencies, 95), sequentialP99: percentile(latencies, 99) }
+}
+
+/** A `LONG`-task workflow; time per task (server clock) over its first and its last 100 tasks. */
+const longJournal = async (aiki: Client): Promise<Figures> => {
+  const handle = await thousandTasks.start(aiki, { payload: LONG })
+  await handle.waitForCompletion({ timeoutMs: 600_000 })
+  const tasks = [...await tasksOf(aiki, handle.id)].sort((a, b) => a.sequence - b.sequence)
+  const perTask = (from: number, to: number) => {
+    const start = Number(tasks[from]!.attempts[0]!.startedAt.epochMilliseconds)
+    const end = Number(tasks[to - 1]!.attempts[0]!.finishedAt!.epochMilliseconds)
+    return (end - start) / (to - from)
+  }
+  const window = Math.min(100, tasks.length)
+  return { longFirstMsPerTask: perTask(0, window), longLastMsPerTask: perTask(tasks.length - window, tasks.length) }
+}
+
+/**
+ * SIGKILLs the worker running a task (found as the run's lease owner) while another is running, and measures
+ * until the task starts again on the other worker: the SDK's default settings decide it.
+ */
+const takeoverAfterKill = async (aiki: Client, workers: ReadonlyMap<string, Running>): Promise<Figures> => {
+  const handle = await takeover.start(aiki, { payload: 1 })
+  let owner: string | undefined
+  while (owner === undefined) {
+    const [status, tasks] = await Promise.all([handle.getStatus(), tasksOf(aiki, handle.id)])
+    if (status.leaseOwner !== undefined && tasks[0]?.state === "running") owner = status.leaseOwner
+    else await sleep(20)
+  }
+  const victim = workers.get(owner)!
+  victim.child.kill("SIGKILL")
+  const killedAt = Date.now()
+  await victim.exited
+  while (true) {
+    const again = (await tasksOf(aiki, handle.id))[0]?.attempts[1]
+    if (again !== undefined) {
+      await handle.waitForCompletion({ timeoutMs: 60_000 + holdMs })
+      return { takeoverSeconds: (Number(again.startedAt.epochMilliseconds) - killedAt) / 1000 }
+    }
+    await sleep(100)
+  }
+}
+
+/** One repetition of everything, on a fresh database and server. */
+const measure = Effect.gen(function*() {
+  const figures: Figures = {}
   const database = yield* TestDatabase.make
+  const baselineDatabase = yield* TestDatabase.make
   const port = yield* Effect.promise(freePort)
   const baseUrl = `http://127.0.0.1:${port}`
   const server = yield* spawnNode(fileURLToPath(import.meta.resolve("@aiki/server/main")), {
@@ -47,73 +163,111 @@ const main = Effect.gen(function*() {
     ...profile
   })
   yield* waitForHealth(`${baseUrl}/health`, server)
-  const worker = yield* spawnNode(fileURLToPath(new URL("./worker.ts", import.meta.url)), {
-    AIKI_URL: baseUrl,
-    REDIS_URL: redisUrl,
-    ...profile
-  })
-
+  /** A worker process serving `workflow` only. */
+  const startWorker = (id: string, workflow: { readonly name: string } = threeNoops) =>
+    spawnNode(fileURLToPath(new URL("./worker.ts", import.meta.url)), {
+      AIKI_URL: baseUrl,
+      REDIS_URL: redisUrl,
+      WORKER_ID: id,
+      WORKFLOW: workflow.name,
+      ...profile
+    })
+  /** Stops workers gracefully; their peak RSS in bytes. */
+  const stop = (workers: ReadonlyArray<Running>) =>
+    Effect.promise(() =>
+      Promise.all(workers.map(async (worker) => {
+        worker.child.kill("SIGTERM")
+        const exited = await worker.exited
+        return (JSON.parse(exited.stdout.trim().split("\n").pop() || "{}") as { peakRssBytes?: number }).peakRssBytes ?? NaN
+      }))
+    )
   const aiki = yield* Effect.acquireRelease(Effect.promise(() => client({ baseUrl })), (c) => Effect.promise(c.close))
-  // Warm up (connections, prepared statements, JIT) before measuring.
-  yield* Effect.promise(async () => {
-    const warm = await Promise.all(Array.from({ length: 50 }, (_, i) => threeNoops.start(aiki, { payload: i })))
-    await Promise.all(warm.map((h) => h.waitForCompletion({ timeoutMs: 60_000 })))
-  })
 
-  // Phase 1: a burst of runs, started as fast as the client can.
-  const before = yield* Effect.promise(() => completedCount(baseUrl))
-  const batch = yield* Effect.promise(async () => {
-    const started = performance.now()
-    const handles: Array<{ id: string }> = []
-    let next = 0
-    await Promise.all(Array.from({ length: 64 }, async () => {
-      while (next < BATCH) {
-        const i = next++
-        handles.push(await threeNoops.start(aiki, { payload: i }))
-      }
-    }))
-    const allStarted = performance.now()
-    while ((await completedCount(baseUrl)) - before < BATCH) await new Promise((r) => setTimeout(r, 25))
-    const finished = performance.now()
-    const latencies: Array<number> = []
-    for (let i = 0; i < handles.length; i += 100) {
-      const statuses = await Promise.all(handles.slice(i, i + 100).map((h) => threeNoops.getHandle(aiki, h.id).getStatus()))
-      for (const s of statuses) {
-        latencies.push(Number(s.finishedAt!.epochMilliseconds) - Number(s.createdAt.epochMilliseconds))
-      }
-    }
-    return { seconds: (finished - started) / 1000, startSeconds: (allStarted - started) / 1000, latencies: latencies.sort((a, b) => a - b) }
-  })
+  // One worker process.
+  const single = yield* startWorker("bench-worker-1")
+  yield* Effect.promise(() => warmUp(aiki))
+  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "burst")))
+  Object.assign(figures, yield* Effect.promise(() => oneAtATime(aiki)))
+  figures["rssSingle"] = (yield* stop([single]))[0]!
 
-  // Phase 2: one run at a time, each waited for (pushed completion) before the next starts.
-  const sequential = yield* Effect.promise(async () => {
-    const latencies: Array<number> = []
-    for (let i = 0; i < SEQUENTIAL; i++) {
-      const t0 = performance.now()
-      const handle = await threeNoops.start(aiki, { payload: i })
-      await handle.waitForCompletion({ timeoutMs: 30_000 })
-      latencies.push(performance.now() - t0)
-    }
-    return latencies.sort((a, b) => a - b)
-  })
+  const long = yield* startWorker("bench-worker-long", thousandTasks)
+  Object.assign(figures, yield* Effect.promise(() => longJournal(aiki)))
+  yield* stop([long])
 
-  worker.child.kill("SIGTERM")
-  const stopped = yield* Effect.promise(() => worker.exited)
+  // The baseline, while Aiki is idle.
+  figures["baselineRunsPerSecond"] = yield* Effect.promise(() => Baseline.burst(baselineDatabase.url, BATCH, CONCURRENCY))
+
+  // Four worker processes.
+  const four: Array<Running> = []
+  for (let i = 1; i <= 4; i++) four.push(yield* startWorker(`bench-worker-4-${i}`))
+  yield* Effect.promise(() => warmUp(aiki))
+  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "four")))
+  figures["rssFour"] = Math.max(...(yield* stop(four)))
+
+  // Two workers; the one running the task is killed.
+  if (TAKEOVER) {
+    const pair = new Map<string, Running>()
+    for (const id of ["bench-worker-a", "bench-worker-b"]) pair.set(id, yield* startWorker(id, takeover))
+    Object.assign(figures, yield* Effect.promise(() => takeoverAfterKill(aiki, pair)))
+    yield* stop([...pair.values()].filter((w) => w.child.exitCode === null && w.child.signalCode === null))
+  }
+
   server.child.kill("SIGTERM")
   yield* Effect.promise(() => server.exited)
-  const rss = JSON.parse(stopped.stdout.trim().split("\n").pop() ?? "{}") as { peakRssBytes?: number }
+  return figures
+}).pipe(Effect.scoped)
 
+const median = (values: ReadonlyArray<number>) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+
+const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyArray<number>; readonly after: ReadonlyArray<number> }) => {
+  const f = (name: string) => median(all.map((figures) => figures[name] ?? NaN))
+  const n = (name: string) => f(name).toFixed(0)
+  const ms = (name: string) => `${f(name).toFixed(1)} ms`
+  const mib = (name: string) => `${(f(name) / 1024 / 1024).toFixed(0)} MiB`
   const cpu = cpus()
-  console.log(`Aiki benchmark — ${cpu.length} cores (${cpu[0]?.model.trim()}), Node ${process.version}`)
-  console.log(`Server + 1 worker process (concurrency 50), Postgres and Redis on localhost; 3 no-op tasks per run\n`)
-  console.log(`Burst of ${BATCH} runs`)
-  console.log(`  runs/s (start of first → completion of last) ${(BATCH / batch.seconds).toFixed(0)}`)
-  console.log(`  tasks/s                                      ${((BATCH * 3) / batch.seconds).toFixed(0)}`)
-  console.log(`  starts/s (client, 64 in flight)              ${(BATCH / batch.startSeconds).toFixed(0)}`)
-  console.log(`  start→completed (server clock) p50 ${ms(percentile(batch.latencies, 50))}  p95 ${ms(percentile(batch.latencies, 95))}  p99 ${ms(percentile(batch.latencies, 99))}`)
-  console.log(`\n${SEQUENTIAL} runs one at a time`)
-  console.log(`  start→completed (client, incl. SSE) p50 ${ms(percentile(sequential, 50))}  p95 ${ms(percentile(sequential, 95))}  p99 ${ms(percentile(sequential, 99))}`)
-  console.log(`\nWorker peak RSS ${rss.peakRssBytes === undefined ? "?" : `${(rss.peakRssBytes / 1024 / 1024).toFixed(0)} MiB`}`)
-})
+  const lines = [
+    `Aiki benchmark — ${cpu.length} cores (${cpu[0]?.model.trim()}), Node ${process.version}` +
+    (all.length > 1 ? `; medians of ${all.length} repetitions` : ""),
+    `Server + worker processes (concurrency ${CONCURRENCY} each), Postgres and Redis on localhost; 3 no-op tasks per run`,
+    `Load average (1/5/15 min): before ${load.before.map((l) => l.toFixed(2)).join(" ")}, after ${load.after.map((l) => l.toFixed(2)).join(" ")}`,
+    ``,
+    `Burst of ${BATCH} runs, 1 worker process`,
+    `  runs/s (start of first → completion of last) ${n("burstRunsPerSecond")}`,
+    `  tasks/s                                      ${n("burstTasksPerSecond")}`,
+    `  starts/s (client, 64 in flight)              ${n("burstStartsPerSecond")}`,
+    `  start→completed (server clock) p50 ${ms("burstP50")}  p95 ${ms("burstP95")}  p99 ${ms("burstP99")}`,
+    `The same burst as raw pg: 5 autocommits per run, ${CONCURRENCY} connections`,
+    `  runs/s                                       ${n("baselineRunsPerSecond")}`,
+    `  Aiki / baseline                              ${median(all.map((x) => x["burstRunsPerSecond"]! / x["baselineRunsPerSecond"]!)).toFixed(3)}`,
+    ``,
+    `${SEQUENTIAL} runs one at a time`,
+    `  start→completed (client, incl. SSE) p50 ${ms("sequentialP50")}  p95 ${ms("sequentialP95")}  p99 ${ms("sequentialP99")}`,
+    ``,
+    `One ${LONG}-task workflow (server clock)`,
+    `  ms per task: first 100 ${f("longFirstMsPerTask").toFixed(2)}, last 100 ${f("longLastMsPerTask").toFixed(2)}`,
+    ``,
+    `Burst of ${BATCH} runs, 4 worker processes`,
+    `  runs/s                                       ${n("fourRunsPerSecond")}`,
+    `  start→completed (server clock) p50 ${ms("fourP50")}  p95 ${ms("fourP95")}  p99 ${ms("fourP99")}`,
+    ``,
+    TAKEOVER
+      ? `Takeover after SIGKILL of the worker running a task, a second one running (the SDK's default settings)\n` +
+        `  kill → the task starting on the other worker ${f("takeoverSeconds").toFixed(1)} s`
+      : `Takeover: skipped (BENCH_TAKEOVER=0)`,
+    ``,
+    `Worker peak RSS: 1 worker ${mib("rssSingle")}; 4 workers, the largest ${mib("rssFour")}`
+  ]
+  console.log(lines.join("\n"))
+}
 
-await Effect.runPromise(Effect.scoped(main))
+const loadBefore = loadavg()
+const all: Array<Figures> = []
+for (let i = 0; i < REPEAT; i++) {
+  all.push(await Effect.runPromise(measure))
+  if (REPEAT > 1) console.error(`repetition ${i + 1} of ${REPEAT} done`)
+}
+report(all, { before: loadBefore, after: loadavg() })

@@ -7,6 +7,7 @@ import { Effect } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { Redis } from "ioredis"
+import * as CrashableProcess from "./CrashableProcess.ts"
 import { freePort } from "./freePort.ts"
 import type { SelfSignedCertificate } from "./SelfSignedCertificate.ts"
 
@@ -19,10 +20,13 @@ export interface ClientOptions {
   readonly password?: string
 }
 
-/** Waits until a client with `options` gets an answer to PING. */
-export const waitUntilUp = (options: ClientOptions) =>
+/** Waits until a client with `options` gets an answer to PING (or `child`, when given, exits). */
+export const waitUntilUp = (options: ClientOptions, child?: ChildProcess) =>
   Effect.promise(async () => {
     for (let i = 0; i < 100; i++) {
+      if (child !== undefined && child.exitCode !== null) {
+        throw new Error(`redis-server on port ${options.port} exited with code ${child.exitCode}`)
+      }
       const client = new Redis({ ...options, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
       client.on("error", () => {})
       try {
@@ -38,13 +42,10 @@ export const waitUntilUp = (options: ClientOptions) =>
     throw new Error(`redis-server on port ${options.port} did not start`)
   })
 
-export interface RedisProcess {
+/** `stop` kills the server (SIGKILL: nothing is flushed, like a crash); `start` brings it back on the same port, empty. */
+export interface RedisProcess extends CrashableProcess.CrashableProcess {
   readonly url: string
   readonly port: number
-  /** Kills the server (SIGKILL: nothing is flushed, like a crash). */
-  readonly stop: Effect.Effect<void>
-  /** Starts it again on the same port, empty. */
-  readonly start: Effect.Effect<void>
 }
 
 export interface RedisProcessOptions {
@@ -76,20 +77,11 @@ export const makeWith = (options: RedisProcessOptions) =>
       ...(tls === undefined ? {} : { tls: { ca: readFileSync(tls.certFile) } }),
       ...(user === undefined ? {} : { username: user.name, password: user.password })
     }
-    let child: ChildProcess | undefined
-    const start = Effect.suspend(() => {
-      child = spawn("redis-server", args, { stdio: "ignore" })
-      return waitUntilUp(client)
+    const server = yield* CrashableProcess.make({
+      spawn: () => spawn("redis-server", args, { stdio: "ignore" }),
+      ready: (child) => waitUntilUp(client, child)
     })
-    const stop = Effect.promise(() =>
-      new Promise<void>((resolve) => {
-        if (child === undefined || child.exitCode !== null) return resolve()
-        child.once("exit", () => resolve())
-        child.kill("SIGKILL")
-      })
-    )
-    yield* Effect.acquireRelease(start, () => stop)
-    return { url: `${tls === undefined ? "redis" : "rediss"}://127.0.0.1:${port}`, port, stop, start } satisfies RedisProcess
+    return { url: `${tls === undefined ? "redis" : "rediss"}://127.0.0.1:${port}`, port, ...server } satisfies RedisProcess
   })
 
 /** Starts a private, plain redis-server for the current scope. */
