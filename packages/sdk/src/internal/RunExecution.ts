@@ -257,8 +257,13 @@ export const execute = Effect.fnUntraced(function*(
           attempt
         })
         const started = yield* Clock.currentTimeMillis
-        const exit = yield* definition.run(payload, { attempt, runId, workflowName: run.workflowName, workflowVersion: run.workflowVersion })
-          .pipe(Effect.exit) as Effect.Effect<Exit.Exit<A, E>>
+        const exit = yield* definition.run(payload, {
+          attempt,
+          runId,
+          workflowName: run.workflowName,
+          workflowVersion: run.workflowVersion,
+          workflowPayload: run.payload
+        }).pipe(Effect.exit) as Effect.Effect<Exit.Exit<A, E>>
         const elapsedMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isSuccess(exit)) {
           const result = yield* JsonCodec.encode(definition.successSchema, exit.value, `the result of task ${definition.name}`)
