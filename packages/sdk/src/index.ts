@@ -390,6 +390,11 @@ export interface Client {
 interface ClientSettings {
   /** Sent as `X-API-Key`. */
   readonly apiKey?: string
+  /**
+   * A JWT sent as `Authorization: Bearer`, for a server configured with `JWT_SECRET` or `JWT_JWKS_URL`. A function
+   * is asked before every request (return a cached token, renewed before it expires).
+   */
+  readonly token?: string | (() => string | PromiseLike<string>)
   /** Workers of this client read runs from Redis Streams; without it they long-poll the server. */
   readonly redis?: RedisOptions
 }
@@ -412,7 +417,7 @@ const redisShape: Options.Shape = {
   known: ["url", "host", "port", "username", "password", "tls", "cluster"],
   nested: { cluster: { known: ["nodes"] } }
 }
-const clientShape: Options.Shape = { known: ["baseUrl", "url", "apiKey", "redis"], nested: { redis: redisShape } }
+const clientShape: Options.Shape = { known: ["baseUrl", "url", "apiKey", "token", "redis"], nested: { redis: redisShape } }
 
 /**
  * Connects to an Aiki server: starts runs, follows them, and is what workers run on. `close()` it when done.
@@ -433,6 +438,7 @@ export const client = async (config: ClientConfig): Promise<Client> => {
   const options: ClientOptions = {
     baseUrl,
     ...(config.apiKey !== undefined ? { apiKey: config.apiKey } : {}),
+    ...(config.token !== undefined ? { token: config.token } : {}),
     ...(config.redis !== undefined ? { redis: config.redis } : {})
   }
   const runtime = ManagedRuntime.make(AikiClient.layer(options))

@@ -44,6 +44,27 @@ describe("aiki-server process", () => {
       assert.include(missingExit.stderr, "DATABASE_URL")
     }).pipe(Effect.scoped))
 
+  it.live("refuses to start with no API key and no JWT, unless AUTH=off says so", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const unprotected = yield* spawnNode(mainPath, { DATABASE_URL: database.url })
+      const refused = yield* Effect.promise(() => unprotected.exited)
+      assert.strictEqual(refused.code, 1)
+      assert.deepStrictEqual(refused.stderr.trim().split("\n").length, 1)
+      assert.include(refused.stderr, "no API_KEY, API_KEYS, JWT_SECRET or JWT_JWKS_URL is set")
+      assert.include(refused.stderr, "AUTH=off")
+      const both = yield* spawnNode(mainPath, { DATABASE_URL: database.url, API_KEY: "k", AUTH: "off" })
+      assert.include((yield* Effect.promise(() => both.exited)).stderr, "AUTH=off with API keys or JWT configured")
+      const shortSecret = yield* spawnNode(mainPath, { DATABASE_URL: database.url, JWT_SECRET: "short" })
+      assert.include((yield* Effect.promise(() => shortSecret.exited)).stderr, "JWT_SECRET must be at least 32 characters")
+      const port = yield* Effect.promise(freePort)
+      const open = yield* spawnNode(mainPath, { DATABASE_URL: database.url, PORT: String(port), HOST: "127.0.0.1", AUTH: "off" })
+      yield* waitForHealth(`http://127.0.0.1:${port}/health`, open)
+      const runs = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/workflows/open/runs`).then((r) => r.status))
+      assert.strictEqual(runs, 200)
+      assert.include(open.output(), "AUTH=off: authentication is OFF")
+    }).pipe(Effect.scoped))
+
   it.live("migrates a database as a separate command", () =>
     Effect.gen(function*() {
       const database = yield* TestDatabase.make
@@ -71,6 +92,7 @@ describe("aiki-server process", () => {
         DATABASE_URL: database.url,
         PORT: String(port),
         HOST: "127.0.0.1",
+        AUTH: "off",
         TLS_ENABLED: "true",
         TLS_CERT_FILE: join(dir, "cert.pem"),
         TLS_KEY_FILE: join(dir, "key.pem")
@@ -113,7 +135,8 @@ describe("aiki-server process", () => {
         REDIS_URL: sharedRedisUrl,
         REDIS_PREFIX: `aiki-test-process-${port}`,
         PORT: String(port),
-        HOST: "127.0.0.1"
+        HOST: "127.0.0.1",
+        AUTH: "off"
       })
       yield* waitForHealth(`${base}/health`, running)
       const statuses = yield* Effect.promise(async () => {
@@ -167,6 +190,7 @@ describe("aiki-server process", () => {
         DATABASE_URL: database.url,
         PORT: String(port),
         HOST: "127.0.0.1",
+        AUTH: "off",
         OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${address.port}`,
         OTEL_SERVICE_NAME: "aiki-test"
       })

@@ -31,6 +31,10 @@ export const make = (env: Record<string, string | undefined> = {}) =>
       PORT: String(port),
       HOST: "127.0.0.1",
       REAPER_INTERVAL_MS: "500",
+      // No keys: the server runs without authentication only when told so (a key in `env` turns it back on).
+      ...(env["API_KEY"] === undefined && env["API_KEYS"] === undefined && env["JWT_SECRET"] === undefined
+        ? { AUTH: "off" }
+        : {}),
       ...env
     }
     const running = yield* spawnNode(
