@@ -18,7 +18,7 @@
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease } from "@aiki/contract/Models"
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
-import { Headers, HttpTraceContext } from "effect/http"
+import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
 import { replayVersion } from "./internal/Journal.ts"
@@ -124,8 +124,19 @@ export const layer = <W extends Workflow.Any>(
 ): Layer.Layer<never, never, AikiClient | Workflow.Services<W>> =>
   Layer.effectDiscard(run(options) as Effect.Effect<void, never, AikiClient | Workflow.Services<W> | Scope.Scope>)
 
+/**
+ * Leaves the worker's requests to the Aiki server out of traces: polls, heartbeats and batched writes are
+ * background chatter (a batch serves many runs, so it belongs to none of their traces). Requests that workflows
+ * and tasks make elsewhere are traced as usual.
+ */
+const untracedProtocol = (baseUrl: string) =>
+  Effect.provideService(HttpClient.TracerDisabledWhen, (request) => request.url.startsWith(baseUrl))
+
 /** Runs the worker in the current scope (see `layer`). */
-export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
+export const run = (options: WorkerOptions) =>
+  Effect.flatMap(AikiClient, (client) => untracedProtocol(client.options.baseUrl)(runWith(options)))
+
+const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
   const client = yield* AikiClient
   const api = client.api
   const workerId = (options.id ?? `${hostname()}-${process.pid}`) as WorkerId
@@ -203,7 +214,7 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
         maxPayloadBytes: registration.maxPayloadBytes,
         leaseHolds: leaseHolds(actor)
       }).pipe(
-        Effect.flatMap((end) => Effect.logDebug(`Run ${end}`)),
+        Effect.flatMap((end) => Effect.andThen(Effect.annotateCurrentSpan("run.end", end), Effect.logDebug(`Run ${end}`))),
         Effect.withSpan("Worker.executeRun", {
           attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
         }),

@@ -37,6 +37,7 @@ import { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } fro
 import { InvalidOptions } from "./Errors.ts"
 import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
+import * as Tracing from "./Tracing.ts"
 import * as EffectTask from "./Task.ts"
 import * as EffectWorker from "./Worker.ts"
 import * as EffectWorkflow from "./Workflow.ts"
@@ -44,6 +45,7 @@ import { WorkflowRun } from "./WorkflowRun.ts"
 
 export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
 export type { RedisOptions, RetryPolicy }
+export type { TracingOptions } from "./Tracing.ts"
 
 /** Payloads and results are stored as JSON: what `JSON.stringify` keeps is what a replay gets back. */
 const toJson = (value: unknown): Schema.Json => value === undefined ? null : JSON.parse(JSON.stringify(value))
@@ -395,6 +397,11 @@ interface ClientSettings {
    * is asked before every request (return a cached token, renewed before it expires).
    */
   readonly token?: string | (() => string | PromiseLike<string>)
+  /**
+   * Export traces — each `start`, and on this client's workers each run and task attempt — to an OTLP collector
+   * (`{ endpoint, serviceName }`) or through a tracer of your own (`{ tracer }`). @default not traced
+   */
+  readonly tracing?: Tracing.TracingOptions
   /** Workers of this client read runs from Redis Streams; without it they long-poll the server. */
   readonly redis?: RedisOptions
 }
@@ -417,7 +424,11 @@ const redisShape: Options.Shape = {
   known: ["url", "host", "port", "username", "password", "tls", "cluster"],
   nested: { cluster: { known: ["nodes"] } }
 }
-const clientShape: Options.Shape = { known: ["baseUrl", "url", "apiKey", "token", "redis"], nested: { redis: redisShape } }
+const tracingShape: Options.Shape = { known: ["endpoint", "serviceName", "headers", "exportIntervalMs", "tracer"] }
+const clientShape: Options.Shape = {
+  known: ["baseUrl", "url", "apiKey", "token", "redis", "tracing"],
+  nested: { redis: redisShape, tracing: tracingShape }
+}
 
 /**
  * Connects to an Aiki server: starts runs, follows them, and is what workers run on. `close()` it when done.
@@ -441,7 +452,12 @@ export const client = async (config: ClientConfig): Promise<Client> => {
     ...(config.token !== undefined ? { token: config.token } : {}),
     ...(config.redis !== undefined ? { redis: config.redis } : {})
   }
-  const runtime = ManagedRuntime.make(AikiClient.layer(options))
+  // The tracer is provided beside the client, so every fiber of this runtime (starts, workers, runs) uses it.
+  const runtime = ManagedRuntime.make(
+    config.tracing === undefined
+      ? AikiClient.layer(options)
+      : AikiClient.layer(options).pipe(Layer.provideMerge(Tracing.layer(config.tracing)))
+  )
   await runtime.runPromise(Effect.void)
   return { baseUrl, runtime, close: () => runtime.dispose() }
 }
