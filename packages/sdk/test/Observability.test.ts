@@ -6,10 +6,9 @@
  * by the test, goes from the application's `start` through the server to the worker's run and each task attempt.
  */
 import { eventually } from "@aiki/testing/eventually"
+import * as OtlpCollector from "@aiki/testing/OtlpCollector"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { createServer, type Server } from "node:http"
-import type { AddressInfo } from "node:net"
 import { client, task, worker, workflow } from "../src/index.ts"
 import * as AikiServer from "./support/AikiServer.ts"
 
@@ -51,81 +50,6 @@ const counted = workflow({
 
 // ---------------------------------------------------------------------------------------------------------------
 // Traces
-
-interface ExportedSpan {
-  readonly service: string
-  readonly traceId: string
-  readonly spanId: string
-  readonly parentSpanId: string | undefined
-  readonly name: string
-  readonly attributes: Record<string, unknown>
-}
-
-interface OtlpValue {
-  readonly stringValue?: string
-  readonly intValue?: string | number
-  readonly boolValue?: boolean
-  readonly doubleValue?: number
-}
-interface OtlpAttribute {
-  readonly key: string
-  readonly value: OtlpValue
-}
-interface OtlpExport {
-  readonly resourceSpans: ReadonlyArray<{
-    readonly resource: { readonly attributes: ReadonlyArray<OtlpAttribute> }
-    readonly scopeSpans: ReadonlyArray<{
-      readonly spans: ReadonlyArray<{
-        readonly traceId: string
-        readonly spanId: string
-        readonly parentSpanId?: string
-        readonly name: string
-        readonly attributes: ReadonlyArray<OtlpAttribute>
-      }>
-    }>
-  }>
-}
-
-const valueOf = (value: OtlpValue) =>
-  value.stringValue ?? (value.intValue !== undefined ? Number(value.intValue) : value.boolValue ?? value.doubleValue)
-
-/** An OTLP/HTTP collector keeping every span it is sent (JSON encoding). */
-const collector = Effect.gen(function*() {
-  const spans: Array<ExportedSpan> = []
-  const server = yield* Effect.acquireRelease(
-    Effect.promise(() =>
-      new Promise<Server>((resolve) => {
-        const server = createServer((req, res) => {
-          let body = ""
-          req.on("data", (chunk) => (body += chunk))
-          req.on("end", () => {
-            if (req.url === "/v1/traces") {
-              for (const resource of (JSON.parse(body) as OtlpExport).resourceSpans) {
-                const service = String(valueOf(resource.resource.attributes.find((a) => a.key === "service.name")!.value))
-                for (const scope of resource.scopeSpans) {
-                  for (const span of scope.spans) {
-                    spans.push({
-                      service,
-                      traceId: span.traceId,
-                      spanId: span.spanId,
-                      parentSpanId: span.parentSpanId === "" ? undefined : span.parentSpanId,
-                      name: span.name,
-                      attributes: Object.fromEntries(span.attributes.map((a) => [a.key, valueOf(a.value)]))
-                    })
-                  }
-                }
-              }
-            }
-            res.writeHead(200, { "content-type": "application/json" }).end("{}")
-          })
-        })
-        server.listen(0, "127.0.0.1", () => resolve(server))
-      })
-    ),
-    (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-  )
-  return { endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans }
-})
 
 const prepare = task({ name: "trace-prepare", run: ({ payload }: { payload: string }) => `prepared ${payload}` })
 let flakyAttempts = 0
@@ -234,7 +158,7 @@ describe("observability", () => {
 
   it.live("one trace from the application's start through the server to the worker's run and every task attempt", () =>
     Effect.gen(function*() {
-      const otlp = yield* collector
+      const otlp = yield* OtlpCollector.make
       const server = yield* AikiServer.make({ OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_SERVICE_NAME: "aiki-server" })
       const tracing = (serviceName: string) => ({ endpoint: otlp.endpoint, serviceName, exportIntervalMs: 200 })
       const workerSide = yield* Effect.promise(() => client({ baseUrl: server.baseUrl, tracing: tracing("orders-worker") }))
@@ -256,7 +180,7 @@ describe("observability", () => {
       const trace = otlp.spans.filter((s) => s.traceId === start!.traceId)
       const byId = new Map(trace.map((s) => [s.spanId, s]))
       /** The names from `span` up to the root of the trace. */
-      const ancestry = (span: ExportedSpan): Array<string> => {
+      const ancestry = (span: OtlpCollector.ExportedSpan): Array<string> => {
         const parent = span.parentSpanId === undefined ? undefined : byId.get(span.parentSpanId)
         return [span.name, ...(parent === undefined ? [] : ancestry(parent))]
       }

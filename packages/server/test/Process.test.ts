@@ -6,15 +6,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
-import { createServer as createHttpServer, type Server } from "node:http"
 import { request } from "node:https"
-import { type AddressInfo, connect, createServer as createNetServer } from "node:net"
+import { connect, createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
 import { Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { freePort } from "@aiki/testing/freePort"
+import * as OtlpCollector from "@aiki/testing/OtlpCollector"
 import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import { fileURLToPath } from "node:url"
 
@@ -167,31 +167,14 @@ describe("aiki-server process", () => {
   it.live("exports traces to the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT", () =>
     Effect.gen(function*() {
       const database = yield* TestDatabase.make
-      const received: Array<string> = []
-      const collector = yield* Effect.acquireRelease(
-        Effect.promise(() =>
-          new Promise<Server>((resolve) => {
-            const server = createHttpServer((req, res) => {
-              let body = ""
-              req.on("data", (chunk) => (body += chunk))
-              req.on("end", () => {
-                if (req.url === "/v1/traces") received.push(body)
-                res.writeHead(200, { "content-type": "application/json" }).end("{}")
-              })
-            })
-            server.listen(0, "127.0.0.1", () => resolve(server))
-          })
-        ),
-        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-      )
-      const address = collector.address() as AddressInfo
+      const collector = yield* OtlpCollector.make
       const port = yield* Effect.promise(freePort)
       const running = yield* spawnNode(mainPath, {
         DATABASE_URL: database.url,
         PORT: String(port),
         HOST: "127.0.0.1",
         AUTH: "off",
-        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${address.port}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
         OTEL_SERVICE_NAME: "aiki-test"
       })
       yield* waitForHealth(`http://127.0.0.1:${port}/health`, running)
@@ -204,9 +187,8 @@ describe("aiki-server process", () => {
       )
       running.child.kill("SIGTERM")
       yield* Effect.promise(() => running.exited)
-      const exported = received.join("\n")
-      assert.include(exported, "RunStore.start")
-      assert.include(exported, "aiki-test")
+      const stored = collector.spans.find((span) => span.name === "RunStore.start")
+      assert.strictEqual(stored?.service, "aiki-test")
     }).pipe(Effect.scoped))
 
   it.live("waits for Postgres when it is down at start: 503 meanwhile, then migrates and serves", () =>
