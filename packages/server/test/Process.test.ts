@@ -63,7 +63,7 @@ describe("aiki-server process", () => {
       const runs = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/workflows/open/runs`).then((r) => r.status))
       assert.strictEqual(runs, 200)
       assert.include(open.output(), "AUTH=off: authentication is OFF")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("migrates a database as a separate command", () =>
     Effect.gen(function*() {
