@@ -106,12 +106,16 @@ const sampleWorkers = (holder: string, exported: Set<string>) =>
       if (!current.has(id)) yield* Metric.remove(Metric.withAttributes(workersHeartbeatAge, { worker_id: id }))
     }
     exported.clear()
-    if (leading.length === 0) return yield* Metric.remove(workersActive)
+    if (leading.length === 0) {
+      yield* Metric.remove(workersActive)
+      return false
+    }
     yield* Metric.update(workersActive, rows.length)
     for (const row of rows) {
       yield* Metric.update(Metric.withAttributes(workersHeartbeatAge, { worker_id: row.id }), row.age)
       exported.add(row.id)
     }
+    return true
   })
 
 /**
@@ -123,8 +127,15 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
   const holder = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
   const exported = new Set<string>()
-  yield* Effect.addFinalizer(() => sql`DELETE FROM metrics_leader WHERE holder = ${holder}`.pipe(Effect.ignore))
+  let leading = false
+  // Bounded: a server stopping because its database is gone must not wait on it.
+  yield* Effect.addFinalizer(() =>
+    leading
+      ? sql`DELETE FROM metrics_leader WHERE holder = ${holder}`.pipe(Effect.timeout("2 seconds"), Effect.ignore)
+      : Effect.void
+  )
   yield* sampleWorkers(holder, exported).pipe(
+    Effect.tap((held) => Effect.sync(() => (leading = held))),
     Effect.catchCause((cause) => Effect.logWarning("Cannot sample worker metrics", cause)),
     Effect.repeat(Schedule.spaced("5 seconds")),
     (sampling) => Effect.andThen(ready.await, sampling),
