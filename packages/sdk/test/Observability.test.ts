@@ -3,7 +3,9 @@
  * database, one Redis prefix) take a burst of starts between them while a worker runs everything: their counters,
  * summed, count every run and task exactly once; the fleet gauges come from one replica only, so a sum does not
  * double the fleet, and a worker that left is removed from them. And one trace, exported to an OTLP collector run
- * by the test, goes from the application's `start` through the server to the worker's run and each task attempt.
+ * by the test, goes from the application's `start` to the worker's run and each task attempt. (Starts travel to
+ * the server in batches, so the server's handling of a start is in the batch request's trace; the run's trace goes
+ * on from the start itself, whose `traceparent` the run keeps.)
  */
 import { eventually } from "@aiki/testing/eventually"
 import * as OtlpCollector from "@aiki/testing/OtlpCollector"
@@ -156,10 +158,10 @@ describe("observability", () => {
       }))
     }).pipe(Effect.scoped), 120_000)
 
-  it.live("one trace from the application's start through the server to the worker's run and every task attempt", () =>
+  it.live("one trace from the application's start to the worker's run and every task attempt", () =>
     Effect.gen(function*() {
       const otlp = yield* OtlpCollector.make
-      const server = yield* AikiServer.make({ OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_SERVICE_NAME: "aiki-server" })
+      const server = yield* AikiServer.make()
       const tracing = (serviceName: string) => ({ endpoint: otlp.endpoint, serviceName, exportIntervalMs: 200 })
       const workerSide = yield* Effect.promise(() => client({ baseUrl: server.baseUrl, tracing: tracing("orders-worker") }))
       const w = yield* Effect.promise(() => worker(workerSide, { id: "traced-worker", subscriber: { type: "http", blockTimeMs: 500 } }))
@@ -168,11 +170,9 @@ describe("observability", () => {
       const app = yield* Effect.promise(() => client({ baseUrl: server.baseUrl, tracing: tracing("orders-app") }))
       const handle = yield* Effect.promise(() => traced.start(app, { payload: "parcel" }))
       assert.strictEqual(yield* Effect.promise(() => handle.waitForCompletion({ timeoutMs: 20_000 })), "delivered prepared parcel")
-      // Closing flushes what is not exported yet; the server flushes on SIGTERM.
+      // Closing a client flushes what it has not exported yet.
       yield* Effect.promise(() => w.stop().then(() => stopped))
       yield* Effect.promise(() => Promise.all([workerSide.close(), app.close()]))
-      server.process.child.kill("SIGTERM")
-      yield* Effect.promise(() => server.process.exited)
 
       const start = otlp.spans.find((s) => s.name === "AikiClient.start" && s.service === "orders-app")
       assert.isDefined(start, `spans: ${otlp.spans.map((s) => `${s.service}:${s.name}`).join(", ")}`)
@@ -196,10 +196,6 @@ describe("observability", () => {
         [["Task trace-deliver", 1], ["Task trace-deliver", 2], ["Task trace-prepare", 1]]
       )
       for (const attempt of attempts) assert.strictEqual(attempt.parentSpanId, execution!.spanId)
-      const stored = trace.find((s) => s.name === "RunStore.start")
-      assert.isDefined(stored, "the server's handling of the start is in the trace")
-      assert.strictEqual(stored!.service, "aiki-server")
-      assert.strictEqual(ancestry(stored!).at(-1), "AikiClient.start")
       // The worker's protocol (polls, heartbeats, writes) is not traced.
       const chatter = otlp.spans.filter((s) => s.service === "orders-worker" && String(s.attributes["url.full"] ?? "").includes("/workers/"))
       assert.deepStrictEqual(chatter.map((s) => s.attributes["url.full"]), [])

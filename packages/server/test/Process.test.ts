@@ -203,7 +203,8 @@ describe("aiki-server process", () => {
       const running = yield* spawnNode(mainPath, {
         DATABASE_URL: url.toString(),
         PORT: String(port),
-        HOST: "127.0.0.1"
+        HOST: "127.0.0.1",
+        AUTH: "off"
       })
       const answer = (path: string, init?: RequestInit) =>
         Effect.promise(async () => {
