@@ -165,7 +165,7 @@ export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<P
         catch: (error) => error
       }).pipe(Effect.orDie)
   })
-  const start = (ctx: InWorkflowRun, request: TaskRequest<Payload>): Promise<Result> => {
+  const start = async (ctx: InWorkflowRun, request: TaskRequest<Payload>): Promise<Result> => {
     const where = `${options.name}.start()`
     const run = typeof ctx === "object" && ctx !== null ? ctx[services] : undefined
     if (run === undefined) {
