@@ -160,6 +160,7 @@ const measure = Effect.gen(function*() {
     REDIS_PREFIX: `aiki-bench-${port}`,
     PORT: String(port),
     HOST: "127.0.0.1",
+    AUTH: "off",
     ...profile
   })
   yield* waitForHealth(`${baseUrl}/health`, server)

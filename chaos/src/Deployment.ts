@@ -154,7 +154,9 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
     PORT: String(ports[replica]),
     HOST: "127.0.0.1",
     REAPER_INTERVAL_MS: String(options.reaperIntervalMs),
-    REPUBLISH_AFTER_MS: String(options.republishAfterMs)
+    REPUBLISH_AFTER_MS: String(options.republishAfterMs),
+    // Private processes on 127.0.0.1: no keys, and the server must be told that is deliberate.
+    AUTH: "off"
   })
   /** SIGKILLs `running` on purpose and waits until it is gone. */
   const crash = (running: Running | undefined) =>

@@ -24,7 +24,8 @@ const TestLayer = Layer.effect(Server, Effect.gen(function*() {
     REDIS_URL: redisUrl,
     REDIS_PREFIX: `aiki-test-${randomBytes(4).toString("hex")}`,
     PORT: String(port),
-    HOST: "127.0.0.1"
+    HOST: "127.0.0.1",
+    AUTH: "off"
   })
   const baseUrl = `http://127.0.0.1:${port}`
   yield* waitForHealth(`${baseUrl}/health`, running)

@@ -1,5 +1,6 @@
 /**
- * The `aiki` root command and the flags every subcommand shares: where the server is, the key, the output form.
+ * The `aiki` root command and the flags every subcommand shares: where the server is, the key or token, the output
+ * form.
  */
 import * as Client from "@aiki/contract/Client"
 import { Effect, Option } from "effect"
@@ -13,6 +14,10 @@ export const aiki = Command.make("aiki").pipe(
       Flag.optional
     ),
     apiKey: Flag.String("api-key").pipe(Flag.withDescription("X-API-Key (default: $AIKI_API_KEY)"), Flag.optional),
+    token: Flag.String("token").pipe(
+      Flag.withDescription("A JWT sent as Authorization: Bearer (default: $AIKI_TOKEN)"),
+      Flag.optional
+    ),
     json: Flag.Boolean("json").pipe(Flag.withDescription("Print one JSON document"), Flag.withDefault(false))
   }),
   Command.withDescription("Aiki, durable workflows for TypeScript: run the server, follow and manage runs")
@@ -23,11 +28,12 @@ export const settings = Effect.gen(function*() {
   const root = yield* aiki
   const url = Option.getOrElse(root.url, () => process.env["AIKI_URL"] ?? "http://localhost:9090")
   const apiKey = Option.getOrUndefined(Option.orElse(root.apiKey, () => Option.fromNullishOr(process.env["AIKI_API_KEY"])))
-  return { url, apiKey, json: root.json }
+  const token = Option.getOrUndefined(Option.orElse(root.token, () => Option.fromNullishOr(process.env["AIKI_TOKEN"])))
+  return { url, apiKey, token, json: root.json }
 })
 
 /** The typed API client for the shared flags. */
 export const client = Effect.gen(function*() {
-  const { apiKey, url } = yield* settings
-  return yield* Client.make({ baseUrl: url, apiKey }).pipe(Effect.provide(FetchHttpClient.layer))
+  const { apiKey, token, url } = yield* settings
+  return yield* Client.make({ baseUrl: url, apiKey, token }).pipe(Effect.provide(FetchHttpClient.layer))
 })

@@ -13,21 +13,41 @@ export interface ClientOptions {
   readonly baseUrl: string
   /** Sent as `X-API-Key`; leave it out when the server runs without authentication. */
   readonly apiKey?: string | undefined
+  /**
+   * A JSON Web Token sent as `Authorization: Bearer`, for a server that accepts them (`JWT_SECRET` or
+   * `JWT_JWKS_URL`). A function is asked before every request: return a cached token, renewed before it expires.
+   */
+  readonly token?: string | (() => string | PromiseLike<string>) | undefined
 }
 
 export type AikiClient = HttpApiClient.ForApi<typeof AikiApi>
 
-const withKey = (apiKey: string | undefined) => (request: HttpClientRequest.HttpClientRequest) =>
-  apiKey === undefined ? request : HttpClientRequest.setHeader(request, "x-api-key", apiKey)
+/** The credentials a request carries: the key's header, and the token's (asked for afresh each time). */
+const withCredentials = (credentials: Omit<ClientOptions, "baseUrl">) => {
+  const { apiKey, token } = credentials
+  const keyed = (request: HttpClientRequest.HttpClientRequest) =>
+    apiKey === undefined ? request : HttpClientRequest.setHeader(request, "x-api-key", apiKey)
+  if (token === undefined) return (request: HttpClientRequest.HttpClientRequest) => Effect.succeed(keyed(request))
+  const current = typeof token === "string"
+    ? Effect.succeed(token)
+    : Effect.tryPromise(async () => await token()).pipe(Effect.orDie)
+  return (request: HttpClientRequest.HttpClientRequest) =>
+    Effect.map(current, (jwt) => HttpClientRequest.bearerToken(keyed(request), jwt))
+}
+
+/** Adds the API key and the bearer token (when given) to every request of the groups that need one. */
+export const layerCredentials = (credentials: Omit<ClientOptions, "baseUrl">) => {
+  const credentialed = withCredentials(credentials)
+  return Layer.mergeAll(
+    HttpApiMiddleware.layerClient(ClientAccess, ({ next, request }) => Effect.flatMap(credentialed(request), next)),
+    HttpApiMiddleware.layerClient(AdminAccess, ({ next, request }) => Effect.flatMap(credentialed(request), next)),
+    HttpApiMiddleware.layerClient(WorkerAccess, ({ next, request }) => Effect.flatMap(credentialed(request), next))
+  )
+}
 
 /** Adds the API key to every request of the groups that need one. */
-export const layerApiKey = (apiKey: string | undefined) =>
-  Layer.mergeAll(
-    HttpApiMiddleware.layerClient(ClientAccess, ({ next, request }) => next(withKey(apiKey)(request))),
-    HttpApiMiddleware.layerClient(AdminAccess, ({ next, request }) => next(withKey(apiKey)(request))),
-    HttpApiMiddleware.layerClient(WorkerAccess, ({ next, request }) => next(withKey(apiKey)(request)))
-  )
+export const layerApiKey = (apiKey: string | undefined) => layerCredentials({ apiKey })
 
 /** Builds a client; needs an `HttpClient` (e.g. `FetchHttpClient.layer`). */
 export const make = (options: ClientOptions): Effect.Effect<AikiClient, never, HttpClient.HttpClient> =>
-  HttpApiClient.make(AikiApi, { baseUrl: options.baseUrl }).pipe(Effect.provide(layerApiKey(options.apiKey)))
+  HttpApiClient.make(AikiApi, { baseUrl: options.baseUrl }).pipe(Effect.provide(layerCredentials(options)))

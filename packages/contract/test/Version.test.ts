@@ -19,7 +19,9 @@ describe("Version", () => {
 
   it("has every public module of the JSR packages in their exports", () => {
     for (const name of ["contract", "sdk"]) {
-      const modules = readdirSync(`${packages}${name}/src`).filter((file) => file.endsWith(".ts")).sort()
+      // Every module but the internal ones (those under `src/internal`), in subdirectories too.
+      const modules = readdirSync(`${packages}${name}/src`, { recursive: true, encoding: "utf8" })
+        .filter((file) => file.endsWith(".ts") && !file.startsWith("internal/")).sort()
       const exported = Object.values(read(`${name}/deno.json`)["exports"] as Record<string, string>)
         .map((path) => path.replace("./src/", "")).sort()
       expect(exported).toEqual(modules)

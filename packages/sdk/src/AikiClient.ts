@@ -223,11 +223,13 @@ const make = (options: ClientOptions) =>
         api.workflows.startMany({ payload: { runs } }).pipe(Effect.map(({ results }) => results))
     })
 
-    const start = Effect.fnUntraced(function*(
+    // A span of its own: the root of the run's trace, which the worker that executes the run continues.
+    const start = Effect.fn("AikiClient.start")(function*(
       workflow: AnyWorkflow,
       payload: unknown,
       startOptions: { readonly idempotencyKey?: string } = {}
     ) {
+      yield* Effect.annotateCurrentSpan({ workflow: workflow.name, version: workflow.version })
       const encoded = yield* Json.encode(workflow.payloadSchema, payload, `the payload of ${workflow.name}`)
       // The caller's trace, for the run's execution to continue (each start of a shared request has its own).
       const traceParent = yield* Effect.currentSpan.pipe(

@@ -86,3 +86,19 @@ export class WriteRefused extends Data.TaggedError("WriteRefused")<{
     return `The server refused ${this.write} of run ${this.runId}: ${this.reason}`
   }
 }
+
+/**
+ * Options the SDK does not know, or a required one missing or of the wrong kind: thrown at once by the call that
+ * was given them (`task`, `workflow`, `client`, `worker`), naming the option, instead of being silently ignored.
+ */
+export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
+  /** The call that was given the options, e.g. `worker()`. */
+  readonly where: string
+  /** The option at fault, as a path (`workflowRunSubscriber.pollInterval`). */
+  readonly option: string
+  readonly reason: string
+}> {
+  override get message() {
+    return `${this.where}: ${this.reason}`
+  }
+}

@@ -18,7 +18,7 @@
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease } from "@aiki/contract/Models"
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
-import { Headers, HttpTraceContext } from "effect/http"
+import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
 import { replayVersion } from "./internal/Journal.ts"
@@ -36,21 +36,7 @@ export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
   /** @default 10 */
   readonly maxConcurrentWorkflowRuns?: number
   /** @default Redis Streams when the client has Redis options and the server publishes to Redis, else HTTP */
-  readonly subscriber?:
-    | {
-      readonly type: "redis_streams"
-      /** Take over entries idle this long (their worker died). @default 60_000 */
-      readonly claimMinIdleTimeMs?: number
-      /** How long one read waits for new entries. @default 1_000 */
-      readonly blockTimeMs?: number
-      /** Most entries read at once. @default 100 */
-      readonly maxBatchSize?: number
-    }
-    | {
-      readonly type: "http"
-      /** How long one long-poll waits for a run. @default 20_000 */
-      readonly blockTimeMs?: number
-    }
+  readonly subscriber?: Subscriber
   readonly workflowRun?: {
     /** How often the leases of the runs held are extended. @default 30_000 */
     readonly heartbeatIntervalMs?: number
@@ -72,6 +58,32 @@ export interface WorkerOptions<W extends Workflow.Any = Workflow.Any> {
   /** @default 5_000 */
   readonly gracefulShutdownTimeoutMs?: number
 }
+
+/** How a worker receives runs: from Redis Streams, or by asking the server over HTTP. */
+export type Subscriber =
+  | {
+    readonly type: "redis_streams"
+    /** Take over entries idle this long (their worker died). @default 60_000 */
+    readonly claimMinIdleTimeMs?: number
+    /** How long one read waits for new entries. @default 1_000 */
+    readonly blockTimeMs?: number
+    /** Most entries read at once. @default 100 */
+    readonly maxBatchSize?: number
+  }
+  | {
+    readonly type: "http"
+    /**
+     * How long one poll waits on the server for a run (a long poll: a run is handed over as soon as it is
+     * pending, so this is not a delay). @default 20_000
+     */
+    readonly blockTimeMs?: number
+    /** The least time between the starts of two polls, to bound how often this worker asks. @default 0 */
+    readonly pollIntervalMs?: number
+    /** Most runs one poll claims (at most 100). @default 100 */
+    readonly maxBatchSize?: number
+    /** While the server cannot be reached, the wait between polls doubles up to this. @default 2_000 */
+    readonly maxRetryDelayMs?: number
+  }
 
 /** A run this worker holds: its lease, why it is being stopped (if it is), and its fiber. */
 interface Actor {
@@ -112,8 +124,19 @@ export const layer = <W extends Workflow.Any>(
 ): Layer.Layer<never, never, AikiClient | Workflow.Services<W>> =>
   Layer.effectDiscard(run(options) as Effect.Effect<void, never, AikiClient | Workflow.Services<W> | Scope.Scope>)
 
+/**
+ * Leaves the worker's requests to the Aiki server out of traces: polls, heartbeats and batched writes are
+ * background chatter (a batch serves many runs, so it belongs to none of their traces). Requests that workflows
+ * and tasks make elsewhere are traced as usual.
+ */
+const untracedProtocol = (baseUrl: string) =>
+  Effect.provideService(HttpClient.TracerDisabledWhen, (request) => request.url.startsWith(baseUrl))
+
 /** Runs the worker in the current scope (see `layer`). */
-export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
+export const run = (options: WorkerOptions) =>
+  Effect.flatMap(AikiClient, (client) => untracedProtocol(client.options.baseUrl)(runWith(options)))
+
+const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
   const client = yield* AikiClient
   const api = client.api
   const workerId = (options.id ?? `${hostname()}-${process.pid}`) as WorkerId
@@ -191,7 +214,7 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
         maxPayloadBytes: registration.maxPayloadBytes,
         leaseHolds: leaseHolds(actor)
       }).pipe(
-        Effect.flatMap((end) => Effect.logDebug(`Run ${end}`)),
+        Effect.flatMap((end) => Effect.andThen(Effect.annotateCurrentSpan("run.end", end), Effect.logDebug(`Run ${end}`))),
         Effect.withSpan("Worker.executeRun", {
           attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
         }),
@@ -270,15 +293,20 @@ export const run = Effect.fnUntraced(function*(options: WorkerOptions) {
   } else {
     const wanted = [...registry.values()].map((w) => ({ name: w.name, version: w.version }))
     const waitMs = Math.min(subscriber.blockTimeMs ?? 20_000, 60_000)
+    const batch = Math.max(1, Math.min(subscriber.maxBatchSize ?? 100, 100))
+    const pollIntervalMs = subscriber.pollIntervalMs ?? 0
+    const retry = subscriber.maxRetryDelayMs === undefined ? {} : { maxDelayMs: subscriber.maxRetryDelayMs }
     yield* supervise("HTTP subscriber", Effect.gen(function*() {
       while (true) {
         yield* waitForSlot
         const requestedAt = yield* Clock.currentTimeMillis
         const leases = yield* link.retrying(api.execution.poll({
           params: { id: workerId },
-          payload: { workflows: wanted, max: Math.min(yield* free, 100), waitMs, leaseMs, replayVersion }
-        })).pipe(Effect.orDie)
+          payload: { workflows: wanted, max: Math.min(yield* free, batch), waitMs, leaseMs, replayVersion }
+        }), retry).pipe(Effect.orDie)
         yield* Effect.forEach(leases, (lease) => spawn(lease, undefined, requestedAt), { discard: true })
+        const rest = pollIntervalMs - ((yield* Clock.currentTimeMillis) - requestedAt)
+        if (rest > 0) yield* Effect.sleep(Duration.millis(rest))
       }
     }), receiving)
   }

@@ -24,6 +24,8 @@ export interface TaskContext {
   readonly runId: RunId
   readonly workflowName: WorkflowName
   readonly workflowVersion: WorkflowVersion
+  /** What the run was started with, as stored (JSON, before the workflow's payload schema decodes it). */
+  readonly workflowPayload: Json
 }
 
 export class WorkflowRun extends Context.Service<WorkflowRun, {

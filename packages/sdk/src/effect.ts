@@ -11,6 +11,7 @@ export { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } fro
 export * as Errors from "./Errors.ts"
 export * as Retry from "./Retry.ts"
 export * as Task from "./Task.ts"
+export * as Tracing from "./Tracing.ts"
 export * as Worker from "./Worker.ts"
 export * as Workflow from "./Workflow.ts"
 export { WorkflowRun } from "./WorkflowRun.ts"

@@ -17,23 +17,35 @@
  * const aiki = await client({ baseUrl: "http://localhost:9090", redis: { host: "localhost", port: 6379 } })
  * const w = await worker(aiki, { id: "order-worker", maxConcurrentWorkflowRuns: 5 })
  * w.workflowRegistry.add(orderProcessingV1)
- * void w.start()
+ * void w.start()                      // resolves only when the worker stops: do not await it here
  * const handle = await orderProcessingV1.start(aiki, { payload: order, idempotencyKey: order.id })
  * const result = await handle.waitForCompletion()
  * ```
+ *
+ * The seeds' Core Concepts style is the same implementation under other names: `workflow({ name, version, run })`
+ * for one version, `task.run(workflowRun, { payload })` for `task.start(ctx, …)`, `workflow.enqueue` for
+ * `start`, `createClient({ url })` for `client({ baseUrl })`, and the worker option `workflowRunSubscriber` for
+ * the HTTP subscriber's polling options; also importable as `@aiki/sdk/workflow`, `/task`, `/worker`, `/client`.
+ *
+ * Options are checked when given: an option this SDK does not know is a type error in an object literal and, in
+ * any case, an `InvalidOptions` thrown at once naming it.
  */
 import type { RunId } from "@aiki/contract/Ids"
 import type { WorkflowRun as RunRecord } from "@aiki/contract/Models"
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schema } from "effect"
 import { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
+import { InvalidOptions } from "./Errors.ts"
+import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
+import * as Tracing from "./Tracing.ts"
 import * as EffectTask from "./Task.ts"
 import * as EffectWorker from "./Worker.ts"
 import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
-export { NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
+export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
 export type { RedisOptions, RetryPolicy }
+export type { TracingOptions } from "./Tracing.ts"
 
 /** Payloads and results are stored as JSON: what `JSON.stringify` keeps is what a replay gets back. */
 const toJson = (value: unknown): Schema.Json => value === undefined ? null : JSON.parse(JSON.stringify(value))
@@ -45,6 +57,14 @@ const runToPromise = <A, R>(context: Context.Context<R>, effect: Effect.Effect<A
     throw Cause.squash(exit.cause)
   })
 
+const services = Symbol.for("@aiki/sdk/services")
+
+/** What the code of a run needs to make durable calls: the run's services and the signal that stops it. */
+interface RunServices {
+  readonly context: Context.Context<WorkflowRun>
+  readonly signal: AbortSignal
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Tasks
 
@@ -55,9 +75,20 @@ export interface TaskRunContext<Payload> {
   readonly attempt: number
   /** Aborted when the run is cancelled, its lease is lost or the worker shuts down: stop and clean up. */
   readonly signal: AbortSignal
-  readonly workflowRun: { readonly id: RunId; readonly name: string; readonly version: string }
+  /** The run the task is a step of; `params.payload` is what the run was started with. */
+  readonly workflowRun: {
+    readonly id: RunId
+    readonly name: string
+    readonly version: string
+    readonly params: { readonly payload: unknown }
+  }
 }
 
+/**
+ * A task's definition. Type the payload where you write `run` — `run: async ({ payload }: { payload: Order }) =>
+ * …` — or as `task<Order, Receipt>({ … })`: nothing else tells TypeScript what a task will be given, so an
+ * unannotated `({ payload })` is `unknown` under `strict`.
+ */
 export interface TaskOptions<Payload, Result> {
   /** Must stay the same for as long as runs that used it may be replayed. */
   readonly name: string
@@ -66,15 +97,51 @@ export interface TaskOptions<Payload, Result> {
   readonly retry?: RetryPolicy
 }
 
+/** `ctx`, or `ctx.workflowRun`: what places a task call in the run whose code makes it. */
+export interface InWorkflowRun {
+  readonly [services]: RunServices
+}
+
+/** How a workflow starts a task: the payload it is given. */
+export interface TaskRequest<Payload> {
+  readonly payload: Payload
+}
+
 export interface Task<Payload, Result> {
   readonly name: string
   /** Runs the task as a step of the workflow run `ctx` (or returns its recorded result). */
-  readonly start: (ctx: WorkflowContext, request: { readonly payload: Payload }) => Promise<Result>
+  readonly start: (ctx: InWorkflowRun, request: TaskRequest<Payload>) => Promise<Result>
+  /** `start` by the name the seeds' Core Concepts use: `await ringAlarm.run(workflowRun, { payload })`. */
+  readonly run: (workflowRun: InWorkflowRun, request: TaskRequest<Payload>) => Promise<Result>
   /** The Effect task underneath. */
   readonly effect: EffectTask.Task<typeof Schema.Json, typeof Schema.Json, typeof Schema.Never, never>
 }
 
+const retryShape: Options.Shape = {
+  byType: {
+    fixed: { known: ["type", "maxAttempts", "delayMs"] },
+    exponential: { known: ["type", "maxAttempts", "baseDelayMs", "maxDelayMs"] }
+  }
+}
+const taskShape: Options.Shape = { known: ["name", "run", "retry"], nested: { retry: retryShape } }
+const taskRequestShape: Options.Shape = { known: ["payload"] }
+
+/**
+ * Defines a task: a step whose result is recorded, so a replay returns it instead of running the task again.
+ *
+ * @example
+ * ```ts
+ * const ringAlarm = task({
+ *   name: "ring-alarm",
+ *   run: async ({ payload }: { payload: { song: string } }) => `ringing ${payload.song}`,
+ *   retry: { type: "fixed", maxAttempts: 3, delayMs: 1_000 }
+ * })
+ * ```
+ */
 export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<Payload, Result>): Task<Payload, Result> => {
+  Options.check("task()", options, taskShape)
+  Options.requireKind("task()", "name", options.name, "string")
+  Options.requireKind("task()", "run", options.run, "function")
   const effect = EffectTask.make(options.name, {
     payload: Schema.Json,
     success: Schema.Json,
@@ -87,28 +154,49 @@ export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<P
               payload: payload as Payload,
               attempt: context.attempt,
               signal,
-              workflowRun: { id: context.runId, name: context.workflowName, version: context.workflowVersion }
+              workflowRun: {
+                id: context.runId,
+                name: context.workflowName,
+                version: context.workflowVersion,
+                params: { payload: context.workflowPayload }
+              }
             })
           ),
         catch: (error) => error
       }).pipe(Effect.orDie)
   })
-  return {
-    name: options.name,
-    effect,
-    start: (ctx, { payload }) =>
-      runToPromise(ctx[services], effect.start(toJson(payload)), ctx.signal) as Promise<Result>
+  const start = async (ctx: InWorkflowRun, request: TaskRequest<Payload>): Promise<Result> => {
+    const where = `${options.name}.start()`
+    const run = typeof ctx === "object" && ctx !== null ? ctx[services] : undefined
+    if (run === undefined) {
+      throw new InvalidOptions({
+        where,
+        option: "ctx",
+        reason: "the first argument must be the workflow's `ctx` or `ctx.workflowRun`"
+      })
+    }
+    Options.check(where, request, taskRequestShape)
+    return runToPromise(run.context, effect.start(toJson(request.payload)), run.signal) as Promise<Result>
   }
+  return { name: options.name, effect, start, run: start }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Workflows
 
-const services = Symbol.for("@aiki/sdk/services")
+/** The run a workflow's code is executing (`ctx.workflowRun`); pass it, or `ctx`, to `task.start` / `task.run`. */
+export interface WorkflowRunContext<Payload = unknown> {
+  readonly id: RunId
+  readonly name: string
+  readonly version: string
+  /** What the run was started with: `params.payload` is the workflow's payload. */
+  readonly params: { readonly payload: Payload }
+  readonly [services]: RunServices
+}
 
-/** What a workflow's `run` receives first: pass it to `task.start`. */
-export interface WorkflowContext {
-  readonly workflowRun: { readonly id: RunId; readonly name: string; readonly version: string }
+/** What a workflow's `run` receives first: pass it (or its `workflowRun`) to `task.start`. */
+export interface WorkflowContext<Payload = unknown> {
+  readonly workflowRun: WorkflowRunContext<Payload>
   /** Aborted when the run is cancelled, its lease is lost or the worker shuts down. */
   readonly signal: AbortSignal
   /**
@@ -121,24 +209,40 @@ export interface WorkflowContext {
    * the server, holding no worker, until one arrives. An event sent earlier is kept for it.
    */
   readonly waitForEvent: <Payload = unknown>(name: string) => Promise<Payload>
-  readonly [services]: Context.Context<WorkflowRun>
+  readonly [services]: RunServices
 }
 
 export interface VersionOptions<Payload, Result> {
-  /** Deterministic outside tasks: the same payload and task results must lead to the same task calls. */
-  readonly run: (ctx: WorkflowContext, payload: Payload) => Promise<Result>
+  /**
+   * Deterministic outside tasks: the same payload and task results must lead to the same task calls. The payload
+   * is also `ctx.workflowRun.params.payload`, so `run({ workflowRun })` is a complete signature.
+   */
+  readonly run: (ctx: WorkflowContext<Payload>, payload: Payload) => Promise<Result>
   /** Runs the workflow again when it fails: completed tasks stay memoized, failed ones run again. @default none */
   readonly retry?: RetryPolicy
+}
+
+/** One version of a workflow in one call, as the seeds' Core Concepts write it. */
+export interface WorkflowVersionOptions<Payload, Result> extends VersionOptions<Payload, Result> {
+  readonly name: string
+  /** Runs stay on the version they started with; changed code is a new version. */
+  readonly version: string
+}
+
+/** How a run is started. */
+export interface StartRequest<Payload> {
+  readonly payload: Payload
+  /** Starting again with the same key and payload returns the same run (a different payload is refused). */
+  readonly idempotencyKey?: string
 }
 
 export interface VersionedWorkflow<Payload, Result> {
   readonly name: string
   readonly version: string
   /** Starts a run; with `idempotencyKey`, starting again with the same key and payload returns the same run. */
-  readonly start: (
-    client: Client,
-    request: { readonly payload: Payload; readonly idempotencyKey?: string }
-  ) => Promise<WorkflowRunHandle<Result>>
+  readonly start: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
+  /** `start` by the name the seeds use: `await morningRoutine.enqueue(client, { payload })`. */
+  readonly enqueue: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
   /** A handle on an existing run of this version. */
   readonly getHandle: (client: Client, runId: string) => WorkflowRunHandle<Result>
   /** The Effect workflow underneath. */
@@ -155,9 +259,43 @@ export interface Workflow {
   readonly versions: () => ReadonlyArray<VersionedWorkflow<unknown, unknown>>
 }
 
-export const workflow = (options: { readonly name: string }): Workflow => {
+/** `workflow({ name })` for a workflow to add versions to, or `workflow({ name, version, run })` for one version. */
+export interface WorkflowConstructor {
+  <Payload = unknown, Result = unknown>(options: WorkflowVersionOptions<Payload, Result>): VersionedWorkflow<Payload, Result>
+  (options: { readonly name: string }): Workflow
+}
+
+const workflowShape: Options.Shape = { known: ["name", "version", "run", "retry"], nested: { retry: retryShape } }
+const versionShape: Options.Shape = { known: ["run", "retry"], nested: { retry: retryShape } }
+const startShape: Options.Shape = { known: ["payload", "idempotencyKey"] }
+
+/**
+ * Defines a workflow: `workflow({ name }).v(version, { run })`, or one version at once with
+ * `workflow({ name, version, run })`.
+ *
+ * @example
+ * ```ts
+ * const morningRoutine = workflow({
+ *   name: "morning-routine",
+ *   version: "1.0.0",
+ *   async run({ workflowRun }) {
+ *     const alarm = await ringAlarm.run(workflowRun, { payload: { song: "Wake up!" } })
+ *     return { alarm }
+ *   }
+ * })
+ * ```
+ */
+export const workflow = ((
+  options: { readonly name: string } & Partial<WorkflowVersionOptions<unknown, unknown>>
+): Workflow | VersionedWorkflow<unknown, unknown> => {
+  Options.check("workflow()", options, workflowShape)
+  Options.requireKind("workflow()", "name", options.name, "string")
   const versions: Array<VersionedWorkflow<unknown, unknown>> = []
   const v = <Payload, Result>(version: string, definition: VersionOptions<Payload, Result>) => {
+    const where = `workflow("${options.name}").v()`
+    Options.requireKind(where, "version", version, "string")
+    Options.check(where, definition, versionShape)
+    Options.requireKind(where, "run", definition.run, "function")
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
@@ -167,43 +305,59 @@ export const workflow = (options: { readonly name: string }): Workflow => {
           const run = yield* WorkflowRun
           const context = yield* Effect.context<WorkflowRun>()
           return yield* Effect.tryPromise({
-            try: async (signal) =>
-              toJson(
+            try: async (signal) => {
+              // The run's services travel with `ctx`, so `task.start(ctx, …)` runs inside this run.
+              const inRun: RunServices = { context, signal }
+              const workflowRun: WorkflowRunContext<Payload> = {
+                id: run.runId,
+                name: run.workflowName,
+                version: run.workflowVersion,
+                params: { payload: payload as Payload },
+                [services]: inRun
+              }
+              return toJson(
                 await definition.run({
-                  workflowRun: { id: run.runId, name: run.workflowName, version: run.workflowVersion },
+                  workflowRun,
                   signal,
                   sleep: (ms) => runToPromise(context, run.sleep(ms), signal),
                   waitForEvent: <Payload>(name: string) =>
                     runToPromise(context, run.waitForEvent(name), signal) as Promise<Payload>,
-                  // The run's services travel with the context, so `task.start(ctx, …)` runs inside this run.
-                  [services]: context
+                  [services]: inRun
                 }, payload as Payload)
-              ),
+              )
+            },
             catch: (error) => error
           }).pipe(Effect.orDie)
         })
     })
+    const start = async (client: Client, request: StartRequest<Payload>) => {
+      Options.check(`${options.name}.start()`, request, startShape)
+      const handle = await client.runtime.runPromise(
+        Effect.flatMap(AikiClient, (aiki) =>
+          aiki.start(effect, toJson(request.payload), {
+            ...(request.idempotencyKey !== undefined ? { idempotencyKey: request.idempotencyKey } : {})
+          }))
+      )
+      return toHandle<Result>(client, handle)
+    }
     const versioned: VersionedWorkflow<Payload, Result> = {
       name: options.name,
       version,
       effect,
-      start: async (client, request) => {
-        const handle = await client.runtime.runPromise(
-          Effect.flatMap(AikiClient, (aiki) =>
-            aiki.start(effect, toJson(request.payload), {
-              ...(request.idempotencyKey !== undefined ? { idempotencyKey: request.idempotencyKey } : {})
-            }))
-        )
-        return toHandle(client, handle)
-      },
+      start,
+      enqueue: start,
       getHandle: (client, runId) =>
         toHandle(client, client.runtime.runSync(Effect.map(AikiClient, (aiki) => aiki.handle(effect, runId as RunId))))
     }
     versions.push(versioned as VersionedWorkflow<unknown, unknown>)
     return versioned
   }
-  return { name: options.name, v, versions: () => versions }
-}
+  const defined: Workflow = { name: options.name, v, versions: () => versions }
+  if (options.version === undefined && options.run === undefined && options.retry === undefined) return defined
+  Options.requireKind("workflow()", "version", options.version, "string")
+  Options.requireKind("workflow()", "run", options.run, "function")
+  return v(options.version!, { run: options.run!, ...(options.retry !== undefined ? { retry: options.retry } : {}) })
+}) as WorkflowConstructor
 
 // ---------------------------------------------------------------------------------------------------------------
 // Client and run handles
@@ -235,30 +389,118 @@ export interface Client {
   readonly close: () => Promise<void>
 }
 
-export interface ClientConfig {
-  /** e.g. `http://localhost:9090` (`localhost:9090` is read as http). */
-  readonly baseUrl: string
+interface ClientSettings {
+  /** Sent as `X-API-Key`. */
   readonly apiKey?: string
+  /**
+   * A JWT sent as `Authorization: Bearer`, for a server configured with `JWT_SECRET` or `JWT_JWKS_URL`. A function
+   * is asked before every request (return a cached token, renewed before it expires).
+   */
+  readonly token?: string | (() => string | PromiseLike<string>)
+  /**
+   * Export traces — each `start`, and on this client's workers each run and task attempt — to an OTLP collector
+   * (`{ endpoint, serviceName }`) or through a tracer of your own (`{ tracer }`). @default not traced
+   */
+  readonly tracing?: Tracing.TracingOptions
   /** Workers of this client read runs from Redis Streams; without it they long-poll the server. */
   readonly redis?: RedisOptions
 }
 
+/** Where the server is (`baseUrl`, or `url` as the seeds name it) and how to reach it. */
+export type ClientConfig = ClientSettings & (
+  | {
+    /** e.g. `http://localhost:9090` (`localhost:9090` is read as http). */
+    readonly baseUrl: string
+    readonly url?: never
+  }
+  | {
+    /** The same as `baseUrl`, by the name the seeds use. */
+    readonly url: string
+    readonly baseUrl?: never
+  }
+)
+
+const redisShape: Options.Shape = {
+  known: ["url", "host", "port", "username", "password", "tls", "cluster"],
+  nested: { cluster: { known: ["nodes"] } }
+}
+const tracingShape: Options.Shape = { known: ["endpoint", "serviceName", "headers", "exportIntervalMs", "tracer"] }
+const clientShape: Options.Shape = {
+  known: ["baseUrl", "url", "apiKey", "token", "redis", "tracing"],
+  nested: { redis: redisShape, tracing: tracingShape }
+}
+
+/**
+ * Connects to an Aiki server: starts runs, follows them, and is what workers run on. `close()` it when done.
+ *
+ * @example
+ * ```ts
+ * const aiki = await client({ baseUrl: "http://localhost:9090", apiKey, redis: { url: "redis://localhost:6379" } })
+ * ```
+ */
 export const client = async (config: ClientConfig): Promise<Client> => {
-  const baseUrl = /^https?:\/\//.test(config.baseUrl) ? config.baseUrl : `http://${config.baseUrl}`
+  Options.check("client()", config, clientShape)
+  if (config.baseUrl !== undefined && config.url !== undefined) {
+    throw new InvalidOptions({ where: "client()", option: "url", reason: "give `baseUrl` or `url`, not both" })
+  }
+  const address: unknown = config.baseUrl ?? config.url
+  Options.requireKind("client()", "baseUrl", address, "string")
+  const baseUrl = /^https?:\/\//.test(address as string) ? address as string : `http://${address as string}`
   const options: ClientOptions = {
     baseUrl,
     ...(config.apiKey !== undefined ? { apiKey: config.apiKey } : {}),
+    ...(config.token !== undefined ? { token: config.token } : {}),
     ...(config.redis !== undefined ? { redis: config.redis } : {})
   }
-  const runtime = ManagedRuntime.make(AikiClient.layer(options))
+  // The tracer is provided beside the client, so every fiber of this runtime (starts, workers, runs) uses it.
+  const runtime = ManagedRuntime.make(
+    config.tracing === undefined
+      ? AikiClient.layer(options)
+      : AikiClient.layer(options).pipe(Layer.provideMerge(Tracing.layer(config.tracing)))
+  )
   await runtime.runPromise(Effect.void)
   return { baseUrl, runtime, close: () => runtime.dispose() }
 }
 
+/** `client` by the name the seeds' Core Concepts use: `await createClient({ url: "localhost:9090" })`. */
+export const createClient = client
+
 // ---------------------------------------------------------------------------------------------------------------
 // Workers
 
-export type WorkerConfig = Omit<EffectWorker.WorkerOptions, "workflows">
+/**
+ * The seeds' name for the HTTP subscriber's polling options (`subscriber: { type: "http", … }`): a worker with
+ * `workflowRunSubscriber` asks the server for runs over HTTP, whether or not the client has Redis options.
+ */
+export type WorkflowRunSubscriberOptions = Omit<Extract<EffectWorker.Subscriber, { readonly type: "http" }>, "type">
+
+export interface WorkerConfig extends Omit<EffectWorker.WorkerOptions, "workflows"> {
+  /** Polling options as the seeds name them; give this or `subscriber`, not both. */
+  readonly workflowRunSubscriber?: WorkflowRunSubscriberOptions
+}
+
+const pollingOptions = ["pollIntervalMs", "maxBatchSize", "maxRetryDelayMs"]
+const workerShape: Options.Shape = {
+  known: [
+    "id",
+    "maxConcurrentWorkflowRuns",
+    "subscriber",
+    "workflowRunSubscriber",
+    "workflowRun",
+    "livenessTimeoutMs",
+    "gracefulShutdownTimeoutMs"
+  ],
+  nested: {
+    subscriber: {
+      byType: {
+        redis_streams: { known: ["type", "claimMinIdleTimeMs", "blockTimeMs", "maxBatchSize"] },
+        http: { known: ["type", "blockTimeMs", ...pollingOptions] }
+      }
+    },
+    workflowRunSubscriber: { known: ["blockTimeMs", ...pollingOptions] },
+    workflowRun: { known: ["heartbeatIntervalMs", "leaseMs", "suspendAfterMs"] }
+  }
+}
 
 export interface WorkflowRegistry {
   /** Adds a version, or every version of a workflow. */
@@ -271,16 +513,51 @@ export interface Worker {
   readonly workflowRegistry: WorkflowRegistry
   /** The same registry (the name older examples use). */
   readonly registry: WorkflowRegistry
-  /** Starts receiving runs; resolves when the worker has stopped. */
+  /**
+   * Starts receiving runs. The promise resolves only when the worker has stopped (`stop()`), so do not `await`
+   * it before the rest of your program: `void w.start()`, and `await w.stop()` at shutdown (its promise then
+   * resolves). Awaiting it is right only as the last line of a program that does nothing but work.
+   */
   readonly start: () => Promise<void>
   /** Stops receiving, lets runs in flight finish (up to `gracefulShutdownTimeoutMs`), hands the rest over. */
   readonly stop: () => Promise<void>
 }
 
+const isWorkflow = (value: unknown): value is VersionedWorkflow<never, unknown> | Workflow =>
+  typeof value === "object" && value !== null && ("versions" in value || "effect" in value)
+
+/**
+ * A worker that runs the workflows added to its registry, on the client's connection.
+ *
+ * @example
+ * ```ts
+ * const w = await worker(aiki, { id: "worker-1", maxConcurrentWorkflowRuns: 5 })
+ * w.workflowRegistry.add(morningRoutine)
+ * void w.start()
+ * process.on("SIGTERM", () => void w.stop())
+ * ```
+ */
 export const worker = async (client: Client, config: WorkerConfig = {}): Promise<Worker> => {
+  Options.check("worker()", config, workerShape)
+  const { workflowRunSubscriber, ...options } = config
+  if (workflowRunSubscriber !== undefined && options.subscriber !== undefined) {
+    throw new InvalidOptions({
+      where: "worker()",
+      option: "workflowRunSubscriber",
+      reason: "give `subscriber` or `workflowRunSubscriber`, not both"
+    })
+  }
+  const subscriber = workflowRunSubscriber === undefined ? options.subscriber : { type: "http" as const, ...workflowRunSubscriber }
   const registered = new Map<string, EffectWorkflow.Any>()
   const registry: WorkflowRegistry = {
     add: (added) => {
+      if (!isWorkflow(added)) {
+        throw new InvalidOptions({
+          where: "workflowRegistry.add()",
+          option: "workflow",
+          reason: "expected a workflow (`workflow({ name })`) or a version of one"
+        })
+      }
       const versions = "v" in added ? added.versions() : [added as VersionedWorkflow<unknown, unknown>]
       for (const version of versions) registered.set(EffectWorkflow.key(version.effect), version.effect)
       return registry
@@ -295,7 +572,11 @@ export const worker = async (client: Client, config: WorkerConfig = {}): Promise
     registry,
     start: () => {
       if (stopped !== undefined) return stopped
-      const layer = EffectWorker.layer({ ...config, workflows: [...registered.values()] })
+      const layer = EffectWorker.layer({
+        ...options,
+        ...(subscriber !== undefined ? { subscriber } : {}),
+        workflows: [...registered.values()]
+      })
       running = client.runtime.runFork(Layer.launch(layer as Layer.Layer<never, never, AikiClient>))
       stopped = client.runtime.runPromise(Fiber.await(running)).then(() => undefined)
       return stopped

@@ -43,7 +43,8 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
     PORT: String(port),
     HOST: "127.0.0.1",
     REAPER_INTERVAL_MS: "300",
-    REPUBLISH_AFTER_MS: "1000"
+    REPUBLISH_AFTER_MS: "1000",
+    AUTH: "off"
   }
   const startServer = Effect.gen(function*() {
     const running = yield* spawnNode(serverMain, env).pipe(Scope.provide(scope))

@@ -187,6 +187,17 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
         readFileSync(join(dir, "node_modules", "@aiki", "dashboard", "package.json"), "utf8")
       ) as { readonly dependencies?: Record<string, string> }
       assert.deepStrictEqual(dashboardManifest.dependencies ?? {}, {})
+      // The seeds' module paths resolve to the one implementation.
+      writeFileSync(join(dir, "seeds.mjs"), [
+        `import * as sdk from "@aiki/sdk"`,
+        `import { createClient } from "@aiki/sdk/client"`,
+        `import { task } from "@aiki/sdk/task"`,
+        `import { worker } from "@aiki/sdk/worker"`,
+        `import { workflow } from "@aiki/sdk/workflow"`,
+        `console.log(JSON.stringify([createClient === sdk.client, task === sdk.task, worker === sdk.worker, workflow === sdk.workflow]))`
+      ].join("\n"))
+      const seeds = yield* runOk(process.execPath, ["seeds.mjs"], { cwd: dir })
+      assert.strictEqual(seeds.stdout.trim(), "[true,true,true,true]")
       // Internal modules stay internal.
       writeFileSync(join(dir, "internal.mjs"), `await import("@aiki/sdk/internal/json")\n`)
       const refused = yield* run(process.execPath, ["internal.mjs"], { cwd: dir })

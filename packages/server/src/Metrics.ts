@@ -1,10 +1,14 @@
 /**
- * Prometheus metrics, named as operators of Aiki expect them (`aiki_workflows_started_total`, …). Run and task
- * counters count the transitions this server commits (`recordCommitted`, from the post-commit hook); worker gauges
- * are read from the database on a timer, so every replica reports the same fleet.
+ * Prometheus metrics, named as operators of Aiki expect them (`aiki_workflows_started_total`, …), correct when
+ * every replica is scraped and the series are summed. Run and task counters count the transitions this replica
+ * commits (`recordCommitted`, from the post-commit hook: each committed transition once, by the replica that
+ * committed it, however large the burst). The worker gauges describe the whole fleet, read from the database, so
+ * only one replica at a time exports them (the holder of the `metrics_leader` lease).
  */
 import { Effect, Layer, Metric, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
+import { randomUUID } from "node:crypto"
+import { hostname } from "node:os"
 import type { TransitionRecord } from "./internal/Ledger.ts"
 import { DatabaseReady } from "./DatabaseReady.ts"
 import { ServerConfig } from "./ServerConfig.ts"
@@ -75,21 +79,63 @@ export const recordCommitted = (committed: {
     }
   })
 
-const sampleWorkers = Effect.gen(function*() {
-  const sql = yield* SqlClient.SqlClient
-  const config = yield* ServerConfig
-  const rows = yield* sql<{ readonly id: string; readonly age: number }>`
-    SELECT id, EXTRACT(EPOCH FROM (now() - last_heartbeat_at))::float8 AS age FROM workers
-    WHERE last_heartbeat_at > now() - make_interval(secs => ${config.workerStaleAfterMs / 1000})`
-  yield* Metric.update(workersActive, rows.length)
-  yield* Effect.forEach(rows, (row) =>
-    Metric.update(Metric.withAttributes(workersHeartbeatAge, { worker_id: row.id }), row.age), { discard: true })
-})
+/** How long the replica exporting the fleet gauges keeps that role without renewing it (every sample renews it). */
+const leaderLeaseSeconds = 15
 
-/** Keeps the metrics current for as long as the layer is alive. */
+/**
+ * Reads the fleet gauges from the database, on the one replica that holds the `metrics_leader` lease (taking it
+ * when it is free or lapsed); on the others the gauges are removed, so a sum over replicas counts the fleet once.
+ * Worker series that are no longer reported (a stale or departed worker) are removed too, not left at their last
+ * value.
+ */
+const sampleWorkers = (holder: string, exported: Set<string>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const config = yield* ServerConfig
+    const leading = yield* sql<{ readonly holder: string }>`
+      INSERT INTO metrics_leader (id, holder, expires_at)
+      VALUES (true, ${holder}, now() + make_interval(secs => ${leaderLeaseSeconds}))
+      ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+      WHERE metrics_leader.holder = EXCLUDED.holder OR metrics_leader.expires_at < now()
+      RETURNING holder`
+    const rows = leading.length === 0 ? [] : yield* sql<{ readonly id: string; readonly age: number }>`
+      SELECT id, EXTRACT(EPOCH FROM (now() - last_heartbeat_at))::float8 AS age FROM workers
+      WHERE last_heartbeat_at > now() - make_interval(secs => ${config.workerStaleAfterMs / 1000})`
+    const current = new Set(rows.map((row) => row.id))
+    for (const id of exported) {
+      if (!current.has(id)) yield* Metric.remove(Metric.withAttributes(workersHeartbeatAge, { worker_id: id }))
+    }
+    exported.clear()
+    if (leading.length === 0) {
+      yield* Metric.remove(workersActive)
+      return false
+    }
+    yield* Metric.update(workersActive, rows.length)
+    for (const row of rows) {
+      yield* Metric.update(Metric.withAttributes(workersHeartbeatAge, { worker_id: row.id }), row.age)
+      exported.add(row.id)
+    }
+    return true
+  })
+
+/**
+ * Keeps the fleet gauges current for as long as the layer is alive; on shutdown the replica gives up exporting
+ * them, so another one takes over at its next sample instead of when the lease lapses.
+ */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const ready = yield* DatabaseReady
-  yield* sampleWorkers.pipe(
+  const sql = yield* SqlClient.SqlClient
+  const holder = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
+  const exported = new Set<string>()
+  let leading = false
+  // Bounded: a server stopping because its database is gone must not wait on it.
+  yield* Effect.addFinalizer(() =>
+    leading
+      ? sql`DELETE FROM metrics_leader WHERE holder = ${holder}`.pipe(Effect.timeout("2 seconds"), Effect.ignore)
+      : Effect.void
+  )
+  yield* sampleWorkers(holder, exported).pipe(
+    Effect.tap((held) => Effect.sync(() => (leading = held))),
     Effect.catchCause((cause) => Effect.logWarning("Cannot sample worker metrics", cause)),
     Effect.repeat(Schedule.spaced("5 seconds")),
     (sampling) => Effect.andThen(ready.await, sampling),

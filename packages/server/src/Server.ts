@@ -6,6 +6,7 @@ import type { PgClient } from "@effect/sql-pg"
 import { Layer } from "effect"
 import type { SqlClient } from "effect/sql"
 import { ApiKeys } from "./ApiKeys.ts"
+import { BearerTokens } from "./BearerTokens.ts"
 import * as Database from "./Database.ts"
 import type { DatabaseReady } from "./DatabaseReady.ts"
 import * as HttpServer from "./http/HttpServer.ts"
@@ -38,7 +39,7 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
-  Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer).pipe(
+  Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer, BearerTokens.layer).pipe(
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )

@@ -28,6 +28,26 @@ export interface RedisConnection {
   readonly clusterNodes: ReadonlyArray<{ readonly host: string; readonly port: number }>
 }
 
+/**
+ * JSON Web Tokens accepted as `Authorization: Bearer <jwt>`: signed with a shared HS256 secret, or by a key of a
+ * JWKS (an identity provider's published keys), and carrying the caller's role in a claim.
+ */
+export interface JwtConfig {
+  /** `JWT_SECRET`: the HS256 secret tokens are signed with. */
+  readonly secret: Option.Option<Redacted.Redacted>
+  /** `JWT_JWKS_URL`: where the verification keys are published (RS256, ES256, EdDSA, … as the keys say). */
+  readonly jwksUrl: Option.Option<string>
+  /** `JWT_ISSUER`: when set, a token's `iss` must be this. */
+  readonly issuer: Option.Option<string>
+  /** `JWT_AUDIENCE`: when set, a token's `aud` must name this. */
+  readonly audience: Option.Option<string>
+  /**
+   * `JWT_ROLE_CLAIM`: the claim holding the role (`admin`, `worker` or `client`); a claim of that exact name, else
+   * a dot-separated path into nested claims (`realm_access.roles`). An array counts by its first role. @default "role"
+   */
+  readonly roleClaim: string
+}
+
 export interface ServerConfigShape {
   /** @default 9090 */
   readonly port: number
@@ -45,8 +65,16 @@ export interface ServerConfigShape {
   readonly redisConnection: RedisConnection
   /** Prefix of every Redis key, so several deployments (or test files) can share one Redis. @default "aiki" */
   readonly redisPrefix: string
-  /** No keys means authentication is off (development only; a warning is logged at start). */
+  /** Keys accepted as `X-API-Key`. @default none */
   readonly apiKeys: ReadonlyArray<ApiKey>
+  /** Bearer tokens accepted besides the keys. @default none */
+  readonly jwt: Option.Option<JwtConfig>
+  /**
+   * `AUTH=off`: run with no authentication at all (every caller is an admin), for development. Without it, a
+   * server with no key and no JWT configured refuses to start; with keys or JWT configured it has no effect.
+   * @default false
+   */
+  readonly authOff: boolean
   /** Origins allowed by CORS; empty means no CORS headers. */
   readonly corsOrigins: ReadonlyArray<string>
   readonly tls: Option.Option<{ readonly certFile: string; readonly keyFile: string }>
@@ -108,6 +136,8 @@ export const defaults = {
   redisConnection: { username: Option.none(), password: Option.none(), tls: Option.none(), clusterNodes: [] },
   redisPrefix: "aiki",
   apiKeys: [],
+  jwt: Option.none(),
+  authOff: false,
   corsOrigins: [],
   tls: Option.none(),
   maxPayloadBytes: 2 * 1024 * 1024,
@@ -171,6 +201,38 @@ const apiKeys = Config.all({
   )
 )
 
+/** `JWT_SECRET` and/or `JWT_JWKS_URL`, with `JWT_ISSUER`, `JWT_AUDIENCE` and `JWT_ROLE_CLAIM`. */
+const jwt = Config.all({
+  secret: Config.option(Config.Redacted("JWT_SECRET")),
+  jwksUrl: Config.option(Config.URL("JWT_JWKS_URL")),
+  issuer: Config.option(Config.String("JWT_ISSUER")),
+  audience: Config.option(Config.String("JWT_AUDIENCE")),
+  roleClaim: Config.String("JWT_ROLE_CLAIM").pipe(Config.withDefault("role"))
+}).pipe(
+  Config.mapEffect(({ audience, issuer, jwksUrl, roleClaim, secret }) => {
+    if (Option.isNone(secret) && Option.isNone(jwksUrl)) {
+      const stray = Option.isSome(issuer) ? "JWT_ISSUER" : Option.isSome(audience) ? "JWT_AUDIENCE" : undefined
+      return stray === undefined
+        ? Effect.succeed(Option.none<JwtConfig>())
+        : Effect.fail(invalid(`${stray} needs JWT_SECRET or JWT_JWKS_URL`))
+    }
+    if (Option.exists(secret, (s) => Redacted.value(s).length < 32)) {
+      return Effect.fail(invalid("JWT_SECRET must be at least 32 characters (HS256 needs a 256-bit secret)"))
+    }
+    if (roleClaim.length === 0) return Effect.fail(invalid("JWT_ROLE_CLAIM must not be empty"))
+    return Effect.succeed(Option.some<JwtConfig>({
+      secret,
+      jwksUrl: Option.map(jwksUrl, (url) => url.href),
+      issuer,
+      audience,
+      roleClaim
+    }))
+  })
+)
+
+/** `AUTH=off` allows a server with no credentials configured; anything else but `on` is a mistake. */
+const authOff = Config.Literals(["on", "off"], "AUTH").pipe(Config.map((auth) => auth === "off"), Config.withDefault(false))
+
 const tls = Config.all({
   enabled: Config.Boolean("TLS_ENABLED").pipe(Config.withDefault(false)),
   certFile: Config.option(Config.String("TLS_CERT_FILE")),
@@ -231,6 +293,8 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   redis,
   redisPrefix: Config.String("REDIS_PREFIX").pipe(Config.withDefault(defaults.redisPrefix)),
   apiKeys,
+  jwt,
+  authOff,
   corsOrigins: list("CORS_ORIGINS"),
   tls,
   maxPayloadBytes: positiveInt("MAX_PAYLOAD_BYTES", defaults.maxPayloadBytes),
@@ -266,11 +330,39 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   Config.map(({ redis, ...rest }): ServerConfigShape => ({ ...rest, redisUrl: redis.url, redisConnection: redis.connection }))
 )
 
+/**
+ * The configuration of a server about to serve: `fromEnv`, refusing to run without authentication unless `AUTH=off`
+ * says so (and `AUTH=off` beside keys or JWT, which says two things at once).
+ */
+export const servingFromEnv: Config.Config<ServerConfigShape> = fromEnv.pipe(
+  Config.mapEffect((config) => {
+    const credentials = config.apiKeys.length > 0 || Option.isSome(config.jwt)
+    if (!credentials && !config.authOff) {
+      return Effect.fail(invalid(
+        "no API_KEY, API_KEYS, JWT_SECRET or JWT_JWKS_URL is set: configure one, or set AUTH=off to run without authentication"
+      ))
+    }
+    if (credentials && config.authOff) {
+      return Effect.fail(invalid("AUTH=off with API keys or JWT configured: remove one or the other"))
+    }
+    return Effect.succeed(config)
+  })
+)
+
 export class ServerConfig extends Context.Service<ServerConfig, ServerConfigShape>()("@aiki/server/ServerConfig") {
   /** Defaults overridden by `partial` (tests). */
   static readonly layer = (partial: Partial<ServerConfigShape> = {}) =>
     Layer.succeed(ServerConfig, ServerConfig.of({ ...defaults, ...partial }))
 
-  /** Read from the environment. */
-  static readonly layerConfig = Layer.effect(ServerConfig, Effect.map(Effect.gen(function*() { return yield* fromEnv }), ServerConfig.of))
+  /** Read from the environment, for serving (`servingFromEnv`). */
+  static readonly layerConfig = Layer.effect(
+    ServerConfig,
+    Effect.map(Effect.gen(function*() { return yield* servingFromEnv }), ServerConfig.of)
+  )
+
+  /** Read from the environment without what only serving needs (authentication), for `migrate`. */
+  static readonly layerConfigForMigrations = Layer.effect(
+    ServerConfig,
+    Effect.map(Effect.gen(function*() { return yield* fromEnv }), ServerConfig.of)
+  )
 }

@@ -9,8 +9,8 @@ import { ServerConfig } from "./ServerConfig.ts"
 
 const announce = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
-  if (config.apiKeys.length === 0) {
-    yield* Effect.logWarning("No API_KEY or API_KEYS configured: authentication is OFF. Do not expose this server.")
+  if (config.authOff) {
+    yield* Effect.logWarning("AUTH=off: authentication is OFF, every caller is an admin. Do not expose this server.")
   }
   if (Option.isNone(config.redisUrl) && config.redisConnection.clusterNodes.length === 0) {
     yield* Effect.logWarning(

@@ -13,7 +13,7 @@ const main = Effect.gen(function*() {
     applied.length === 0 ? "Database is up to date" : `Applied ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`
   )
 }).pipe(
-  Effect.provide(Database.layerPool.pipe(Layer.provide(ServerConfig.layerConfig))),
+  Effect.provide(Database.layerPool.pipe(Layer.provide(ServerConfig.layerConfigForMigrations))),
   Effect.catchTag("ConfigError", (error) =>
     Effect.sync(() => {
       process.stderr.write(`aiki-server migrate: invalid configuration: ${error.message.replace(/\s+/g, " ")}\n`)

@@ -6,15 +6,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, readFileSync } from "node:fs"
-import { createServer as createHttpServer, type Server } from "node:http"
 import { request } from "node:https"
-import { type AddressInfo, connect, createServer as createNetServer } from "node:net"
+import { connect, createServer as createNetServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { PgClient } from "@effect/sql-pg"
 import { Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { freePort } from "@aiki/testing/freePort"
+import * as OtlpCollector from "@aiki/testing/OtlpCollector"
 import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import { fileURLToPath } from "node:url"
 
@@ -44,6 +44,27 @@ describe("aiki-server process", () => {
       assert.include(missingExit.stderr, "DATABASE_URL")
     }).pipe(Effect.scoped))
 
+  it.live("refuses to start with no API key and no JWT, unless AUTH=off says so", () =>
+    Effect.gen(function*() {
+      const database = yield* TestDatabase.make
+      const unprotected = yield* spawnNode(mainPath, { DATABASE_URL: database.url })
+      const refused = yield* Effect.promise(() => unprotected.exited)
+      assert.strictEqual(refused.code, 1)
+      assert.deepStrictEqual(refused.stderr.trim().split("\n").length, 1)
+      assert.include(refused.stderr, "no API_KEY, API_KEYS, JWT_SECRET or JWT_JWKS_URL is set")
+      assert.include(refused.stderr, "AUTH=off")
+      const both = yield* spawnNode(mainPath, { DATABASE_URL: database.url, API_KEY: "k", AUTH: "off" })
+      assert.include((yield* Effect.promise(() => both.exited)).stderr, "AUTH=off with API keys or JWT configured")
+      const shortSecret = yield* spawnNode(mainPath, { DATABASE_URL: database.url, JWT_SECRET: "short" })
+      assert.include((yield* Effect.promise(() => shortSecret.exited)).stderr, "JWT_SECRET must be at least 32 characters")
+      const port = yield* Effect.promise(freePort)
+      const open = yield* spawnNode(mainPath, { DATABASE_URL: database.url, PORT: String(port), HOST: "127.0.0.1", AUTH: "off" })
+      yield* waitForHealth(`http://127.0.0.1:${port}/health`, open)
+      const runs = yield* Effect.promise(() => fetch(`http://127.0.0.1:${port}/workflows/open/runs`).then((r) => r.status))
+      assert.strictEqual(runs, 200)
+      assert.include(open.output(), "AUTH=off: authentication is OFF")
+    }).pipe(Effect.scoped), 60_000)
+
   it.live("migrates a database as a separate command", () =>
     Effect.gen(function*() {
       const database = yield* TestDatabase.make
@@ -71,6 +92,7 @@ describe("aiki-server process", () => {
         DATABASE_URL: database.url,
         PORT: String(port),
         HOST: "127.0.0.1",
+        AUTH: "off",
         TLS_ENABLED: "true",
         TLS_CERT_FILE: join(dir, "cert.pem"),
         TLS_KEY_FILE: join(dir, "key.pem")
@@ -113,7 +135,8 @@ describe("aiki-server process", () => {
         REDIS_URL: sharedRedisUrl,
         REDIS_PREFIX: `aiki-test-process-${port}`,
         PORT: String(port),
-        HOST: "127.0.0.1"
+        HOST: "127.0.0.1",
+        AUTH: "off"
       })
       yield* waitForHealth(`${base}/health`, running)
       const statuses = yield* Effect.promise(async () => {
@@ -144,30 +167,14 @@ describe("aiki-server process", () => {
   it.live("exports traces to the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT", () =>
     Effect.gen(function*() {
       const database = yield* TestDatabase.make
-      const received: Array<string> = []
-      const collector = yield* Effect.acquireRelease(
-        Effect.promise(() =>
-          new Promise<Server>((resolve) => {
-            const server = createHttpServer((req, res) => {
-              let body = ""
-              req.on("data", (chunk) => (body += chunk))
-              req.on("end", () => {
-                if (req.url === "/v1/traces") received.push(body)
-                res.writeHead(200, { "content-type": "application/json" }).end("{}")
-              })
-            })
-            server.listen(0, "127.0.0.1", () => resolve(server))
-          })
-        ),
-        (server) => Effect.promise(() => new Promise<void>((resolve) => server.close(() => resolve())))
-      )
-      const address = collector.address() as AddressInfo
+      const collector = yield* OtlpCollector.make
       const port = yield* Effect.promise(freePort)
       const running = yield* spawnNode(mainPath, {
         DATABASE_URL: database.url,
         PORT: String(port),
         HOST: "127.0.0.1",
-        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${address.port}`,
+        AUTH: "off",
+        OTEL_EXPORTER_OTLP_ENDPOINT: collector.endpoint,
         OTEL_SERVICE_NAME: "aiki-test"
       })
       yield* waitForHealth(`http://127.0.0.1:${port}/health`, running)
@@ -180,9 +187,8 @@ describe("aiki-server process", () => {
       )
       running.child.kill("SIGTERM")
       yield* Effect.promise(() => running.exited)
-      const exported = received.join("\n")
-      assert.include(exported, "RunStore.start")
-      assert.include(exported, "aiki-test")
+      const stored = collector.spans.find((span) => span.name === "RunStore.start")
+      assert.strictEqual(stored?.service, "aiki-test")
     }).pipe(Effect.scoped))
 
   it.live("waits for Postgres when it is down at start: 503 meanwhile, then migrates and serves", () =>
@@ -197,7 +203,8 @@ describe("aiki-server process", () => {
       const running = yield* spawnNode(mainPath, {
         DATABASE_URL: url.toString(),
         PORT: String(port),
-        HOST: "127.0.0.1"
+        HOST: "127.0.0.1",
+        AUTH: "off"
       })
       const answer = (path: string, init?: RequestInit) =>
         Effect.promise(async () => {

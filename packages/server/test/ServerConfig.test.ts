@@ -4,14 +4,17 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Option, Redacted } from "effect"
-import { defaults, fromEnv } from "../src/ServerConfig.ts"
+import { defaults, fromEnv, servingFromEnv } from "../src/ServerConfig.ts"
 
 const read = (env: Record<string, string>) => fromEnv.parse(ConfigProvider.fromEnvRecord(env))
+
+/** A configuration the server starts with: a database and, explicitly, no authentication. */
+const base = { DATABASE_URL: "postgres://db/aiki", AUTH: "off" }
 
 describe("ServerConfig", () => {
   it.effect("uses the documented defaults", () =>
     Effect.gen(function*() {
-      const config = yield* read({ DATABASE_URL: "postgres://db/aiki" })
+      const config = yield* read(base)
       assert.strictEqual(config.port, 9090)
       assert.strictEqual(config.host, "0.0.0.0")
       assert.strictEqual(config.maxPayloadBytes, 2 * 1024 * 1024)
@@ -19,6 +22,8 @@ describe("ServerConfig", () => {
       assert.isTrue(Option.isNone(config.redisUrl))
       assert.isTrue(Option.isNone(config.tls))
       assert.deepStrictEqual(config.apiKeys, [])
+      assert.isTrue(config.authOff)
+      assert.isTrue(Option.isNone(config.jwt))
       assert.deepStrictEqual(config.corsOrigins, [])
       assert.strictEqual(config.retentionDays, 30)
     }))
@@ -47,7 +52,7 @@ describe("ServerConfig", () => {
   it.effect("reads Redis credentials, TLS and cluster nodes", () =>
     Effect.gen(function*() {
       const secure = yield* read({
-        DATABASE_URL: "postgres://db/aiki",
+        ...base,
         REDIS_URL: "rediss://redis.internal:6380",
         REDIS_USERNAME: "aiki",
         REDIS_PASSWORD: "s3cret"
@@ -58,7 +63,7 @@ describe("ServerConfig", () => {
       assert.deepStrictEqual(secure.redisConnection.clusterNodes, [])
 
       const cluster = yield* read({
-        DATABASE_URL: "postgres://db/aiki",
+        ...base,
         REDIS_CLUSTER_NODES: "10.0.0.1:7000, redis-b:7001",
         REDIS_TLS_CA_FILE: "/tls/ca.pem"
       })
@@ -66,8 +71,43 @@ describe("ServerConfig", () => {
       assert.deepStrictEqual(cluster.redisConnection.clusterNodes, [{ host: "10.0.0.1", port: 7000 }, { host: "redis-b", port: 7001 }])
       assert.deepStrictEqual(Option.getOrThrow(cluster.redisConnection.tls), { caFile: Option.some("/tls/ca.pem") })
 
-      const plain = yield* read({ DATABASE_URL: "postgres://db/aiki", REDIS_URL: "redis://localhost:6379" })
+      const plain = yield* read({ ...base, REDIS_URL: "redis://localhost:6379" })
       assert.isTrue(Option.isNone(plain.redisConnection.tls))
+    }))
+
+  it.effect("reads JWT settings: an HS256 secret and/or a JWKS URL, issuer, audience and the role claim", () =>
+    Effect.gen(function*() {
+      const config = yield* read({
+        DATABASE_URL: "postgres://db/aiki",
+        JWT_SECRET: "x".repeat(32),
+        JWT_JWKS_URL: "https://id.example.com/.well-known/jwks.json",
+        JWT_ISSUER: "https://id.example.com",
+        JWT_AUDIENCE: "aiki",
+        JWT_ROLE_CLAIM: "realm_access.roles"
+      })
+      const jwt = Option.getOrThrow(config.jwt)
+      assert.strictEqual(Redacted.value(Option.getOrThrow(jwt.secret)), "x".repeat(32))
+      assert.deepStrictEqual(
+        [jwt.jwksUrl, jwt.issuer, jwt.audience, jwt.roleClaim],
+        [Option.some("https://id.example.com/.well-known/jwks.json"), Option.some("https://id.example.com"), Option.some("aiki"), "realm_access.roles"]
+      )
+      assert.isFalse(config.authOff)
+      const defaultClaim = yield* read({ DATABASE_URL: "x", JWT_JWKS_URL: "https://id.example.com/jwks" })
+      assert.strictEqual(Option.getOrThrow(defaultClaim.jwt).roleClaim, "role")
+    }))
+
+  it.effect("a serving server refuses to run without credentials unless AUTH=off, and AUTH=off beside credentials", () =>
+    Effect.gen(function*() {
+      const serving = (env: Record<string, string>) => servingFromEnv.parse(ConfigProvider.fromEnvRecord(env))
+      const none = yield* Effect.flip(serving({ DATABASE_URL: "x" }))
+      assert.include(none.message, "no API_KEY, API_KEYS, JWT_SECRET or JWT_JWKS_URL is set")
+      assert.include(none.message, "AUTH=off")
+      const both = yield* Effect.flip(serving({ DATABASE_URL: "x", API_KEY: "k", AUTH: "off" }))
+      assert.include(both.message, "AUTH=off with API keys or JWT configured")
+      assert.isFalse((yield* serving({ DATABASE_URL: "x", API_KEY: "k", AUTH: "on" })).authOff)
+      assert.isTrue((yield* serving({ DATABASE_URL: "x", AUTH: "off" })).authOff)
+      // Migrations need no authentication settings.
+      assert.isFalse((yield* read({ DATABASE_URL: "x" })).authOff)
     }))
 
   it.effect("fails with a message naming the variable", () =>
@@ -84,7 +124,11 @@ describe("ServerConfig", () => {
         [{ DATABASE_URL: "x", REDIS_URL: "redis://a:1", REDIS_CLUSTER_NODES: "b:2" }, "REDIS_CLUSTER_NODES"],
         [{ DATABASE_URL: "x", REDIS_CLUSTER_NODES: "b:2,c" }, "REDIS_CLUSTER_NODES"],
         [{ DATABASE_URL: "x", REDIS_TLS: "perhaps" }, "REDIS_TLS"],
-        [{ DATABASE_URL: "x", RETENTION_DAYS: "-1" }, "RETENTION_DAYS"]
+        [{ DATABASE_URL: "x", RETENTION_DAYS: "-1" }, "RETENTION_DAYS"],
+        [{ DATABASE_URL: "x", AUTH: "none" }, "AUTH"],
+        [{ DATABASE_URL: "x", JWT_SECRET: "too-short" }, "JWT_SECRET"],
+        [{ DATABASE_URL: "x", JWT_JWKS_URL: "not a url" }, "JWT_JWKS_URL"],
+        [{ DATABASE_URL: "x", API_KEY: "k", JWT_ISSUER: "https://id" }, "JWT_ISSUER"]
       ]
       for (const [env, variable] of cases) {
         const error = yield* Effect.flip(read(env))

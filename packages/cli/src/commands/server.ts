@@ -30,7 +30,7 @@ const migrate = Command.make("migrate", {}, () =>
     const applied = yield* Database.migrate
     yield* Console.log(applied.length === 0 ? "Database is up to date" : `Applied ${applied.map(([id, name]) => `${id}_${name}`).join(", ")}`)
   }).pipe(
-    Effect.provide(Database.layerPool.pipe(Layer.provide(ServerConfig.layerConfig))),
+    Effect.provide(Database.layerPool.pipe(Layer.provide(ServerConfig.layerConfigForMigrations))),
     Effect.catchTag("ConfigError", configError)
   )).pipe(Command.withDescription("Apply pending database migrations (DATABASE_URL) and exit"))
 
@@ -67,7 +67,9 @@ const dev = Command.make("dev", {
       port: flags.port,
       host: "127.0.0.1",
       databaseUrl: Redacted.make(dataDir === undefined ? "pglite://memory" : `pglite://${dataDir}`),
-      reaperIntervalMs: 1_000
+      reaperIntervalMs: 1_000,
+      // The dev mode listens on 127.0.0.1 only and needs no setup: no keys, deliberately.
+      authOff: true
     })
     const serverLayer = Server.layerEmbedded({ dataDir }).pipe(Layer.provide(config))
     // The worker stands on the server, so it starts after it and stops (handing its runs back) before it.

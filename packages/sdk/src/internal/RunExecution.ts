@@ -257,8 +257,17 @@ export const execute = Effect.fnUntraced(function*(
           attempt
         })
         const started = yield* Clock.currentTimeMillis
-        const exit = yield* definition.run(payload, { attempt, runId, workflowName: run.workflowName, workflowVersion: run.workflowVersion })
-          .pipe(Effect.exit) as Effect.Effect<Exit.Exit<A, E>>
+        const exit = yield* definition.run(payload, {
+          attempt,
+          runId,
+          workflowName: run.workflowName,
+          workflowVersion: run.workflowVersion,
+          workflowPayload: run.payload
+        }).pipe(
+          // One span per attempt, under the run's (its parent is the workflow code's span, the run's execution).
+          Effect.withSpan(`Task ${definition.name}`, { attributes: { runId, task: definition.name, attempt } }),
+          Effect.exit
+        ) as Effect.Effect<Exit.Exit<A, E>>
         const elapsedMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isSuccess(exit)) {
           const result = yield* JsonCodec.encode(definition.successSchema, exit.value, `the result of task ${definition.name}`)

@@ -3,15 +3,21 @@
  * restarting, the network down) are retried with backoff, and the outage is logged once at warn when it starts and
  * once when it ends, instead of every retry silently (or not at all).
  */
-import { Clock, Effect, Ref, Schedule } from "effect"
+import { Clock, Duration, Effect, Ref, Schedule } from "effect"
 import { HttpClientError } from "effect/http"
 
 /** Retries effects whose failures are transport failures; others are the caller's. */
 export interface ServerLink {
-  readonly retrying: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Retries transport failures of `effect`, waiting 50 ms, then twice as long each time, up to `maxDelayMs`. */
+  readonly retrying: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    options?: { /** @default 2_000 */ readonly maxDelayMs?: number }
+  ) => Effect.Effect<A, E, R>
 }
 
-const backoff = Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("2 seconds")])
+const backoff = (maxDelayMs: number) =>
+  Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced(Duration.millis(Math.max(50, maxDelayMs)))])
+const defaultBackoff = backoff(2_000)
 
 const reasonOf = (error: HttpClientError.HttpClientError) => error.message
 
@@ -31,10 +37,16 @@ export const make = (baseUrl: string) =>
       const seconds = ((yield* Clock.currentTimeMillis) - since) / 1000
       yield* Effect.logWarning(`Reached the Aiki server at ${baseUrl} again after ${seconds.toFixed(1)} s`)
     })
-    const retrying = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    const retrying = <A, E, R>(
+      effect: Effect.Effect<A, E, R>,
+      options: { readonly maxDelayMs?: number } = {}
+    ): Effect.Effect<A, E, R> =>
       effect.pipe(
         Effect.tapError((error) => HttpClientError.isHttpClientError(error) ? failed(error) : Effect.void),
-        Effect.retry({ while: HttpClientError.isHttpClientError, schedule: backoff }),
+        Effect.retry({
+          while: HttpClientError.isHttpClientError,
+          schedule: options.maxDelayMs === undefined ? defaultBackoff : backoff(options.maxDelayMs)
+        }),
         Effect.tap(() => succeeded)
       )
     return { retrying } satisfies ServerLink

@@ -1,6 +1,6 @@
 /**
  * The server side of the contract's middlewares: API keys (or the dashboard's session cookie) checked in constant
- * time and mapped to roles, and request decoding failures turned into typed 400/413 answers that name the
+ * time, and JWTs verified (`BearerTokens`), mapped to roles, and request decoding failures turned into typed 400/413 answers that name the
  * offending field.
  */
 import {
@@ -13,57 +13,72 @@ import {
   WorkerAccess
 } from "@aiki/contract/Access"
 import { Forbidden, InvalidRequest, PayloadTooLarge, RequestIssue, Unauthorized } from "@aiki/contract/Errors"
-import { Cause, Effect, Layer, Option, Redacted, SchemaIssue } from "effect"
+import { Cause, Effect, Layer, Option, SchemaIssue } from "effect"
 import { HttpServerError, HttpServerRequest } from "effect/http"
 import { HttpApiError } from "effect/http-api"
 import type { unhandled } from "effect/Types"
 import { ApiKeys } from "../ApiKeys.ts"
+import { BearerTokens } from "../BearerTokens.ts"
 import { ServerConfig } from "../ServerConfig.ts"
-
-type Credentials = { readonly credential: Redacted.Redacted<string> }
 
 /**
  * The access middleware `middleware` declares in the contract, letting in the roles `Access.rolesAllowed` gives
- * it. A request presents an `X-API-Key` header (which wins when present) or, where `cookie` is accepted, the
- * session cookie. Both security handlers reach the same decision from the same request, so whichever one the
- * builder reports last, the caller gets the precise reason (invalid key, expired session, forbidden role).
+ * it. A request presents an `X-API-Key` header (which wins when present), a JWT as `Authorization: Bearer`, or,
+ * where `cookie` is accepted, the session cookie. Every security handler reaches the same decision from the whole
+ * request, so whichever one the builder reports last, the caller gets the precise reason (invalid key, expired
+ * token or session, forbidden role).
  */
 const makeAccess = (middleware: { readonly key: string }, what: string, options: { readonly cookie: boolean }) =>
   Effect.gen(function*() {
     const keys = yield* ApiKeys
+    const tokens = yield* BearerTokens
+    const config = yield* ServerConfig
     const allowed = rolesAllowed.get(middleware.key) ?? []
-    if (!keys.enabled) {
-      // No key configured: development mode, every caller is an admin (logged once at start by the server).
+    if (!keys.enabled && !tokens.enabled) {
+      // Main refuses such a configuration unless AUTH=off; this guards servers composed in code the same way.
+      if (!config.authOff) {
+        return yield* Effect.die(new Error("No API key or JWT is configured, and authentication is not turned off (authOff)"))
+      }
+      // Development mode, every caller is an admin (logged once at start by the server).
       const anonymous = Principal.of({ role: "admin", keyName: "anonymous" })
       const open = (httpEffect: Effect.Effect<any, any, any>) => Effect.provideService(httpEffect, Principal, anonymous)
-      return { apiKey: open, session: open }
+      return { apiKey: open, bearer: open, session: open }
     }
-    const decide = Effect.fnUntraced(function*(httpEffect: Effect.Effect<any, any, any>, header: string, cookie: string) {
-      const key = header.length > 0
-        ? yield* Option.match(keys.find(header), {
+    const missing = new Unauthorized({
+      message: tokens.enabled ? "Missing X-API-Key header or Authorization: Bearer token" : "Missing X-API-Key header"
+    })
+    /** Who the request says it is: its key, else its bearer token, else its session; and as what kind of credential. */
+    const identify = Effect.fnUntraced(function*(request: HttpServerRequest.HttpServerRequest) {
+      const header = request.headers["x-api-key"] ?? ""
+      if (header.length > 0) {
+        const key = yield* Option.match(keys.find(header), {
           onNone: () => Effect.fail(new Unauthorized({ message: "Invalid API key" })),
           onSome: Effect.succeed
         })
-        : options.cookie && cookie.length > 0
-        ? yield* keys.verifySession(cookie).pipe(Effect.flatMap(Option.match({
+        return { role: key.role, keyName: key.name, kind: "key" }
+      }
+      const bearer = /^Bearer +(\S+)$/i.exec(request.headers["authorization"] ?? "")
+      if (bearer !== null) return { ...yield* tokens.verify(bearer[1]!), kind: "token" }
+      const cookie = options.cookie ? request.cookies[sessionCookieName] ?? "" : ""
+      if (cookie.length > 0) {
+        const session = yield* keys.verifySession(cookie).pipe(Effect.flatMap(Option.match({
           onNone: () =>
             Effect.fail(new Unauthorized({ message: "The session has expired or its key changed: log in again" })),
-          onSome: (session) => Effect.succeed(session.key)
+          onSome: Effect.succeed
         })))
-        : yield* new Unauthorized({ message: "Missing X-API-Key header" })
-      if (!allowed.includes(key.role)) {
-        return yield* new Forbidden({ message: `A ${key.role} key may not ${what}` })
+        return { role: session.key.role, keyName: session.key.name, kind: "key" }
       }
-      return yield* Effect.provideService(httpEffect, Principal, Principal.of({ role: key.role, keyName: key.name }))
+      return yield* missing
     })
-    const cookieOf = Effect.map(HttpServerRequest.HttpServerRequest, (request) => request.cookies[sessionCookieName] ?? "")
-    const headerOf = Effect.map(HttpServerRequest.HttpServerRequest, (request) => request.headers["x-api-key"] ?? "")
-    return {
-      apiKey: (httpEffect: Effect.Effect<any, any, any>, { credential }: Credentials) =>
-        Effect.flatMap(cookieOf, (cookie) => decide(httpEffect, Redacted.value(credential), cookie)),
-      session: (httpEffect: Effect.Effect<any, any, any>, { credential }: Credentials) =>
-        Effect.flatMap(headerOf, (header) => decide(httpEffect, header, Redacted.value(credential)))
-    }
+    const decide = (httpEffect: Effect.Effect<any, any, any>) =>
+      Effect.gen(function*() {
+        const caller = yield* identify(yield* HttpServerRequest.HttpServerRequest)
+        if (!allowed.includes(caller.role)) {
+          return yield* new Forbidden({ message: `A ${caller.role} ${caller.kind} may not ${what}` })
+        }
+        return yield* Effect.provideService(httpEffect, Principal, Principal.of({ role: caller.role, keyName: caller.keyName }))
+      })
+    return { apiKey: decide, bearer: decide, session: decide }
   })
 
 export const ClientAccessLive = Layer.effect(
@@ -80,7 +95,7 @@ export const WorkerAccessLive = Layer.effect(
   WorkerAccess,
   Effect.map(
     makeAccess(WorkerAccess, "use the worker protocol", { cookie: false }),
-    ({ apiKey }) => WorkerAccess.of({ apiKey })
+    ({ apiKey, bearer }) => WorkerAccess.of({ apiKey, bearer })
   )
 )
 

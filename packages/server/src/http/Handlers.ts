@@ -12,6 +12,7 @@ import type { HttpServerRequest } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { SqlClient } from "effect/sql"
 import { ApiKeys } from "../ApiKeys.ts"
+import { BearerTokens } from "../BearerTokens.ts"
 import { DatabaseReady } from "../DatabaseReady.ts"
 import { Leases } from "../Leases.ts"
 import { RunQueries } from "../RunQueries.ts"
@@ -132,8 +133,10 @@ const dashboardRoles = rolesAllowed.get(ClientAccess.key) ?? []
 
 export const SessionHandlers = HttpApiBuilder.group(AikiApi, "session", Effect.fn(function*(handlers) {
   const keys = yield* ApiKeys
+  const tokens = yield* BearerTokens
   const config = yield* ServerConfig
   const anonymous = new Session({ role: "admin", keyName: "anonymous", authRequired: false })
+  const authRequired = keys.enabled || tokens.enabled
   /** HttpOnly and SameSite=Strict always (no script reads it, no other site sends it); Secure over HTTPS. */
   const cookieOptions = (request: HttpServerRequest.HttpServerRequest) => ({
     httpOnly: true,
@@ -144,11 +147,11 @@ export const SessionHandlers = HttpApiBuilder.group(AikiApi, "session", Effect.f
   return handlers.handleAll({
     current: () =>
       Principal.useSync((principal) =>
-        keys.enabled ? new Session({ role: principal.role, keyName: principal.keyName, authRequired: true }) : anonymous
+        authRequired ? new Session({ role: principal.role, keyName: principal.keyName, authRequired: true }) : anonymous
       ),
     login: ({ payload, request }) =>
       Effect.gen(function*() {
-        if (!keys.enabled) return anonymous
+        if (!authRequired) return anonymous
         const key = keys.find(payload.apiKey)
         if (Option.isNone(key)) return yield* new Unauthorized({ message: "Invalid API key" })
         if (!dashboardRoles.includes(key.value.role)) {

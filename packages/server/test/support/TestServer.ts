@@ -53,6 +53,8 @@ export const layer = (options: TestServerOptions = {}) =>
       reaperIntervalMs: 3_600_000,
       // Tests make leases lapse on purpose; no grace period after the server starts.
       leaseGraceMs: 0,
+      // Without keys (the default here) the server runs with no authentication, as it must be told explicitly.
+      authOff: (options.apiKeys ?? []).length === 0 && Option.isNone(options.jwt ?? Option.none()),
       ...rest
     })
     const testServer = Layer.effect(
