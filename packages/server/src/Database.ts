@@ -17,7 +17,7 @@ import runEvents from "./migrations/0004_run_events.ts"
 import executionCoreV2 from "./migrations/0005_execution_core_v2.ts"
 import idempotencyKeySearch from "./migrations/0006_idempotency_key_search.ts"
 import retention from "./migrations/0007_retention.ts"
-import metricsLeader from "./migrations/0010_metrics_leader.ts"
+import metricsLeader from "./migrations/0008_metrics_leader.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -28,7 +28,7 @@ export const migrations = PgMigrator.fromRecord({
   "0005_execution_core_v2": executionCoreV2,
   "0006_idempotency_key_search": idempotencyKeySearch,
   "0007_retention": retention,
-  "0010_metrics_leader": metricsLeader
+  "0008_metrics_leader": metricsLeader
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */
