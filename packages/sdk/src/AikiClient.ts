@@ -30,6 +30,7 @@ import { HttpClientError, HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
+import { type StartFlowOptions, startFlowOf } from "./FlowControl.ts"
 import * as Batcher from "./internal/Batcher.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
@@ -95,6 +96,12 @@ export interface RunHandle<A, E> {
   readonly sendEvent: (name: string, payload: unknown) => Effect.Effect<SentEvent, ClientError | SerializationError>
 }
 
+/** How to start a run: idempotently, and with flow control over what its version declares. */
+export interface StartOptions extends StartFlowOptions {
+  /** Starting again with the same key and payload returns the same run. */
+  readonly idempotencyKey?: string
+}
+
 /**
  * What talking to the server can fail with: a transport failure or an unexpected answer (`HttpClientError`), an
  * answer that does not decode (`SchemaError`), or one of the errors the server declares. Each is a class with a
@@ -123,10 +130,14 @@ export class AikiClient extends Context.Service<AikiClient, {
   /** The typed HTTP client of the whole API. */
   readonly api: Client.AikiClient
   readonly options: ClientOptions
+  /**
+   * Starts a run. Its concurrency, ordering and rate-limit keys are computed from the payload by the workflow's
+   * declared key functions unless `options` gives them; `debounce` replaces the unstarted run with the same key.
+   */
   readonly start: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
     workflow: Workflow<P, S, E, R>,
     payload: P["Type"],
-    options?: { readonly idempotencyKey?: string }
+    options?: StartOptions
   ) => Effect.Effect<RunHandle<S["Type"], E["Type"]>, ClientError | SerializationError>
   /** A handle on an existing run of `workflow`. */
   readonly handle: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
@@ -224,11 +235,7 @@ const make = (options: ClientOptions) =>
     })
 
     // A span of its own: the root of the run's trace, which the worker that executes the run continues.
-    const start = Effect.fn("AikiClient.start")(function*(
-      workflow: AnyWorkflow,
-      payload: unknown,
-      startOptions: { readonly idempotencyKey?: string } = {}
-    ) {
+    const start = Effect.fn("AikiClient.start")(function*(workflow: AnyWorkflow, payload: unknown, startOptions: StartOptions = {}) {
       yield* Effect.annotateCurrentSpan({ workflow: workflow.name, version: workflow.version })
       const encoded = yield* Json.encode(workflow.payloadSchema, payload, `the payload of ${workflow.name}`)
       // The caller's trace, for the run's execution to continue (each start of a shared request has its own).
@@ -243,7 +250,8 @@ const make = (options: ClientOptions) =>
         ...(startOptions.idempotencyKey !== undefined
           ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
           : {}),
-        ...(traceParent !== undefined ? { traceParent } : {})
+        ...(traceParent !== undefined ? { traceParent } : {}),
+        ...startFlowOf(workflow.flowControl, payload, startOptions)
       }))
       if (!(answer instanceof StartedRun)) return yield* answer
       return handle(workflow, answer.id)

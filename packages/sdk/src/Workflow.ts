@@ -22,8 +22,10 @@
  * })
  * ```
  */
+import { FlowPolicy } from "@aiki/contract/FlowControl"
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { Duration, Effect, Schema } from "effect"
+import { type FlowControlOptions, policyOf } from "./FlowControl.ts"
 import * as Json from "./internal/json.ts"
 import type { Retry } from "./Retry.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
@@ -39,6 +41,8 @@ export interface Workflow<Payload extends Schema.Top, Success extends Schema.Top
   readonly errorSchema: Error
   readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R | WorkflowRun>
   readonly retry: Retry | undefined
+  /** Its priority, limits and keys (see `FlowControl`). */
+  readonly flowControl: FlowControlOptions<Payload["Type"]>
 }
 
 /** Any workflow, whatever its types (for registries and lists). */
@@ -52,6 +56,7 @@ export interface Any {
   /** Its requirements are checked where workers are built (`Worker.layer` asks for `Services` of its workflows). */
   readonly run: (payload: never) => Effect.Effect<unknown, unknown, unknown>
   readonly retry: Retry | undefined
+  readonly flowControl: FlowControlOptions<never>
 }
 
 /** The services a workflow's code needs besides `WorkflowRun` (to be provided to the worker). */
@@ -59,7 +64,9 @@ export type Services<W> = W extends { readonly run: (payload: never) => Effect.E
   ? Exclude<R, WorkflowRun>
   : never
 
-export interface Options<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R> {
+export interface Options<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R>
+  extends FlowControlOptions<Payload["Type"]>
+{
   readonly payload: Payload
   readonly success: Success
   /** The workflow's expected failures: stored encoded, decoded for the caller. @default Schema.Never */
@@ -74,8 +81,12 @@ export interface Options<Payload extends Schema.Top, Success extends Schema.Top,
 
 const decodeName = Schema.decodeUnknownSync(WorkflowName)
 const decodeVersion = Schema.decodeUnknownSync(WorkflowVersion)
+const checkPolicy = Schema.decodeUnknownSync(Schema.UndefinedOr(FlowPolicy))
 
-/** Defines a version of a workflow. Throws at definition time for a malformed name or version. */
+/**
+ * Defines a version of a workflow. Throws at definition time for a malformed name or version, or a limit or
+ * priority out of range.
+ */
 export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, Error extends Schema.Top = typeof Schema.Never>(
   name: string,
   version: string,
@@ -88,8 +99,20 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
   successSchema: options.success,
   errorSchema: (options.error ?? Schema.Never) as Error,
   run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"],
-  retry: options.retry
+  retry: options.retry,
+  flowControl: checked(options)
 })
+
+const checked = <P>(options: FlowControlOptions<P>): FlowControlOptions<P> => {
+  checkPolicy(policyOf(options as FlowControlOptions<never>))
+  const { concurrency, ordering, priority, rateLimit } = options
+  return {
+    ...(priority !== undefined ? { priority } : {}),
+    ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(ordering !== undefined ? { ordering } : {}),
+    ...(rateLimit !== undefined ? { rateLimit } : {})
+  }
+}
 
 /**
  * Waits `duration` inside a workflow, durably: the wait is a journal entry, so a replay does not wait again, and

@@ -35,6 +35,7 @@ import type { WorkflowRun as RunRecord } from "@aiki/contract/Models"
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schema } from "effect"
 import { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
+import type { FlowControlOptions, StartFlowOptions } from "./FlowControl.ts"
 import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
 import * as Tracing from "./Tracing.ts"
@@ -44,6 +45,7 @@ import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
 export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
+export type { DebounceOptions, FlowControlOptions, StartFlowOptions } from "./FlowControl.ts"
 export type { RedisOptions, RetryPolicy }
 export type { TracingOptions } from "./Tracing.ts"
 
@@ -212,7 +214,7 @@ export interface WorkflowContext<Payload = unknown> {
   readonly [services]: RunServices
 }
 
-export interface VersionOptions<Payload, Result> {
+export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payload> {
   /**
    * Deterministic outside tasks: the same payload and task results must lead to the same task calls. The payload
    * is also `ctx.workflowRun.params.payload`, so `run({ workflowRun })` is a complete signature.
@@ -229,8 +231,8 @@ export interface WorkflowVersionOptions<Payload, Result> extends VersionOptions<
   readonly version: string
 }
 
-/** How a run is started. */
-export interface StartRequest<Payload> {
+/** How a run is started: idempotently, with a priority, keys over the version's, or debounced. */
+export interface StartRequest<Payload> extends StartFlowOptions {
   readonly payload: Payload
   /** Starting again with the same key and payload returns the same run (a different payload is refused). */
   readonly idempotencyKey?: string
@@ -239,7 +241,10 @@ export interface StartRequest<Payload> {
 export interface VersionedWorkflow<Payload, Result> {
   readonly name: string
   readonly version: string
-  /** Starts a run; with `idempotencyKey`, starting again with the same key and payload returns the same run. */
+  /**
+   * Starts a run; with `idempotencyKey`, starting again with the same key and payload returns the same run; with
+   * `debounce`, it replaces the unstarted run with the same debounce key.
+   */
   readonly start: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
   /** `start` by the name the seeds use: `await morningRoutine.enqueue(client, { payload })`. */
   readonly enqueue: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
@@ -265,9 +270,22 @@ export interface WorkflowConstructor {
   (options: { readonly name: string }): Workflow
 }
 
-const workflowShape: Options.Shape = { known: ["name", "version", "run", "retry"], nested: { retry: retryShape } }
-const versionShape: Options.Shape = { known: ["run", "retry"], nested: { retry: retryShape } }
-const startShape: Options.Shape = { known: ["payload", "idempotencyKey"] }
+/** The options of a version besides `run` and `retry`: its flow control. */
+const flowShapes: { readonly [name: string]: Options.Shape } = {
+  concurrency: { known: ["key", "limit", "workflowLimit"] },
+  ordering: { known: ["key"] },
+  rateLimit: { known: ["key", "limit", "period"] }
+}
+const flowOptions = ["priority", ...Object.keys(flowShapes)]
+const workflowShape: Options.Shape = {
+  known: ["name", "version", "run", "retry", ...flowOptions],
+  nested: { retry: retryShape, ...flowShapes }
+}
+const versionShape: Options.Shape = { known: ["run", "retry", ...flowOptions], nested: { retry: retryShape, ...flowShapes } }
+const startShape: Options.Shape = {
+  known: ["payload", "idempotencyKey", "priority", "concurrencyKey", "concurrencyLimit", "orderingKey", "rateLimitKey", "debounce"],
+  nested: { debounce: { known: ["key", "delay", "maxDelay"] } }
+}
 
 /**
  * Defines a workflow: `workflow({ name }).v(version, { run })`, or one version at once with
@@ -296,10 +314,13 @@ export const workflow = ((
     Options.requireKind(where, "version", version, "string")
     Options.check(where, definition, versionShape)
     Options.requireKind(where, "run", definition.run, "function")
+    const { concurrency, ordering, priority, rateLimit, retry } = definition
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
-      ...(definition.retry !== undefined ? { retry: definition.retry } : {}),
+      ...(retry !== undefined ? { retry } : {}),
+      // Payloads are JSON: the key functions see the payload as stored.
+      ...({ concurrency, ordering, priority, rateLimit } as FlowControlOptions<Schema.Json>),
       run: (payload) =>
         Effect.gen(function*() {
           const run = yield* WorkflowRun
@@ -332,11 +353,9 @@ export const workflow = ((
     })
     const start = async (client: Client, request: StartRequest<Payload>) => {
       Options.check(`${options.name}.start()`, request, startShape)
+      const { payload, ...startOptions } = request
       const handle = await client.runtime.runPromise(
-        Effect.flatMap(AikiClient, (aiki) =>
-          aiki.start(effect, toJson(request.payload), {
-            ...(request.idempotencyKey !== undefined ? { idempotencyKey: request.idempotencyKey } : {})
-          }))
+        Effect.flatMap(AikiClient, (aiki) => aiki.start(effect, toJson(payload), startOptions))
       )
       return toHandle<Result>(client, handle)
     }
@@ -353,10 +372,11 @@ export const workflow = ((
     return versioned
   }
   const defined: Workflow = { name: options.name, v, versions: () => versions }
-  if (options.version === undefined && options.run === undefined && options.retry === undefined) return defined
-  Options.requireKind("workflow()", "version", options.version, "string")
-  Options.requireKind("workflow()", "run", options.run, "function")
-  return v(options.version!, { run: options.run!, ...(options.retry !== undefined ? { retry: options.retry } : {}) })
+  const { name: _, version, run, ...rest } = options
+  if (version === undefined && run === undefined && Object.keys(rest).length === 0) return defined
+  Options.requireKind("workflow()", "version", version, "string")
+  Options.requireKind("workflow()", "run", run, "function")
+  return v(version!, { ...rest, run: run! })
 }) as WorkflowConstructor
 
 // ---------------------------------------------------------------------------------------------------------------

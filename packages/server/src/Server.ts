@@ -9,6 +9,8 @@ import { ApiKeys } from "./ApiKeys.ts"
 import { BearerTokens } from "./BearerTokens.ts"
 import * as Database from "./Database.ts"
 import type { DatabaseReady } from "./DatabaseReady.ts"
+import { FlowControl } from "./FlowControl.ts"
+import * as FlowOffers from "./FlowOffers.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
@@ -33,9 +35,9 @@ export type DatabaseLayer = Layer.Layer<
   ServerConfig
 >
 
-/** The database, Redis Streams, the outbox and the lease grace period after outages. */
+/** The database, Redis Streams, the outbox, flow control's limits and the lease grace period after outages. */
 const layerInfrastructure = (database: DatabaseLayer) =>
-  Layer.mergeAll(Outbox.layer, LeaseGrace.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
+  Layer.mergeAll(Outbox.layer, LeaseGrace.layer, FlowControl.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
 
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
@@ -44,8 +46,11 @@ const layerStores = (database: DatabaseLayer) =>
     Layer.provideMerge(layerInfrastructure(database))
   )
 
-/** Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows. */
-const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer)
+/**
+ * Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows and
+ * offering runs held back by flow control.
+ */
+const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer, FlowOffers.layer)
 
 /**
  * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so

@@ -73,7 +73,13 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         workflowVersion: params.version,
         payload: payload.payload,
         idempotencyKey: payload.idempotencyKey,
-        traceParent: request.headers["traceparent"]
+        traceParent: request.headers["traceparent"],
+        priority: payload.priority,
+        concurrencyKey: payload.concurrencyKey,
+        concurrencyLimit: payload.concurrencyLimit,
+        orderingKey: payload.orderingKey,
+        rateLimitKey: payload.rateLimitKey,
+        debounce: payload.debounce
       }),
     startMany: ({ payload }) => Effect.map(runs.startMany(payload.runs), (results) => new StartedRuns({ results })),
     runs: ({ params, query }) =>
