@@ -7,6 +7,7 @@ import { Role } from "./Access.ts"
 import {
   EventName,
   IdempotencyKey,
+  ScheduleId,
   LeaseEpoch,
   RunId,
   TaskAddress,
@@ -18,6 +19,7 @@ import {
 import { IdempotencyConflict, InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
 import { Debounce, FlowPolicy, Limit, Priority, StartFlow, WaitingFor, WaitingReason } from "./FlowControl.ts"
 import { ParkedState, RunState } from "./RunState.ts"
+import { Trigger } from "./Schedules.ts"
 import { TaskState } from "./TaskState.ts"
 
 /** A UTC instant, an ISO 8601 string on the wire (also inside SSE events, which encode to plain JSON). */
@@ -76,7 +78,10 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** While it has not started: the debounce key later starts replace it under. */
   debounceKey: Schema.optionalKey(Schema.String),
   /** While pending: what it waits for before a worker may take it (a limit, its turn, a debounce delay). */
-  waitingFor: Schema.optionalKey(WaitingFor)
+  waitingFor: Schema.optionalKey(WaitingFor),
+  /** The schedule that started it, and the fire time it was started for. */
+  scheduleId: Schema.optionalKey(ScheduleId),
+  scheduledFor: Schema.optionalKey(Timestamp)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -138,7 +143,9 @@ export const WorkflowDefinition = Schema.Struct({
   /** JSON Schema of the result, when the definition has one. */
   resultSchema: Schema.optionalKey(Json),
   /** The limits its runs obey (priority, concurrency, rate). */
-  flowControl: Schema.optionalKey(FlowPolicy)
+  flowControl: Schema.optionalKey(FlowPolicy),
+  /** The schedule it declares (`<name>:trigger`); the highest version declaring one owns it. */
+  trigger: Schema.optionalKey(Trigger)
 })
 export type WorkflowDefinition = typeof WorkflowDefinition.Type
 

@@ -12,8 +12,9 @@
  * ```
  */
 import * as Client from "@aiki/contract/Client"
-import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
+import type { EventName, IdempotencyKey, RunId, ScheduleId, WorkflowName } from "@aiki/contract/Ids"
 import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type WorkflowRun } from "@aiki/contract/Models"
+import type { BackfillResult, Schedule as ScheduleRecord } from "@aiki/contract/Schedules"
 import { isTerminal } from "@aiki/contract/RunState"
 import {
   type Forbidden,
@@ -22,15 +23,17 @@ import {
   type InvalidTransition,
   type PayloadTooLarge,
   type RunNotFound,
+  type ScheduleExists,
+  type ScheduleNotFound,
   type Unauthorized
 } from "@aiki/contract/Errors"
-import { Context, Data, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
+import { Context, Data, DateTime, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
 import * as Sse from "effect/encoding/Sse"
 import { HttpClientError, HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
-import { type StartFlowOptions, startFlowOf } from "./FlowControl.ts"
+import { scheduleOf, type ScheduleOptions, type StartFlowOptions, startFlowOf } from "./FlowControl.ts"
 import * as Batcher from "./internal/Batcher.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
@@ -102,6 +105,39 @@ export interface StartOptions extends StartFlowOptions {
   readonly idempotencyKey?: string
 }
 
+/** A schedule to create: when it fires, the payload of its runs, and its id. */
+export type CreateScheduleOptions<Payload> = ScheduleOptions<Payload> & {
+  /** @default a new id */
+  readonly id?: string
+  /** @default false */
+  readonly paused?: boolean
+}
+
+/**
+ * Schedules: runs of a workflow version started by the server at fire times. Each fire time starts at most one
+ * run, on any number of server replicas.
+ */
+export interface Schedules {
+  readonly create: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
+    workflow: Workflow<P, S, E, R>,
+    options: CreateScheduleOptions<P["Type"]>
+  ) => Effect.Effect<ScheduleRecord, ClientError | SerializationError>
+  /** Every schedule, or those of one workflow. */
+  readonly list: (workflowName?: string) => Effect.Effect<ReadonlyArray<ScheduleRecord>, ClientError>
+  /** A schedule with its next fire times, its latest runs and how many fire times it skipped. */
+  readonly get: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  readonly pause: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  readonly resume: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  /** Starts a run now. */
+  readonly trigger: (id: string) => Effect.Effect<StartedRun, ClientError>
+  /** Starts the runs of the fire times in `[from, to)` that have none (at most 1,000). */
+  readonly backfill: (
+    id: string,
+    range: { readonly from: DateTime.DateTime.Input; readonly to: DateTime.DateTime.Input }
+  ) => Effect.Effect<BackfillResult, ClientError>
+  readonly delete: (id: string) => Effect.Effect<void, ClientError>
+}
+
 /**
  * What talking to the server can fail with: a transport failure or an unexpected answer (`HttpClientError`), an
  * answer that does not decode (`SchemaError`), or one of the errors the server declares. Each is a class with a
@@ -117,6 +153,8 @@ export type ClientError =
   | InvalidRequest
   | Unauthorized
   | Forbidden
+  | ScheduleNotFound
+  | ScheduleExists
   /** Following a run: a stream that does not parse, or the server asking to reconnect later. */
   | Sse.SseError
   | Sse.Retry
@@ -144,6 +182,7 @@ export class AikiClient extends Context.Service<AikiClient, {
     workflow: Workflow<P, S, E, R>,
     id: RunId
   ) => RunHandle<S["Type"], E["Type"]>
+  readonly schedules: Schedules
 }>()("@aiki/sdk/AikiClient") {
   /**
    * Over Node's undici with pooled keep-alive connections: a worker makes a few requests per task, and the
@@ -257,10 +296,38 @@ const make = (options: ClientOptions) =>
       return handle(workflow, answer.id)
     })
 
+    const id = (scheduleId: string) => ({ params: { id: scheduleId as ScheduleId } })
+    const schedules: Schedules = {
+      create: (workflow, scheduleOptions) =>
+        Effect.flatMap(scheduleOf(workflow as unknown as AnyWorkflow, scheduleOptions as ScheduleOptions<unknown>), (settings) =>
+          api.schedules.create({
+            payload: {
+              ...settings,
+              workflowName: workflow.name,
+              workflowVersion: workflow.version,
+              ...(scheduleOptions.id !== undefined ? { id: scheduleOptions.id as ScheduleId } : {}),
+              ...(scheduleOptions.paused !== undefined ? { paused: scheduleOptions.paused } : {})
+            }
+          })),
+      list: (workflowName) =>
+        api.schedules.list({ query: workflowName === undefined ? {} : { workflow: workflowName as WorkflowName } }),
+      get: (scheduleId) => api.schedules.get(id(scheduleId)),
+      pause: (scheduleId) => api.schedules.pause(id(scheduleId)),
+      resume: (scheduleId) => api.schedules.resume(id(scheduleId)),
+      trigger: (scheduleId) => api.schedules.trigger(id(scheduleId)),
+      backfill: (scheduleId, range) =>
+        api.schedules.backfill({
+          ...id(scheduleId),
+          payload: { from: DateTime.toUtc(DateTime.makeUnsafe(range.from)), to: DateTime.toUtc(DateTime.makeUnsafe(range.to)) }
+        }),
+      delete: (scheduleId) => api.schedules.delete(id(scheduleId))
+    }
+
     return AikiClient.of({
       api,
       options,
       start: start as AikiClient["Service"]["start"],
-      handle: handle as AikiClient["Service"]["handle"]
+      handle: handle as AikiClient["Service"]["handle"],
+      schedules
     })
   })

@@ -1,6 +1,7 @@
 /**
- * Flow control of a workflow version, as its definition declares it: its priority, concurrency limits (per key,
- * or for the whole workflow), an ordering key and a rate limit. Keys are computed from each run's payload by the client that starts it; the limits travel to
+ * Flow control and schedules of a workflow version, as its definition declares them: its priority, concurrency
+ * limits (per key, or for the whole workflow), an ordering key, a rate limit, and the schedule that starts it
+ * (its `trigger`). Keys are computed from each run's payload by the client that starts it; the limits travel to
  * the server when a worker registers the version, and apply to every run of it whoever starts it.
  *
  * The server decides at claim time: a run that must wait stays pending, holding no worker, and its status says what
@@ -15,10 +16,46 @@
  *   rateLimit: { limit: 100, period: "1 minute" },
  *   run: (p) => …
  * })
+ * const NightlyReport = Workflow.make("nightly-report", "1.0.0", {
+ *   payload: Schema.Null, success: Schema.Void,
+ *   trigger: { cron: "0 2 * * *", timezone: "Europe/Paris", payload: null },
+ *   run: () => …
+ * })
  * ```
  */
 import type { FlowPolicy } from "@aiki/contract/FlowControl"
-import { Duration } from "effect"
+import type { ScheduleSpec, OverlapPolicy } from "@aiki/contract/Schedules"
+import { Duration, Effect, type Schema } from "effect"
+import * as JsonCodec from "./internal/json.ts"
+
+export type { OverlapPolicy }
+
+/** When a schedule fires: a cron expression in a time zone, or a fixed interval. */
+export type ScheduleTiming =
+  | {
+    /** Five fields (minutes first) or six (seconds first), e.g. `0 9 * * MON-FRI`. */
+    readonly cron: string
+    /** An IANA zone (`Europe/Paris`) or an offset (`+02:00`). @default "UTC" */
+    readonly timezone?: string
+  }
+  | {
+    /** e.g. `"15 minutes"`; fire times are aligned on the Unix epoch (:00, :15, :30, :45). */
+    readonly every: Duration.Input
+  }
+
+/** How a schedule fires, whether declared with a version (`trigger`) or created through the client. */
+export type ScheduleOptions<Payload> = ScheduleTiming & {
+  /** The payload of every run it starts. @default null */
+  readonly payload?: Payload
+  /** What a fire time does while the previous run still goes. @default "skip" */
+  readonly overlap?: OverlapPolicy
+  /** Fire times missed for longer than this (the servers were down) are skipped and counted. @default "1 minute" */
+  readonly catchUpWindow?: Duration.Input
+  /** Each fire time starts up to this much later (the same on every server replica). @default 0 */
+  readonly jitter?: Duration.Input
+  /** The priority of the runs it starts. @default the version's */
+  readonly priority?: number
+}
 
 /** The flow control a workflow version declares. */
 export interface FlowControlOptions<Payload> {
@@ -109,3 +146,40 @@ export const startFlowOf = <Payload>(options: FlowControlOptions<Payload> | unde
       : {})
   }
 }
+
+/** A schedule's timing as the server takes it. */
+export const specOf = (timing: ScheduleTiming): ScheduleSpec =>
+  "every" in timing
+    ? { everyMs: millis(timing.every) }
+    : { cron: timing.cron, ...(timing.timezone !== undefined ? { timezone: timing.timezone } : {}) }
+
+/**
+ * A schedule of `workflow` as the server takes it: its payload encoded with the workflow's schema, and the keys of
+ * its runs computed from that payload.
+ */
+export const scheduleOf = (
+  workflow: {
+    readonly name: string
+    readonly version: string
+    readonly payloadSchema: Schema.Top
+    readonly flowControl: FlowControlOptions<never>
+  },
+  options: ScheduleOptions<unknown>
+) =>
+  Effect.gen(function*() {
+    const payload = yield* JsonCodec.encode(
+      workflow.payloadSchema,
+      options.payload ?? null,
+      `the schedule payload of ${workflow.name}@${workflow.version}`
+    )
+    const { debounce: _, ...keys } = startFlowOf(workflow.flowControl as FlowControlOptions<unknown>, options.payload ?? null)
+    return {
+      spec: specOf(options),
+      payload,
+      ...(options.overlap !== undefined ? { overlap: options.overlap } : {}),
+      ...(options.catchUpWindow !== undefined ? { catchUpWindowMs: millis(options.catchUpWindow) } : {}),
+      ...(options.jitter !== undefined ? { jitterMs: millis(options.jitter) } : {}),
+      ...keys,
+      ...(options.priority !== undefined ? { priority: options.priority } : {})
+    }
+  })

@@ -21,7 +21,7 @@ import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule
 import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
-import { policyOf } from "./FlowControl.ts"
+import { policyOf, scheduleOf } from "./FlowControl.ts"
 import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -158,7 +158,8 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
         version: w.version,
         ...optionalSchema("payloadSchema", w.payloadSchema),
         ...optionalSchema("resultSchema", w.successSchema),
-        ...(policy !== undefined ? { flowControl: policy } : {})
+        ...(policy !== undefined ? { flowControl: policy } : {}),
+        ...(w.trigger !== undefined ? { trigger: yield* scheduleOf(w, w.trigger) } : {})
       }
     })).pipe(Effect.orDie)
   const registration = yield* link.retrying(api.execution.register({

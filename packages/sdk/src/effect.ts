@@ -10,8 +10,10 @@
 export {
   AikiClient,
   type ClientOptions,
+  type CreateScheduleOptions,
   type RedisOptions,
   type RunHandle,
+  type Schedules,
   type StartOptions
 } from "./AikiClient.ts"
 export * as Errors from "./Errors.ts"

@@ -31,11 +31,12 @@
  * any case, an `InvalidOptions` thrown at once naming it.
  */
 import type { RunId } from "@aiki/contract/Ids"
-import type { WorkflowRun as RunRecord } from "@aiki/contract/Models"
+import type { WorkflowRun as RunRecord, StartedRun } from "@aiki/contract/Models"
+import type { BackfillResult, Schedule } from "@aiki/contract/Schedules"
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schema } from "effect"
-import { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
+import { AikiClient, type ClientOptions, type CreateScheduleOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
-import type { FlowControlOptions, StartFlowOptions } from "./FlowControl.ts"
+import type { FlowControlOptions, ScheduleOptions, StartFlowOptions } from "./FlowControl.ts"
 import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
 import * as Tracing from "./Tracing.ts"
@@ -45,8 +46,15 @@ import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
 export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
-export type { DebounceOptions, FlowControlOptions, StartFlowOptions } from "./FlowControl.ts"
-export type { RedisOptions, RetryPolicy }
+export type { CreateScheduleOptions }
+export type {
+  DebounceOptions,
+  FlowControlOptions,
+  OverlapPolicy,
+  ScheduleOptions,
+  StartFlowOptions
+} from "./FlowControl.ts"
+export type { BackfillResult, RedisOptions, RetryPolicy, Schedule, StartedRun }
 export type { TracingOptions } from "./Tracing.ts"
 
 /** Payloads and results are stored as JSON: what `JSON.stringify` keeps is what a replay gets back. */
@@ -222,6 +230,11 @@ export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payl
   readonly run: (ctx: WorkflowContext<Payload>, payload: Payload) => Promise<Result>
   /** Runs the workflow again when it fails: completed tasks stay memoized, failed ones run again. @default none */
   readonly retry?: RetryPolicy
+  /**
+   * Starts runs on a schedule, e.g. `{ cron: "0 9 * * MON-FRI", timezone: "Europe/Paris", payload }` or
+   * `{ every: "15 minutes" }` (the schedule `<name>:trigger`). @default none
+   */
+  readonly trigger?: ScheduleOptions<Payload>
 }
 
 /** One version of a workflow in one call, as the seeds' Core Concepts write it. */
@@ -270,11 +283,12 @@ export interface WorkflowConstructor {
   (options: { readonly name: string }): Workflow
 }
 
-/** The options of a version besides `run` and `retry`: its flow control. */
+/** The options of a version besides `run` and `retry`: its flow control and its trigger. */
 const flowShapes: { readonly [name: string]: Options.Shape } = {
   concurrency: { known: ["key", "limit", "workflowLimit"] },
   ordering: { known: ["key"] },
-  rateLimit: { known: ["key", "limit", "period"] }
+  rateLimit: { known: ["key", "limit", "period"] },
+  trigger: { known: ["cron", "timezone", "every", "payload", "overlap", "catchUpWindow", "jitter", "priority"] }
 }
 const flowOptions = ["priority", ...Object.keys(flowShapes)]
 const workflowShape: Options.Shape = {
@@ -314,13 +328,14 @@ export const workflow = ((
     Options.requireKind(where, "version", version, "string")
     Options.check(where, definition, versionShape)
     Options.requireKind(where, "run", definition.run, "function")
-    const { concurrency, ordering, priority, rateLimit, retry } = definition
+    const { concurrency, ordering, priority, rateLimit, retry, trigger } = definition
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
       ...(retry !== undefined ? { retry } : {}),
       // Payloads are JSON: the key functions see the payload as stored.
       ...({ concurrency, ordering, priority, rateLimit } as FlowControlOptions<Schema.Json>),
+      ...(trigger !== undefined ? { trigger: { ...trigger, payload: toJson(trigger.payload) } as ScheduleOptions<Schema.Json> } : {}),
       run: (payload) =>
         Effect.gen(function*() {
           const run = yield* WorkflowRun
@@ -405,8 +420,32 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
 export interface Client {
   readonly baseUrl: string
   readonly runtime: ManagedRuntime.ManagedRuntime<AikiClient, never>
+  /** Schedules: runs started by the server on a cron expression or an interval. */
+  readonly schedules: ClientSchedules
   /** Releases the client's connections. */
   readonly close: () => Promise<void>
+}
+
+/** The promise form of the client's schedules (see `AikiClient.Schedules`). */
+export interface ClientSchedules {
+  /**
+   * Creates a schedule starting runs of `workflow`.
+   *
+   * @example
+   * ```ts
+   * await aiki.schedules.create(reportV1, { id: "nightly-report", cron: "0 2 * * *", timezone: "Europe/Paris", payload: {} })
+   * ```
+   */
+  readonly create: <Payload>(workflow: VersionedWorkflow<Payload, unknown>, options: CreateScheduleOptions<Payload>) => Promise<Schedule>
+  readonly list: (workflowName?: string) => Promise<ReadonlyArray<Schedule>>
+  readonly get: (id: string) => Promise<Schedule>
+  readonly pause: (id: string) => Promise<Schedule>
+  readonly resume: (id: string) => Promise<Schedule>
+  /** Starts a run now. */
+  readonly trigger: (id: string) => Promise<StartedRun>
+  /** Starts the runs of the fire times in `[from, to)` that have none (at most 1,000). */
+  readonly backfill: (id: string, range: { readonly from: Date; readonly to: Date }) => Promise<BackfillResult>
+  readonly delete: (id: string) => Promise<void>
 }
 
 interface ClientSettings {
@@ -479,7 +518,20 @@ export const client = async (config: ClientConfig): Promise<Client> => {
       : AikiClient.layer(options).pipe(Layer.provideMerge(Tracing.layer(config.tracing)))
   )
   await runtime.runPromise(Effect.void)
-  return { baseUrl, runtime, close: () => runtime.dispose() }
+  const use = <A, E>(f: (schedules: AikiClient["Service"]["schedules"]) => Effect.Effect<A, E>) =>
+    runtime.runPromise(Effect.flatMap(AikiClient, (aiki) => f(aiki.schedules)))
+  const schedules: ClientSchedules = {
+    create: (workflow, { payload, ...rest }) =>
+      use((s) => s.create(workflow.effect, { ...rest, payload: toJson(payload) } as CreateScheduleOptions<Schema.Json>)),
+    list: (workflowName) => use((s) => s.list(workflowName)),
+    get: (id) => use((s) => s.get(id)),
+    pause: (id) => use((s) => s.pause(id)),
+    resume: (id) => use((s) => s.resume(id)),
+    trigger: (id) => use((s) => s.trigger(id)),
+    backfill: (id, range) => use((s) => s.backfill(id, range)),
+    delete: (id) => use((s) => s.delete(id))
+  }
+  return { baseUrl, runtime, schedules, close: () => runtime.dispose() }
 }
 
 /** `client` by the name the seeds' Core Concepts use: `await createClient({ url: "localhost:9090" })`. */

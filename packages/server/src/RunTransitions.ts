@@ -24,6 +24,7 @@ import type {
   IdempotencyKey,
   LeaseEpoch,
   RunId,
+  ScheduleId,
   WorkerId,
   WorkflowName,
   WorkflowVersion
@@ -85,6 +86,8 @@ export interface StartRunInput {
   readonly rateLimitKey?: string | undefined
   /** Replace the not-yet-started run with this debounce key instead (see `FlowControl.Debounce`). */
   readonly debounce?: DebounceInput | undefined
+  /** The schedule starting the run, and the fire time (ISO) it starts it for. */
+  readonly schedule?: { readonly id: ScheduleId; readonly fireTime: string } | undefined
 }
 
 /**
@@ -125,7 +128,9 @@ const runColumns = (start: Start) => ({
   concurrency_key: start.input.concurrencyKey ?? null,
   concurrency_limit: start.input.concurrencyLimit ?? null,
   ordering_key: start.input.orderingKey ?? null,
-  rate_limit_key: start.input.rateLimitKey ?? null
+  rate_limit_key: start.input.rateLimitKey ?? null,
+  schedule_id: start.input.schedule?.id ?? null,
+  scheduled_for: start.input.schedule?.fireTime ?? null
 })
 
 const debounceMessage = (debounce: DebounceInput) =>
@@ -193,12 +198,13 @@ const make = Effect.gen(function*() {
         WITH input AS (
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
-            stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text)
+            stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text,
+            schedule_id text, scheduled_for timestamptz)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent,
-            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key)
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent,
-            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key FROM input
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for FROM input
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
         ), recorded AS (
@@ -269,13 +275,13 @@ const make = Effect.gen(function*() {
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, trace_parent text, debounce_key text,
             delay_ms double precision, message text, priority int, concurrency_key text, concurrency_limit int,
-            ordering_key text, rate_limit_key text)
+            ordering_key text, rate_limit_key text, schedule_id text, scheduled_for timestamptz)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, trace_parent, priority,
-            concurrency_key, concurrency_limit, ordering_key, rate_limit_key, debounce_key, waiting_reason,
-            waiting_message, waiting_until)
+            concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key,
+            waiting_reason, waiting_message, waiting_until)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, trace_parent, priority, concurrency_key,
-            concurrency_limit, ordering_key, rate_limit_key, debounce_key, 'debounce', message,
+            concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key, 'debounce', message,
             now() + make_interval(secs => delay_ms / 1000.0)
           FROM input
           ON CONFLICT (workflow_name, debounce_key) WHERE debounce_key IS NOT NULL AND state = 'pending' AND started_at IS NULL

@@ -24,6 +24,8 @@ import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { RunTransitions } from "./RunTransitions.ts"
+import * as Scheduler from "./Scheduler.ts"
+import { Schedules } from "./Schedules.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import * as Telemetry from "./Telemetry.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
@@ -42,15 +44,23 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
   Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer, BearerTokens.layer).pipe(
+    Layer.provideMerge(Schedules.layer),
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )
 
 /**
- * Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows and
- * offering runs held back by flow control.
+ * Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows, firing
+ * schedules and offering runs held back by flow control.
  */
-const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer, FlowOffers.layer)
+const layerBackground = Layer.mergeAll(
+  OutboxPublisher.layer,
+  Reaper.layer,
+  Metrics.layer,
+  Retention.layer,
+  Scheduler.layer,
+  FlowOffers.layer
+)
 
 /**
  * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so

@@ -98,6 +98,8 @@ export interface ServerConfigShape {
    * windows) or when a crash lost the offer their freed slot made. @default 1_000
    */
   readonly flowSweepIntervalMs: number
+  /** How often each replica looks for schedules whose fire time has come (their precision). @default 500 */
+  readonly schedulerIntervalMs: number
   /**
    * Finished runs older than this many days are deleted with their tasks, attempts, transitions, events and outbox
    * rows; 0 keeps them for ever. @default 30
@@ -152,6 +154,7 @@ export const defaults = {
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
   flowSweepIntervalMs: 1_000,
+  schedulerIntervalMs: 500,
   retentionDays: 30,
   workerStaleAfterMs: 90_000,
   shutdownTimeoutMs: 10_000,
@@ -313,6 +316,7 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
   flowSweepIntervalMs: positiveInt("FLOW_SWEEP_INTERVAL_MS", defaults.flowSweepIntervalMs),
+  schedulerIntervalMs: positiveInt("SCHEDULER_INTERVAL_MS", defaults.schedulerIntervalMs),
   retentionDays: Config.Int("RETENTION_DAYS").pipe(
     Config.mapEffect((n) =>
       n >= 0 ? Effect.succeed(n) : Effect.fail(invalid(`RETENTION_DAYS must be 0 (keep) or a number of days, got ${n}`))

@@ -1,6 +1,6 @@
 /**
  * Workers and the workflow versions they serve. Registering records the worker and its definitions (name,
- * version, schemas, the limits its runs obey), so the server knows which versions can run;
+ * version, schemas, the limits its runs obey, the schedule it declares), so the server knows which versions can run;
  * health derives from the last heartbeat and from the runs the worker holds right now (the database's leases, not
  * the worker's word).
  */
@@ -21,6 +21,7 @@ import { FlowControl } from "./FlowControl.ts"
 import { maxBatchBytes } from "./http/HttpServer.ts"
 import { defaultLivenessMs } from "./Leases.ts"
 import { bands, consumerGroup, RunStreams, streamKey } from "./RunStreams.ts"
+import { Schedules } from "./Schedules.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 interface WorkerRow {
@@ -55,6 +56,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
       const config = yield* ServerConfig
       const streams = yield* RunStreams
       const flowControl = yield* FlowControl
+      const schedules = yield* Schedules
 
       /** Workers (all, or the one with `workerId`) as their summary, which includes their health. */
       const select = (workerId?: WorkerId) =>
@@ -137,6 +139,11 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
               SELECT ${workerId}, name, version FROM defs`
           })).pipe(Effect.orDie)
           yield* Effect.forEach(workflows, (w) => flowControl.forget({ name: w.name, version: w.version }), { discard: true })
+          yield* Effect.forEach(
+            workflows,
+            (w) => w.trigger === undefined ? Effect.void : schedules.declare(w.name, w.version, w.trigger),
+            { discard: true }
+          )
           const worker = (yield* healthOf(workerId))!
           return new Registration({
             worker,

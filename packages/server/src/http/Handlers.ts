@@ -19,6 +19,7 @@ import { RunQueries } from "../RunQueries.ts"
 import { RunStore } from "../RunStore.ts"
 import { RunStreams } from "../RunStreams.ts"
 import { RunTransitions } from "../RunTransitions.ts"
+import { Schedules } from "../Schedules.ts"
 import { ServerConfig } from "../ServerConfig.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
@@ -120,6 +121,20 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
   })
 }))
 
+export const SchedulesHandlers = HttpApiBuilder.group(AikiApi, "schedules", Effect.fn(function*(handlers) {
+  const schedules = yield* Schedules
+  return handlers.handleAll({
+    list: ({ query }) => schedules.list(query.workflow),
+    create: ({ payload }) => schedules.create(payload),
+    get: ({ params }) => schedules.get(params.id),
+    pause: ({ params }) => schedules.pause(params.id),
+    resume: ({ params }) => schedules.resume(params.id),
+    trigger: ({ params }) => schedules.trigger(params.id),
+    backfill: ({ params, payload }) => schedules.backfill(params.id, payload.from, payload.to),
+    delete: ({ params }) => schedules.remove(params.id)
+  })
+}))
+
 export const WorkersHandlers = HttpApiBuilder.group(AikiApi, "workers", Effect.fn(function*(handlers) {
   const workers = yield* WorkerRegistry
   return handlers.handleAll({
@@ -199,6 +214,7 @@ export const layer = Layer.mergeAll(
   HealthHandlers,
   WorkflowsHandlers,
   RunsHandlers,
+  SchedulesHandlers,
   WorkersHandlers,
   FleetHandlers,
   SessionHandlers,

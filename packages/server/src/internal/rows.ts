@@ -6,6 +6,7 @@ import type {
   EventName,
   IdempotencyKey,
   RunId,
+  ScheduleId,
   TaskAddress,
   TaskName,
   WorkerId,
@@ -40,6 +41,8 @@ export interface RunRow extends FlowColumns {
   readonly awaiting_events: ReadonlyArray<string> | null
   readonly waiting_until: Date | null
   readonly waiting_message: string | null
+  readonly schedule_id: string | null
+  readonly scheduled_for: Date | null
 }
 
 export interface ErrorDetailsRow {
@@ -125,7 +128,9 @@ export const toRun = (row: RunRow): WorkflowRun =>
           ...(row.waiting_until !== null ? { until: utc(row.waiting_until) } : {})
         }
       }
-      : {})
+      : {}),
+    ...(row.schedule_id !== null ? { scheduleId: row.schedule_id as ScheduleId } : {}),
+    ...(row.scheduled_for !== null ? { scheduledFor: utc(row.scheduled_for) } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
