@@ -47,6 +47,9 @@ export const runSummary = (run: WorkflowRun) =>
     `${bold("Run")}        ${run.id}`,
     `${bold("Workflow")}   ${run.workflowName}@${run.workflowVersion}`,
     `${bold("State")}      ${state(run.state)}${run.leaseOwner !== undefined && run.state === "running" ? ` (on ${run.leaseOwner})` : ""}`,
+    ...(run.waitingFor !== undefined ? [`${bold("Waiting")}    ${yellow(run.waitingFor.message)}`] : []),
+    ...(run.priority !== undefined && run.priority !== 5 ? [`${bold("Priority")}   ${run.priority}`] : []),
+    ...(run.scheduleId !== undefined ? [`${bold("Schedule")}   ${run.scheduleId} (for ${time(run.scheduledFor)})`] : []),
     `${bold("Created")}    ${time(run.createdAt)}`,
     ...(run.finishedAt !== undefined ? [`${bold("Finished")}   ${time(run.finishedAt)}`] : []),
     `${bold("Payload")}    ${JSON.stringify(run.payload)}`,
@@ -84,6 +87,8 @@ export const describeFailure = (error: unknown, url: string): string => {
       case "IdempotencyConflict":
       case "InvalidTransition":
       case "WorkerNotFound":
+      case "ScheduleNotFound":
+      case "ScheduleExists":
         return Predicate.hasProperty(error, "message") ? String(error.message) : String(error._tag)
     }
   }

@@ -6,6 +6,7 @@ import * as Client from "@aiki/contract/Client"
 import { Effect, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { FetchHttpClient } from "effect/http"
+import * as Output from "./Output.ts"
 
 export const aiki = Command.make("aiki").pipe(
   Command.withSharedFlags({
@@ -37,3 +38,10 @@ export const client = Effect.gen(function*() {
   const { apiKey, token, url } = yield* settings
   return yield* Client.make({ baseUrl: url, apiKey, token }).pipe(Effect.provide(FetchHttpClient.layer))
 })
+
+/** Runs `body` with the client, turning any failure into one line and exit code 1. */
+export const withClient = <A, E, R>(body: (api: Effect.Success<typeof client>, json: boolean) => Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const { json, url } = yield* settings
+    yield* Output.guard(url, Effect.flatMap(client, (api) => body(api, json)))
+  })

@@ -7,12 +7,13 @@ import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
 import { runs } from "./commands/runs.ts"
+import { schedules } from "./commands/schedules.ts"
 import { commands as serverCommands } from "./commands/server.ts"
 import { workflows } from "./commands/workflows.ts"
 import { aiki } from "./Root.ts"
 
 aiki.pipe(
-  Command.withSubcommands([...serverCommands, runs, workflows]),
+  Command.withSubcommands([...serverCommands, runs, schedules, workflows]),
   Command.run({ version }),
   Effect.provide(NodeServices.layer),
   (program) =>

@@ -96,6 +96,29 @@ describe("aiki", () => {
         const watchCancelled = yield* aiki(["runs", "watch", pendingId], env)
         assert.strictEqual(watchCancelled.code, 1)
 
+        // Schedules: created paused, triggered, backfilled, shown, listed and deleted; a bad cron is one line.
+        const routine = "{\"song\":\"la\",\"cups\":1}"
+        const created = yield* aiki(["schedules", "create", "morning-routine", "1.0.0", "--id", "mornings", "--cron", "0 7 * * *",
+          "--timezone", "Europe/Paris", "--payload", routine, "--paused"], env)
+        assert.strictEqual(created.code, 0, created.stderr)
+        assert.include(created.stdout, "0 7 * * * (Europe/Paris), overlap skip, paused")
+        const triggered = yield* aiki(["--json", "schedules", "trigger", "mornings"], env)
+        assert.strictEqual(triggered.code, 0, triggered.stderr)
+        const triggeredRun = yield* aiki(["runs", "watch", (JSON.parse(triggered.stdout) as { id: string }).id], env)
+        assert.strictEqual(triggeredRun.code, 0, triggeredRun.stderr)
+        const backfilled = yield* aiki(["schedules", "backfill", "mornings", "--from", "2025-01-01T00:00:00Z", "--to", "2025-01-03T00:00:00Z"], env)
+        assert.strictEqual(backfilled.stdout.trim(), "2 fire times: 2 runs started, 0 had one")
+        const schedule = yield* aiki(["schedules", "get", "mornings"], env)
+        assert.include(schedule.stdout, "2025-01-02T06:00:00.000Z")
+        const schedules = yield* aiki(["schedules", "list"], env)
+        assert.match(schedules.stdout, /mornings\s+morning-routine@1\.0\.0\s+0 7 \* \* \* \(Europe\/Paris\)/)
+        const badCron = yield* aiki(["schedules", "create", "morning-routine", "1.0.0", "--cron", "0 25 * * *"], env)
+        assert.strictEqual(badCron.code, 1)
+        assert.include(badCron.stderr, "is not a valid cron expression")
+        const deleted = yield* aiki(["schedules", "delete", "mornings"], env)
+        assert.strictEqual(deleted.code, 0, deleted.stderr)
+        assert.strictEqual((yield* aiki(["schedules", "get", "mornings"], env)).stderr.trim(), "aiki: No schedule has id mornings")
+
         // Errors: one line, non-zero exit.
         const badId = yield* aiki(["runs", "get", "not-a-uuid"], env)
         assert.strictEqual(badId.code, 1)

@@ -9,12 +9,15 @@ import {
   DependencyUnavailable,
   Forbidden,
   IdempotencyConflict,
+  InvalidRequest,
   InvalidTransition,
   RunNotFound,
+  ScheduleExists,
+  ScheduleNotFound,
   Unauthorized,
   WorkerNotFound
 } from "./Errors.ts"
-import { EventName, RunId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
+import { EventName, RunId, ScheduleId, WorkerId, WorkflowName, WorkflowVersion } from "./Ids.ts"
 import {
   ClaimRuns,
   Claims,
@@ -49,6 +52,7 @@ import {
   WriteResults
 } from "./Models.ts"
 import { RunState } from "./RunState.ts"
+import { Backfill, BackfillResult, CreateSchedule, Schedule } from "./Schedules.ts"
 import { version } from "./Version.ts"
 
 const runParams = { id: RunId }
@@ -163,6 +167,39 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
   OpenApi.annotations({ title: "Runs", description: "Status, tasks, audit trail and cancellation of a run" })
 ) {}
 
+const scheduleParams = { id: ScheduleId }
+
+/**
+ * Schedules: runs started by the server at fire times (cron or interval). Each one shows its next fire times, its
+ * latest runs and how many fire times it skipped.
+ */
+export class SchedulesApi extends HttpApiGroup.make("schedules").add(
+  /** Every schedule (or those of one workflow), by id. */
+  HttpApiEndpoint.get("list", "/schedules", {
+    query: { workflow: Schema.optionalKey(WorkflowName) },
+    success: Schema.Array(Schedule)
+  }),
+  HttpApiEndpoint.post("create", "/schedules", { payload: CreateSchedule, success: Schedule, error: ScheduleExists }),
+  HttpApiEndpoint.get("get", "/schedules/:id", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),
+  /** No fire time starts a run until it is resumed. */
+  HttpApiEndpoint.post("pause", "/schedules/:id/pause", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),
+  /** Fires again from the next fire time on (fire times while paused are not caught up). */
+  HttpApiEndpoint.post("resume", "/schedules/:id/resume", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),
+  /** Starts a run now, whatever the overlap policy says. */
+  HttpApiEndpoint.post("trigger", "/schedules/:id/trigger", { params: scheduleParams, success: StartedRun, error: ScheduleNotFound }),
+  /** Starts the runs of every fire time in a past range; fire times that already have a run keep it. */
+  HttpApiEndpoint.post("backfill", "/schedules/:id/backfill", {
+    params: scheduleParams,
+    payload: Backfill,
+    success: BackfillResult,
+    error: [ScheduleNotFound, InvalidRequest]
+  }),
+  /** Deletes the schedule; the runs it started stay. */
+  HttpApiEndpoint.delete("delete", "/schedules/:id", { params: scheduleParams, error: ScheduleNotFound })
+).middleware(RequestValidation).middleware(ClientAccess).annotateMerge(
+  OpenApi.annotations({ title: "Schedules", description: "Cron and interval schedules that start runs" })
+) {}
+
 /** Worker health, for operators and dashboards. */
 export class WorkersApi extends HttpApiGroup.make("workers").add(
   HttpApiEndpoint.get("health", "/workers/:id/health", {
@@ -247,6 +284,7 @@ export class AikiApi extends HttpApi.make("aiki")
   .add(HealthApi)
   .add(WorkflowsApi)
   .add(RunsApi)
+  .add(SchedulesApi)
   .add(WorkersApi)
   .add(FleetApi)
   .add(SessionApi)

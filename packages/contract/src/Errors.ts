@@ -84,3 +84,18 @@ export class DependencyUnavailable extends Schema.TaggedError<DependencyUnavaila
   dependency: Schema.Literals(["database", "redis"]),
   message: Schema.String
 }, { httpApiStatus: 503 }) {}
+
+export class ScheduleNotFound extends Schema.TaggedError<ScheduleNotFound>()("ScheduleNotFound", {
+  scheduleId: Schema.String,
+  message: Schema.String
+}, { httpApiStatus: 404 }) {
+  static of(scheduleId: string) {
+    return new ScheduleNotFound({ scheduleId, message: `No schedule has id ${scheduleId}` })
+  }
+}
+
+/** A schedule with this id exists already (with other settings). */
+export class ScheduleExists extends Schema.TaggedError<ScheduleExists>()("ScheduleExists", {
+  scheduleId: Schema.String,
+  message: Schema.String
+}, { httpApiStatus: 409 }) {}

@@ -62,3 +62,14 @@ export type LeaseEpoch = typeof LeaseEpoch.Type
 /** The name of an event a run can wait for, e.g. `approval`. */
 export const EventName = slug("an event name", 128).pipe(Schema.brand("EventName"))
 export type EventName = typeof EventName.Type
+
+/**
+ * A schedule's id: chosen when it is created (e.g. `nightly-report`), or `<workflow>:trigger` for the schedule a
+ * workflow version declares.
+ */
+export const ScheduleId = Schema.String.check(
+  Schema.isPattern(/^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$/, {
+    message: "a schedule id is 1 to 200 letters, digits, '.', '_', ':', '@' or '-', starting with a letter or digit"
+  })
+).pipe(Schema.brand("ScheduleId"))
+export type ScheduleId = typeof ScheduleId.Type

@@ -7,6 +7,7 @@ import { Role } from "./Access.ts"
 import {
   EventName,
   IdempotencyKey,
+  ScheduleId,
   LeaseEpoch,
   RunId,
   TaskAddress,
@@ -16,7 +17,9 @@ import {
   WorkflowVersion
 } from "./Ids.ts"
 import { IdempotencyConflict, InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
+import { Debounce, FlowPolicy, Limit, Priority, StartFlow, WaitingFor, WaitingReason } from "./FlowControl.ts"
 import { ParkedState, RunState } from "./RunState.ts"
+import { Trigger } from "./Schedules.ts"
 import { TaskState } from "./TaskState.ts"
 
 /** A UTC instant, an ISO 8601 string on the wire (also inside SSE events, which encode to plain JSON). */
@@ -61,7 +64,24 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** The replay semantics the run is pinned to (set when a worker first executes it); see `ReplayVersion`. */
   replayVersion: Schema.optionalKey(Schema.Int),
   /** While `awaiting_event`: the names of the events that wake it. */
-  awaitingEvents: Schema.optionalKey(Schema.Array(EventName))
+  awaitingEvents: Schema.optionalKey(Schema.Array(EventName)),
+  /** 1 (lowest) to 10 (highest); see `FlowControl.Priority`. Absent from runs recorded before priorities (5). */
+  priority: Schema.optionalKey(Priority),
+  /** Runs with this key share the concurrency limit. */
+  concurrencyKey: Schema.optionalKey(Schema.String),
+  /** This run's own per-key limit (over its version's). */
+  concurrencyLimit: Schema.optionalKey(Limit),
+  /** Runs with this key run one at a time, in the order they were started. */
+  orderingKey: Schema.optionalKey(Schema.String),
+  /** Its rate-limit bucket (`""` is the workflow's one bucket). */
+  rateLimitKey: Schema.optionalKey(Schema.String),
+  /** While it has not started: the debounce key later starts replace it under. */
+  debounceKey: Schema.optionalKey(Schema.String),
+  /** While pending: what it waits for before a worker may take it (a limit, its turn, a debounce delay). */
+  waitingFor: Schema.optionalKey(WaitingFor),
+  /** The schedule that started it, and the fire time it was started for. */
+  scheduleId: Schema.optionalKey(ScheduleId),
+  scheduledFor: Schema.optionalKey(Timestamp)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -121,7 +141,11 @@ export const WorkflowDefinition = Schema.Struct({
   /** JSON Schema of the payload, when the definition has one. */
   payloadSchema: Schema.optionalKey(Json),
   /** JSON Schema of the result, when the definition has one. */
-  resultSchema: Schema.optionalKey(Json)
+  resultSchema: Schema.optionalKey(Json),
+  /** The limits its runs obey (priority, concurrency, rate). */
+  flowControl: Schema.optionalKey(FlowPolicy),
+  /** The schedule it declares (`<name>:trigger`); the highest version declaring one owns it. */
+  trigger: Schema.optionalKey(Trigger)
 })
 export type WorkflowDefinition = typeof WorkflowDefinition.Type
 
@@ -131,6 +155,7 @@ export class RegisteredWorkflow extends Schema.Class<RegisteredWorkflow>("Regist
   version: WorkflowVersion,
   payloadSchema: Schema.optionalKey(Json),
   resultSchema: Schema.optionalKey(Json),
+  flowControl: Schema.optionalKey(FlowPolicy),
   firstRegisteredAt: Timestamp,
   lastRegisteredAt: Timestamp
 }) {}
@@ -151,17 +176,29 @@ export class WorkerHealth extends Schema.Class<WorkerHealth>("WorkerHealth")({
 // ---------------------------------------------------------------------------------------------------------------
 // Requests and responses of the worker protocol
 
+/** A debounced start takes no idempotency key: the debounce key says which run it is. */
+const debouncedWithoutKey = Schema.makeFilter((start: { readonly debounce?: unknown; readonly idempotencyKey?: unknown }) =>
+  start.debounce !== undefined && start.idempotencyKey !== undefined
+    ? { path: ["debounce"], issue: "a debounced start takes no idempotency key (its key is the debounce key)" }
+    : undefined
+)
+
 export const StartRun = Schema.Struct({
   payload: Json,
-  idempotencyKey: Schema.optionalKey(IdempotencyKey)
-})
+  idempotencyKey: Schema.optionalKey(IdempotencyKey),
+  ...StartFlow,
+  /** Replace the not-yet-started run with the same debounce key instead of starting another one. */
+  debounce: Schema.optionalKey(Debounce)
+}).check(debouncedWithoutKey)
 export type StartRun = typeof StartRun.Type
 
 export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
   id: RunId,
   state: RunState,
   /** False when an idempotency key matched an existing run, which is returned instead. */
-  created: Schema.Boolean
+  created: Schema.Boolean,
+  /** True when the start replaced the payload of a run waiting under the same debounce key. */
+  debounced: Schema.optionalKey(Schema.Boolean)
 }) {}
 
 /**
@@ -175,8 +212,10 @@ export const StartRuns = Schema.Struct({
     payload: Json,
     idempotencyKey: Schema.optionalKey(IdempotencyKey),
     /** The W3C `traceparent` the run's execution continues (the caller's span when it made this start). */
-    traceParent: Schema.optionalKey(Schema.String)
-  })).check(Schema.isMinLength(1), Schema.isMaxLength(1_000))
+    traceParent: Schema.optionalKey(Schema.String),
+    ...StartFlow,
+    debounce: Schema.optionalKey(Debounce)
+  }).check(debouncedWithoutKey)).check(Schema.isMinLength(1), Schema.isMaxLength(1_000))
 })
 export type StartRuns = typeof StartRuns.Type
 
@@ -220,8 +259,15 @@ export const ClaimRuns = Schema.Struct({
 })
 export type ClaimRuns = typeof ClaimRuns.Type
 
-/** Why a run was not granted. */
-export const ClaimRefusal = Schema.Literals(["held", "finished", "not_found", "unsupported_replay_version", "not_runnable"])
+/** Why a run was not granted; flow control refusals (`WaitingReason`) leave it pending until it is offered again. */
+export const ClaimRefusal = Schema.Literals([
+  "held",
+  "finished",
+  "not_found",
+  "unsupported_replay_version",
+  "not_runnable",
+  ...WaitingReason.literals
+])
 export type ClaimRefusal = typeof ClaimRefusal.Type
 
 export class Claims extends Schema.Class<Claims>("Claims")({
@@ -388,7 +434,9 @@ export class Registration extends Schema.Class<Registration>("Registration")({
   streams: Schema.optionalKey(Schema.Array(Schema.Struct({
     name: WorkflowName,
     version: WorkflowVersion,
-    stream: Schema.String
+    stream: Schema.String,
+    /** The priorities the stream carries (`FlowControl.Priority`); read the high band first. @default "normal" */
+    band: Schema.optionalKey(Schema.Literals(["high", "normal", "low"]))
   }))),
   consumerGroup: Schema.String,
   /** The largest payload, result or error the server stores, in bytes (`MAX_PAYLOAD_BYTES`). */

@@ -10,6 +10,7 @@ import { type Failure, onUnauthorized, request } from "./Api.ts"
 import { FailureNote } from "./components/Bits.tsx"
 import { RunPage } from "./pages/Run.tsx"
 import { RunsPage } from "./pages/Runs.tsx"
+import { SchedulesPage } from "./pages/Schedules.tsx"
 import { WorkersPage } from "./pages/Workers.tsx"
 import { WorkflowsPage } from "./pages/Workflows.tsx"
 import { href, type Route, useRoute } from "./Router.ts"
@@ -63,6 +64,8 @@ const Page = ({ route, session }: { readonly route: Route; readonly session: Ses
       return <RunPage id={route.id} role={session.role} />
     case "workflows":
       return <WorkflowsPage role={session.role} />
+    case "schedules":
+      return <SchedulesPage role={session.role} />
     case "workers":
       return mayCall(session.role, { group: "fleet", endpoint: "workers" })
         ? <WorkersPage />
@@ -104,6 +107,7 @@ export const App = () => {
         <nav aria-label="Main">
           <a href={href.runs()} aria-current={current("runs") ? "page" : undefined}>Runs</a>
           <a href={href.workflows()} aria-current={current("workflows") ? "page" : undefined}>Workflows</a>
+          <a href={href.schedules()} aria-current={current("schedules") ? "page" : undefined}>Schedules</a>
           {mayCall(session.role, { group: "fleet", endpoint: "workers" }) && (
             <a href={href.workers()} aria-current={current("workers") ? "page" : undefined}>Workers</a>
           )}

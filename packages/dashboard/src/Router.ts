@@ -10,6 +10,7 @@ export type Route =
   | { readonly page: "run"; readonly id: string }
   | { readonly page: "workflows" }
   | { readonly page: "workers" }
+  | { readonly page: "schedules" }
 
 export const parse = (hash: string): Route => {
   const [path = "", search = ""] = hash.replace(/^#/, "").split("?")
@@ -21,6 +22,8 @@ export const parse = (hash: string): Route => {
       return { page: "workflows" }
     case "workers":
       return { page: "workers" }
+    case "schedules":
+      return { page: "schedules" }
     default:
       return { page: "runs", query: new URLSearchParams(search) }
   }
@@ -36,7 +39,8 @@ export const href = {
   },
   run: (id: string) => `#/runs/${encodeURIComponent(id)}`,
   workflows: () => "#/workflows",
-  workers: () => "#/workers"
+  workers: () => "#/workers",
+  schedules: () => "#/schedules"
 }
 
 export const navigate = (to: string) => {

@@ -2,11 +2,11 @@
  * The dashboard in a real Chromium (Debian's, driven by Playwright) against a real server and a real worker, both
  * in processes of their own, with API keys configured: the login, the runs list with the right states (updating
  * live), a failed run's timeline with both attempts and the error, an event sent from the page completing a
- * waiting run while the page updates by itself, cancelling from the page, and a `client` key that sees no admin
- * page. Screenshots of the main pages go to `test-results/dashboard/` (not in git).
+ * waiting run while the page updates by itself, cancelling from the page, a schedule paused, resumed and triggered
+ * from its page, and a `client` key that sees no admin page. Screenshots of the main pages go to `test-results/dashboard/` (not in git).
  */
 import * as Client from "@aiki/contract/Client"
-import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { RunId, ScheduleId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { eventually } from "@aiki/testing/eventually"
 import { freePort } from "@aiki/testing/freePort"
 import { spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
@@ -193,6 +193,31 @@ describe("dashboard", () => {
         return card.getByRole("alert").textContent()
       })
       assert.include(problems, "times")
+
+      // Schedules: the next fire times, and pausing, resuming and triggering from the page.
+      yield* api.schedules.create({
+        payload: {
+          id: "hourly-greeting" as ScheduleId,
+          workflowName: "completes" as WorkflowName,
+          workflowVersion: "1.0.0" as WorkflowVersion,
+          spec: { everyMs: 3_600_000 },
+          payload: { name: "sam", times: 1 }
+        }
+      })
+      yield* Effect.promise(async () => {
+        await page.getByRole("link", { name: "Schedules" }).click()
+        const row = page.locator('tr[data-schedule-id="hourly-greeting"]')
+        await row.getByRole("button", { name: "Pause" }).click()
+        await row.locator(".state-paused").waitFor()
+        await row.getByRole("button", { name: "Resume" }).click()
+        await row.getByRole("button", { name: "Pause" }).waitFor()
+        await row.getByRole("button", { name: "Trigger now" }).click()
+        await page.getByRole("status").filter({ hasText: "Started a run of hourly-greeting" }).waitFor()
+        await row.locator(".state-completed").waitFor()
+      })
+      const greeting = yield* api.schedules.get({ params: { id: "hourly-greeting" as ScheduleId } })
+      assert.strictEqual(greeting.lastRuns[0]?.state, "completed")
+      yield* shot(page, "schedules")
 
       // A phone-width look at the list.
       const phone = yield* newPage(browser, { width: 390, height: 844 })

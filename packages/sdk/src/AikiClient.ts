@@ -12,8 +12,9 @@
  * ```
  */
 import * as Client from "@aiki/contract/Client"
-import type { EventName, IdempotencyKey, RunId } from "@aiki/contract/Ids"
+import type { EventName, IdempotencyKey, RunId, ScheduleId, WorkflowName } from "@aiki/contract/Ids"
 import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type WorkflowRun } from "@aiki/contract/Models"
+import type { BackfillResult, Schedule as ScheduleRecord } from "@aiki/contract/Schedules"
 import { isTerminal } from "@aiki/contract/RunState"
 import {
   type Forbidden,
@@ -22,14 +23,17 @@ import {
   type InvalidTransition,
   type PayloadTooLarge,
   type RunNotFound,
+  type ScheduleExists,
+  type ScheduleNotFound,
   type Unauthorized
 } from "@aiki/contract/Errors"
-import { Context, Data, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
+import { Context, Data, DateTime, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
 import * as Sse from "effect/encoding/Sse"
 import { HttpClientError, HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
+import { scheduleOf, type ScheduleOptions, type StartFlowOptions, startFlowOf } from "./FlowControl.ts"
 import * as Batcher from "./internal/Batcher.ts"
 import * as Json from "./internal/json.ts"
 import type { Workflow } from "./Workflow.ts"
@@ -95,6 +99,45 @@ export interface RunHandle<A, E> {
   readonly sendEvent: (name: string, payload: unknown) => Effect.Effect<SentEvent, ClientError | SerializationError>
 }
 
+/** How to start a run: idempotently, and with flow control over what its version declares. */
+export interface StartOptions extends StartFlowOptions {
+  /** Starting again with the same key and payload returns the same run. */
+  readonly idempotencyKey?: string
+}
+
+/** A schedule to create: when it fires, the payload of its runs, and its id. */
+export type CreateScheduleOptions<Payload> = ScheduleOptions<Payload> & {
+  /** @default a new id */
+  readonly id?: string
+  /** @default false */
+  readonly paused?: boolean
+}
+
+/**
+ * Schedules: runs of a workflow version started by the server at fire times. Each fire time starts at most one
+ * run, on any number of server replicas.
+ */
+export interface Schedules {
+  readonly create: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
+    workflow: Workflow<P, S, E, R>,
+    options: CreateScheduleOptions<P["Type"]>
+  ) => Effect.Effect<ScheduleRecord, ClientError | SerializationError>
+  /** Every schedule, or those of one workflow. */
+  readonly list: (workflowName?: string) => Effect.Effect<ReadonlyArray<ScheduleRecord>, ClientError>
+  /** A schedule with its next fire times, its latest runs and how many fire times it skipped. */
+  readonly get: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  readonly pause: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  readonly resume: (id: string) => Effect.Effect<ScheduleRecord, ClientError>
+  /** Starts a run now. */
+  readonly trigger: (id: string) => Effect.Effect<StartedRun, ClientError>
+  /** Starts the runs of the fire times in `[from, to)` that have none (at most 1,000). */
+  readonly backfill: (
+    id: string,
+    range: { readonly from: DateTime.DateTime.Input; readonly to: DateTime.DateTime.Input }
+  ) => Effect.Effect<BackfillResult, ClientError>
+  readonly delete: (id: string) => Effect.Effect<void, ClientError>
+}
+
 /**
  * What talking to the server can fail with: a transport failure or an unexpected answer (`HttpClientError`), an
  * answer that does not decode (`SchemaError`), or one of the errors the server declares. Each is a class with a
@@ -110,6 +153,8 @@ export type ClientError =
   | InvalidRequest
   | Unauthorized
   | Forbidden
+  | ScheduleNotFound
+  | ScheduleExists
   /** Following a run: a stream that does not parse, or the server asking to reconnect later. */
   | Sse.SseError
   | Sse.Retry
@@ -123,16 +168,21 @@ export class AikiClient extends Context.Service<AikiClient, {
   /** The typed HTTP client of the whole API. */
   readonly api: Client.AikiClient
   readonly options: ClientOptions
+  /**
+   * Starts a run. Its concurrency, ordering and rate-limit keys are computed from the payload by the workflow's
+   * declared key functions unless `options` gives them; `debounce` replaces the unstarted run with the same key.
+   */
   readonly start: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
     workflow: Workflow<P, S, E, R>,
     payload: P["Type"],
-    options?: { readonly idempotencyKey?: string }
+    options?: StartOptions
   ) => Effect.Effect<RunHandle<S["Type"], E["Type"]>, ClientError | SerializationError>
   /** A handle on an existing run of `workflow`. */
   readonly handle: <P extends Schema.Top, S extends Schema.Top, E extends Schema.Top, R>(
     workflow: Workflow<P, S, E, R>,
     id: RunId
   ) => RunHandle<S["Type"], E["Type"]>
+  readonly schedules: Schedules
 }>()("@aiki/sdk/AikiClient") {
   /**
    * Over Node's undici with pooled keep-alive connections: a worker makes a few requests per task, and the
@@ -224,11 +274,7 @@ const make = (options: ClientOptions) =>
     })
 
     // A span of its own: the root of the run's trace, which the worker that executes the run continues.
-    const start = Effect.fn("AikiClient.start")(function*(
-      workflow: AnyWorkflow,
-      payload: unknown,
-      startOptions: { readonly idempotencyKey?: string } = {}
-    ) {
+    const start = Effect.fn("AikiClient.start")(function*(workflow: AnyWorkflow, payload: unknown, startOptions: StartOptions = {}) {
       yield* Effect.annotateCurrentSpan({ workflow: workflow.name, version: workflow.version })
       const encoded = yield* Json.encode(workflow.payloadSchema, payload, `the payload of ${workflow.name}`)
       // The caller's trace, for the run's execution to continue (each start of a shared request has its own).
@@ -243,16 +289,45 @@ const make = (options: ClientOptions) =>
         ...(startOptions.idempotencyKey !== undefined
           ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
           : {}),
-        ...(traceParent !== undefined ? { traceParent } : {})
+        ...(traceParent !== undefined ? { traceParent } : {}),
+        ...startFlowOf(workflow.flowControl, payload, startOptions)
       }))
       if (!(answer instanceof StartedRun)) return yield* answer
       return handle(workflow, answer.id)
     })
 
+    const id = (scheduleId: string) => ({ params: { id: scheduleId as ScheduleId } })
+    const schedules: Schedules = {
+      create: (workflow, scheduleOptions) =>
+        Effect.flatMap(scheduleOf(workflow as unknown as AnyWorkflow, scheduleOptions as ScheduleOptions<unknown>), (settings) =>
+          api.schedules.create({
+            payload: {
+              ...settings,
+              workflowName: workflow.name,
+              workflowVersion: workflow.version,
+              ...(scheduleOptions.id !== undefined ? { id: scheduleOptions.id as ScheduleId } : {}),
+              ...(scheduleOptions.paused !== undefined ? { paused: scheduleOptions.paused } : {})
+            }
+          })),
+      list: (workflowName) =>
+        api.schedules.list({ query: workflowName === undefined ? {} : { workflow: workflowName as WorkflowName } }),
+      get: (scheduleId) => api.schedules.get(id(scheduleId)),
+      pause: (scheduleId) => api.schedules.pause(id(scheduleId)),
+      resume: (scheduleId) => api.schedules.resume(id(scheduleId)),
+      trigger: (scheduleId) => api.schedules.trigger(id(scheduleId)),
+      backfill: (scheduleId, range) =>
+        api.schedules.backfill({
+          ...id(scheduleId),
+          payload: { from: DateTime.toUtc(DateTime.makeUnsafe(range.from)), to: DateTime.toUtc(DateTime.makeUnsafe(range.to)) }
+        }),
+      delete: (scheduleId) => api.schedules.delete(id(scheduleId))
+    }
+
     return AikiClient.of({
       api,
       options,
       start: start as AikiClient["Service"]["start"],
-      handle: handle as AikiClient["Service"]["handle"]
+      handle: handle as AikiClient["Service"]["handle"],
+      schedules
     })
   })

@@ -21,6 +21,7 @@ import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule
 import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
+import { policyOf, scheduleOf } from "./FlowControl.ts"
 import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -149,17 +150,21 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
   const link = yield* ServerLink.make(client.options.baseUrl)
 
-  const registration = yield* link.retrying(api.execution.register({
-    params: { id: workerId },
-    payload: {
-      workflows: [...registry.values()].map((w) => ({
+  const definitions = yield* Effect.forEach([...registry.values()], (w) =>
+    Effect.gen(function*() {
+      const policy = policyOf(w.flowControl)
+      return {
         name: w.name,
         version: w.version,
         ...optionalSchema("payloadSchema", w.payloadSchema),
-        ...optionalSchema("resultSchema", w.successSchema)
-      })),
-      maxConcurrentRuns: max
-    }
+        ...optionalSchema("resultSchema", w.successSchema),
+        ...(policy !== undefined ? { flowControl: policy } : {}),
+        ...(w.trigger !== undefined ? { trigger: yield* scheduleOf(w, w.trigger) } : {})
+      }
+    })).pipe(Effect.orDie)
+  const registration = yield* link.retrying(api.execution.register({
+    params: { id: workerId },
+    payload: { workflows: definitions, maxConcurrentRuns: max }
   })).pipe(Effect.orDie)
 
   // Receiving stops first on shutdown; supervising (heartbeat, writes, actors) goes on until the runs are settled.
@@ -270,7 +275,7 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
     }
     const redis = yield* RedisSubscriber.make({
       redis: redisOptions,
-      streams: streams.map((s) => s.stream),
+      streams: streams.map((s) => ({ stream: s.stream, ...(s.band !== undefined ? { band: s.band } : {}) })),
       group: registration.consumerGroup,
       consumer: workerId,
       blockTimeMs: subscriber.blockTimeMs ?? 1_000,

@@ -22,8 +22,11 @@
  * })
  * ```
  */
+import { FlowPolicy } from "@aiki/contract/FlowControl"
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { ScheduleSpec } from "@aiki/contract/Schedules"
 import { Duration, Effect, Schema } from "effect"
+import { type FlowControlOptions, policyOf, type ScheduleOptions, specOf } from "./FlowControl.ts"
 import * as Json from "./internal/json.ts"
 import type { Retry } from "./Retry.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
@@ -39,6 +42,10 @@ export interface Workflow<Payload extends Schema.Top, Success extends Schema.Top
   readonly errorSchema: Error
   readonly run: (payload: Payload["Type"]) => Effect.Effect<Success["Type"], Error["Type"], R | WorkflowRun>
   readonly retry: Retry | undefined
+  /** Its priority, limits and keys (see `FlowControl`). */
+  readonly flowControl: FlowControlOptions<Payload["Type"]>
+  /** The schedule it declares, if any. */
+  readonly trigger: ScheduleOptions<Payload["Type"]> | undefined
 }
 
 /** Any workflow, whatever its types (for registries and lists). */
@@ -52,6 +59,8 @@ export interface Any {
   /** Its requirements are checked where workers are built (`Worker.layer` asks for `Services` of its workflows). */
   readonly run: (payload: never) => Effect.Effect<unknown, unknown, unknown>
   readonly retry: Retry | undefined
+  readonly flowControl: FlowControlOptions<never>
+  readonly trigger: ScheduleOptions<unknown> | undefined
 }
 
 /** The services a workflow's code needs besides `WorkflowRun` (to be provided to the worker). */
@@ -59,7 +68,9 @@ export type Services<W> = W extends { readonly run: (payload: never) => Effect.E
   ? Exclude<R, WorkflowRun>
   : never
 
-export interface Options<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R> {
+export interface Options<Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R>
+  extends FlowControlOptions<Payload["Type"]>
+{
   readonly payload: Payload
   readonly success: Success
   /** The workflow's expected failures: stored encoded, decoded for the caller. @default Schema.Never */
@@ -70,12 +81,23 @@ export interface Options<Payload extends Schema.Top, Success extends Schema.Top,
    * The count of workflow attempts lives in the worker: after a takeover it starts over. @default no retry
    */
   readonly retry?: Retry
+  /**
+   * Starts runs on a schedule: `{ cron: "0 9 * * MON-FRI", timezone: "Europe/Paris" }` or `{ every: "15 minutes" }`,
+   * with their payload. Registered by the worker as the schedule `<name>:trigger` (the highest version declaring
+   * one owns it); pause or resume it with the client or `aiki schedules`. @default none
+   */
+  readonly trigger?: ScheduleOptions<Payload["Type"]>
 }
 
 const decodeName = Schema.decodeUnknownSync(WorkflowName)
 const decodeVersion = Schema.decodeUnknownSync(WorkflowVersion)
+const checkPolicy = Schema.decodeUnknownSync(Schema.UndefinedOr(FlowPolicy))
+const checkSpec = Schema.decodeUnknownSync(ScheduleSpec)
 
-/** Defines a version of a workflow. Throws at definition time for a malformed name or version. */
+/**
+ * Defines a version of a workflow. Throws at definition time for a malformed name or version, a limit or priority
+ * out of range, or a trigger whose cron expression or time zone is not valid.
+ */
 export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, Error extends Schema.Top = typeof Schema.Never>(
   name: string,
   version: string,
@@ -88,8 +110,21 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
   successSchema: options.success,
   errorSchema: (options.error ?? Schema.Never) as Error,
   run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"],
-  retry: options.retry
+  retry: options.retry,
+  flowControl: checked(options),
+  trigger: options.trigger === undefined ? undefined : (checkSpec(specOf(options.trigger)), options.trigger)
 })
+
+const checked = <P>(options: FlowControlOptions<P>): FlowControlOptions<P> => {
+  checkPolicy(policyOf(options as FlowControlOptions<never>))
+  const { concurrency, ordering, priority, rateLimit } = options
+  return {
+    ...(priority !== undefined ? { priority } : {}),
+    ...(concurrency !== undefined ? { concurrency } : {}),
+    ...(ordering !== undefined ? { ordering } : {}),
+    ...(rateLimit !== undefined ? { rateLimit } : {})
+  }
+}
 
 /**
  * Waits `duration` inside a workflow, durably: the wait is a journal entry, so a replay does not wait again, and

@@ -7,8 +7,17 @@
  * import { AikiClient, Task, Worker, Workflow } from "@aiki/sdk/effect"
  * ```
  */
-export { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
+export {
+  AikiClient,
+  type ClientOptions,
+  type CreateScheduleOptions,
+  type RedisOptions,
+  type RunHandle,
+  type Schedules,
+  type StartOptions
+} from "./AikiClient.ts"
 export * as Errors from "./Errors.ts"
+export * as FlowControl from "./FlowControl.ts"
 export * as Retry from "./Retry.ts"
 export * as Task from "./Task.ts"
 export * as Tracing from "./Tracing.ts"

@@ -31,10 +31,12 @@
  * any case, an `InvalidOptions` thrown at once naming it.
  */
 import type { RunId } from "@aiki/contract/Ids"
-import type { WorkflowRun as RunRecord } from "@aiki/contract/Models"
+import type { WorkflowRun as RunRecord, StartedRun } from "@aiki/contract/Models"
+import type { BackfillResult, Schedule } from "@aiki/contract/Schedules"
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schema } from "effect"
-import { AikiClient, type ClientOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
+import { AikiClient, type ClientOptions, type CreateScheduleOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
+import type { FlowControlOptions, ScheduleOptions, StartFlowOptions } from "./FlowControl.ts"
 import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
 import * as Tracing from "./Tracing.ts"
@@ -44,7 +46,15 @@ import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
 export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
-export type { RedisOptions, RetryPolicy }
+export type { CreateScheduleOptions }
+export type {
+  DebounceOptions,
+  FlowControlOptions,
+  OverlapPolicy,
+  ScheduleOptions,
+  StartFlowOptions
+} from "./FlowControl.ts"
+export type { BackfillResult, RedisOptions, RetryPolicy, Schedule, StartedRun }
 export type { TracingOptions } from "./Tracing.ts"
 
 /** Payloads and results are stored as JSON: what `JSON.stringify` keeps is what a replay gets back. */
@@ -212,7 +222,7 @@ export interface WorkflowContext<Payload = unknown> {
   readonly [services]: RunServices
 }
 
-export interface VersionOptions<Payload, Result> {
+export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payload> {
   /**
    * Deterministic outside tasks: the same payload and task results must lead to the same task calls. The payload
    * is also `ctx.workflowRun.params.payload`, so `run({ workflowRun })` is a complete signature.
@@ -220,6 +230,11 @@ export interface VersionOptions<Payload, Result> {
   readonly run: (ctx: WorkflowContext<Payload>, payload: Payload) => Promise<Result>
   /** Runs the workflow again when it fails: completed tasks stay memoized, failed ones run again. @default none */
   readonly retry?: RetryPolicy
+  /**
+   * Starts runs on a schedule, e.g. `{ cron: "0 9 * * MON-FRI", timezone: "Europe/Paris", payload }` or
+   * `{ every: "15 minutes" }` (the schedule `<name>:trigger`). @default none
+   */
+  readonly trigger?: ScheduleOptions<Payload>
 }
 
 /** One version of a workflow in one call, as the seeds' Core Concepts write it. */
@@ -229,8 +244,8 @@ export interface WorkflowVersionOptions<Payload, Result> extends VersionOptions<
   readonly version: string
 }
 
-/** How a run is started. */
-export interface StartRequest<Payload> {
+/** How a run is started: idempotently, with a priority, keys over the version's, or debounced. */
+export interface StartRequest<Payload> extends StartFlowOptions {
   readonly payload: Payload
   /** Starting again with the same key and payload returns the same run (a different payload is refused). */
   readonly idempotencyKey?: string
@@ -239,7 +254,10 @@ export interface StartRequest<Payload> {
 export interface VersionedWorkflow<Payload, Result> {
   readonly name: string
   readonly version: string
-  /** Starts a run; with `idempotencyKey`, starting again with the same key and payload returns the same run. */
+  /**
+   * Starts a run; with `idempotencyKey`, starting again with the same key and payload returns the same run; with
+   * `debounce`, it replaces the unstarted run with the same debounce key.
+   */
   readonly start: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
   /** `start` by the name the seeds use: `await morningRoutine.enqueue(client, { payload })`. */
   readonly enqueue: (client: Client, request: StartRequest<Payload>) => Promise<WorkflowRunHandle<Result>>
@@ -265,9 +283,23 @@ export interface WorkflowConstructor {
   (options: { readonly name: string }): Workflow
 }
 
-const workflowShape: Options.Shape = { known: ["name", "version", "run", "retry"], nested: { retry: retryShape } }
-const versionShape: Options.Shape = { known: ["run", "retry"], nested: { retry: retryShape } }
-const startShape: Options.Shape = { known: ["payload", "idempotencyKey"] }
+/** The options of a version besides `run` and `retry`: its flow control and its trigger. */
+const flowShapes: { readonly [name: string]: Options.Shape } = {
+  concurrency: { known: ["key", "limit", "workflowLimit"] },
+  ordering: { known: ["key"] },
+  rateLimit: { known: ["key", "limit", "period"] },
+  trigger: { known: ["cron", "timezone", "every", "payload", "overlap", "catchUpWindow", "jitter", "priority"] }
+}
+const flowOptions = ["priority", ...Object.keys(flowShapes)]
+const workflowShape: Options.Shape = {
+  known: ["name", "version", "run", "retry", ...flowOptions],
+  nested: { retry: retryShape, ...flowShapes }
+}
+const versionShape: Options.Shape = { known: ["run", "retry", ...flowOptions], nested: { retry: retryShape, ...flowShapes } }
+const startShape: Options.Shape = {
+  known: ["payload", "idempotencyKey", "priority", "concurrencyKey", "concurrencyLimit", "orderingKey", "rateLimitKey", "debounce"],
+  nested: { debounce: { known: ["key", "delay", "maxDelay"] } }
+}
 
 /**
  * Defines a workflow: `workflow({ name }).v(version, { run })`, or one version at once with
@@ -296,10 +328,14 @@ export const workflow = ((
     Options.requireKind(where, "version", version, "string")
     Options.check(where, definition, versionShape)
     Options.requireKind(where, "run", definition.run, "function")
+    const { concurrency, ordering, priority, rateLimit, retry, trigger } = definition
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
-      ...(definition.retry !== undefined ? { retry: definition.retry } : {}),
+      ...(retry !== undefined ? { retry } : {}),
+      // Payloads are JSON: the key functions see the payload as stored.
+      ...({ concurrency, ordering, priority, rateLimit } as FlowControlOptions<Schema.Json>),
+      ...(trigger !== undefined ? { trigger: { ...trigger, payload: toJson(trigger.payload) } as ScheduleOptions<Schema.Json> } : {}),
       run: (payload) =>
         Effect.gen(function*() {
           const run = yield* WorkflowRun
@@ -332,11 +368,9 @@ export const workflow = ((
     })
     const start = async (client: Client, request: StartRequest<Payload>) => {
       Options.check(`${options.name}.start()`, request, startShape)
+      const { payload, ...startOptions } = request
       const handle = await client.runtime.runPromise(
-        Effect.flatMap(AikiClient, (aiki) =>
-          aiki.start(effect, toJson(request.payload), {
-            ...(request.idempotencyKey !== undefined ? { idempotencyKey: request.idempotencyKey } : {})
-          }))
+        Effect.flatMap(AikiClient, (aiki) => aiki.start(effect, toJson(payload), startOptions))
       )
       return toHandle<Result>(client, handle)
     }
@@ -353,10 +387,11 @@ export const workflow = ((
     return versioned
   }
   const defined: Workflow = { name: options.name, v, versions: () => versions }
-  if (options.version === undefined && options.run === undefined && options.retry === undefined) return defined
-  Options.requireKind("workflow()", "version", options.version, "string")
-  Options.requireKind("workflow()", "run", options.run, "function")
-  return v(options.version!, { run: options.run!, ...(options.retry !== undefined ? { retry: options.retry } : {}) })
+  const { name: _, version, run, ...rest } = options
+  if (version === undefined && run === undefined && Object.keys(rest).length === 0) return defined
+  Options.requireKind("workflow()", "version", version, "string")
+  Options.requireKind("workflow()", "run", run, "function")
+  return v(version!, { ...rest, run: run! })
 }) as WorkflowConstructor
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -385,8 +420,32 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
 export interface Client {
   readonly baseUrl: string
   readonly runtime: ManagedRuntime.ManagedRuntime<AikiClient, never>
+  /** Schedules: runs started by the server on a cron expression or an interval. */
+  readonly schedules: ClientSchedules
   /** Releases the client's connections. */
   readonly close: () => Promise<void>
+}
+
+/** The promise form of the client's schedules (see `AikiClient.Schedules`). */
+export interface ClientSchedules {
+  /**
+   * Creates a schedule starting runs of `workflow`.
+   *
+   * @example
+   * ```ts
+   * await aiki.schedules.create(reportV1, { id: "nightly-report", cron: "0 2 * * *", timezone: "Europe/Paris", payload: {} })
+   * ```
+   */
+  readonly create: <Payload>(workflow: VersionedWorkflow<Payload, unknown>, options: CreateScheduleOptions<Payload>) => Promise<Schedule>
+  readonly list: (workflowName?: string) => Promise<ReadonlyArray<Schedule>>
+  readonly get: (id: string) => Promise<Schedule>
+  readonly pause: (id: string) => Promise<Schedule>
+  readonly resume: (id: string) => Promise<Schedule>
+  /** Starts a run now. */
+  readonly trigger: (id: string) => Promise<StartedRun>
+  /** Starts the runs of the fire times in `[from, to)` that have none (at most 1,000). */
+  readonly backfill: (id: string, range: { readonly from: Date; readonly to: Date }) => Promise<BackfillResult>
+  readonly delete: (id: string) => Promise<void>
 }
 
 interface ClientSettings {
@@ -459,7 +518,20 @@ export const client = async (config: ClientConfig): Promise<Client> => {
       : AikiClient.layer(options).pipe(Layer.provideMerge(Tracing.layer(config.tracing)))
   )
   await runtime.runPromise(Effect.void)
-  return { baseUrl, runtime, close: () => runtime.dispose() }
+  const use = <A, E>(f: (schedules: AikiClient["Service"]["schedules"]) => Effect.Effect<A, E>) =>
+    runtime.runPromise(Effect.flatMap(AikiClient, (aiki) => f(aiki.schedules)))
+  const schedules: ClientSchedules = {
+    create: (workflow, { payload, ...rest }) =>
+      use((s) => s.create(workflow.effect, { ...rest, payload: toJson(payload) } as CreateScheduleOptions<Schema.Json>)),
+    list: (workflowName) => use((s) => s.list(workflowName)),
+    get: (id) => use((s) => s.get(id)),
+    pause: (id) => use((s) => s.pause(id)),
+    resume: (id) => use((s) => s.resume(id)),
+    trigger: (id) => use((s) => s.trigger(id)),
+    backfill: (id, range) => use((s) => s.backfill(id, range)),
+    delete: (id) => use((s) => s.delete(id))
+  }
+  return { baseUrl, runtime, schedules, close: () => runtime.dispose() }
 }
 
 /** `client` by the name the seeds' Core Concepts use: `await createClient({ url: "localhost:9090" })`. */

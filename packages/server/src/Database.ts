@@ -18,6 +18,7 @@ import executionCoreV2 from "./migrations/0005_execution_core_v2.ts"
 import idempotencyKeySearch from "./migrations/0006_idempotency_key_search.ts"
 import retention from "./migrations/0007_retention.ts"
 import metricsLeader from "./migrations/0008_metrics_leader.ts"
+import schedulesAndFlowControl from "./migrations/0009_schedules_and_flow_control.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -28,7 +29,8 @@ export const migrations = PgMigrator.fromRecord({
   "0005_execution_core_v2": executionCoreV2,
   "0006_idempotency_key_search": idempotencyKeySearch,
   "0007_retention": retention,
-  "0008_metrics_leader": metricsLeader
+  "0008_metrics_leader": metricsLeader,
+  "0009_schedules_and_flow_control": schedulesAndFlowControl
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

@@ -6,12 +6,15 @@
  */
 import type { RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Claims, HeartbeatReply, HeldRun, Lease, PollRuns, WorkerSignal } from "@aiki/contract/Models"
+import { WaitingReason } from "@aiki/contract/FlowControl"
 import type { WorkerNotFound } from "@aiki/contract/Errors"
-import { Clock, Context, Effect, Layer, PubSub, Stream } from "effect"
+import { Clock, Context, Effect, Layer, PubSub, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunTransitions } from "./RunTransitions.ts"
 import { ServerConfig } from "./ServerConfig.ts"
+
+const isWaitingReason = Schema.is(WaitingReason)
 
 /** Liveness when a worker asks for none. */
 export const defaultLivenessMs = 10_000
@@ -22,7 +25,10 @@ export class Leases extends Context.Service<Leases, {
     runIds: ReadonlyArray<RunId>,
     options: { readonly leaseMs?: number | undefined; readonly replayVersion: number }
   ) => Effect.Effect<Claims>
-  /** Claims up to `max` pending runs of the given versions, oldest first, waiting up to `waitMs` for the first. */
+  /**
+   * Claims up to `max` pending runs of the given versions, highest priority then oldest first, waiting up to
+   * `waitMs` for the first. Runs held back by flow control are not taken until they are offered again.
+   */
   readonly poll: (workerId: WorkerId, input: PollRuns) => Effect.Effect<ReadonlyArray<Lease>>
   readonly heartbeat: (
     workerId: WorkerId,
@@ -46,18 +52,25 @@ export class Leases extends Context.Service<Leases, {
         options: { readonly leaseMs?: number | undefined; readonly replayVersion: number }
       ) => transitions.claim(workerId, runIds, { leaseMs: options.leaseMs ?? config.defaultLeaseMs, replayVersion: options.replayVersion })
 
-      /** Claims the oldest pending runs of `input.workflows`; two pollers may race for one, the claim decides. */
+      /**
+       * Claims the first pending runs of `input.workflows` (highest priority, then oldest); two pollers may race for
+       * one, the claim decides. Runs that flow control holds back are marked waiting by their refused claim, so the
+       * next look passes over them.
+       */
       const claimPending = (workerId: WorkerId, input: PollRuns) =>
         Effect.gen(function*() {
-          const candidates = yield* sql<{ readonly id: RunId }>`
-            SELECT r.id FROM workflow_runs r
-            JOIN jsonb_to_recordset(${JSON.stringify(input.workflows)}::jsonb) AS w(name text, version text)
-              ON r.workflow_name = w.name AND r.workflow_version = w.version
-            WHERE r.state = 'pending'
-            ORDER BY r.id LIMIT ${input.max}`.pipe(Effect.orDie)
-          if (candidates.length === 0) return []
-          const claims = yield* claim(workerId, candidates.map((c) => c.id), input)
-          return claims.leases
+          while (true) {
+            const candidates = yield* sql<{ readonly id: RunId }>`
+              SELECT r.id FROM workflow_runs r
+              JOIN jsonb_to_recordset(${JSON.stringify(input.workflows)}::jsonb) AS w(name text, version text)
+                ON r.workflow_name = w.name AND r.workflow_version = w.version
+              WHERE r.state = 'pending' AND r.waiting_reason IS NULL
+              ORDER BY r.priority DESC, r.id LIMIT ${input.max}`.pipe(Effect.orDie)
+            if (candidates.length === 0) return []
+            const claims = yield* claim(workerId, candidates.map((c) => c.id), input)
+            const heldBack = claims.refused.some((r) => isWaitingReason(r.reason))
+            if (claims.leases.length > 0 || !heldBack) return claims.leases
+          }
         })
 
       const poll = Effect.fn("Leases.poll")(function*(workerId: WorkerId, input: PollRuns) {

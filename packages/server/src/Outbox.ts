@@ -15,11 +15,12 @@ export interface RunnableRun {
   readonly id: string
   readonly workflowName: string
   readonly workflowVersion: string
+  readonly priority: number
 }
 
 export class Outbox extends Context.Service<Outbox, {
-  /** The stream a run of this version is published to, or null when streams are off (no outbox row then). */
-  readonly streamOf: (workflowName: string, workflowVersion: string) => string | null
+  /** The stream a run of this version and priority is published to, or null when streams are off (no outbox row then). */
+  readonly streamOf: (workflowName: string, workflowVersion: string, priority: number) => string | null
   /** After a commit: rows to publish now. */
   readonly publishNow: (rows: ReadonlyArray<OutboxRow>) => Effect.Effect<void>
   /** The publisher's side: the rows handed over since it last looked (waits until there are some). */
@@ -33,13 +34,14 @@ export class Outbox extends Context.Service<Outbox, {
       const sql = yield* SqlClient.SqlClient
       const streams = yield* RunStreams
       const handed = yield* Effect.acquireRelease(Queue.unbounded<OutboxRow>(), Queue.shutdown)
-      const streamOf = (name: string, version: string) => (streams.enabled ? streams.streamOf(name, version) : null)
+      const streamOf = (name: string, version: string, priority: number) =>
+        streams.enabled ? streams.streamOf(name, version, priority) : null
 
       const republish = (runs: ReadonlyArray<RunnableRun>) =>
         !streams.enabled || runs.length === 0 ? Effect.void : sql<{ readonly id: string; readonly run_id: string; readonly stream: string }>`
           INSERT INTO outbox (run_id, stream)
           SELECT id, stream FROM jsonb_to_recordset(${
-          JSON.stringify(runs.map((r) => ({ id: r.id, stream: streams.streamOf(r.workflowName, r.workflowVersion) })))
+          JSON.stringify(runs.map((r) => ({ id: r.id, stream: streams.streamOf(r.workflowName, r.workflowVersion, r.priority) })))
         }::jsonb) AS t(id uuid, stream text)
           RETURNING id::text AS id, run_id, stream`.pipe(
           Effect.flatMap((rows) => Queue.offerAll(handed, rows.map((r) => ({ id: r.id, runId: r.run_id, stream: r.stream })))),

@@ -5,6 +5,7 @@
  * - parked runs that are due (a sleep or a retry delay passed) go back to `pending`;
  * - pending runs whose stream entry is gone (an entry was lost) get a new one after `REPUBLISH_AFTER_MS`;
  * - and every second: when Redis lost all its data (restarted empty), every pending run gets a new entry at once.
+ * Runs flow control holds back have no entry until they are offered again (`FlowOffers`): none is republished.
  * The reaper only finds candidates; `RunTransitions` re-checks each one under its lock, so several replicas may
  * reap at once and a run that changed in between is left alone.
  */
@@ -54,9 +55,10 @@ interface Candidate {
   readonly outbox_id: string | null
   readonly stream: string | null
   readonly message_id: string | null
+  readonly priority: number
 }
 
-const candidateColumns = `r.id, r.workflow_name, r.workflow_version, o.id::text AS outbox_id, o.stream, o.message_id`
+const candidateColumns = `r.id, r.workflow_name, r.workflow_version, r.priority, o.id::text AS outbox_id, o.stream, o.message_id`
 const latestOutbox = `LEFT JOIN LATERAL (SELECT * FROM outbox WHERE outbox.run_id = r.id ORDER BY id DESC LIMIT 1) o ON true`
 
 /** Republishes those of `candidates` whose entry is gone (or was never written); marks the others checked. */
@@ -73,7 +75,9 @@ const republishGone = (candidates: ReadonlyArray<Candidate>) =>
     if (present.length > 0) {
       yield* sql`UPDATE outbox SET verified_at = now() WHERE id::text IN ${sql.in(present)}`.pipe(Effect.orDie)
     }
-    yield* outbox.republish(lost.map((c) => ({ id: c.id, workflowName: c.workflow_name, workflowVersion: c.workflow_version })))
+    yield* outbox.republish(
+      lost.map((c) => ({ id: c.id, workflowName: c.workflow_name, workflowVersion: c.workflow_version, priority: c.priority }))
+    )
     return lost.length
   })
 
@@ -87,7 +91,7 @@ export const republishLostRuns = Effect.gen(function*() {
   // Pending runs that have waited long enough and were not checked recently, least recently checked first.
   const candidates = yield* sql<Candidate>`
     SELECT ${sql.literal(candidateColumns)} FROM workflow_runs r ${sql.literal(latestOutbox)}
-    WHERE r.state = 'pending'
+    WHERE r.state = 'pending' AND r.waiting_reason IS NULL
       AND r.updated_at < now() - make_interval(secs => ${olderThan})
       AND (o.id IS NULL OR (o.published_at IS NOT NULL
         AND COALESCE(o.verified_at, o.published_at) < now() - make_interval(secs => ${olderThan})))
@@ -111,7 +115,7 @@ export const republishAfterDataLoss = Effect.gen(function*() {
   while (true) {
     const page = yield* sql<Candidate>`
       SELECT ${sql.literal(candidateColumns)} FROM workflow_runs r ${sql.literal(latestOutbox)}
-      WHERE r.state = 'pending' AND r.id > ${after}
+      WHERE r.state = 'pending' AND r.waiting_reason IS NULL AND r.id > ${after}
       ORDER BY r.id LIMIT ${batchSize}`.pipe(Effect.orDie)
     republished += yield* republishGone(page)
     if (page.length < batchSize) break

@@ -9,6 +9,7 @@
  * every stream of a deployment carries the same hash tag, its prefix in braces (as BullMQ does with its queues).
  * The cluster then gives availability and failover to Aiki's streams; they are not spread over its shards.
  */
+import { bandOf, defaultPriority, type PriorityBand } from "@aiki/contract/FlowControl"
 import { Context, Data, Effect, Layer, Option, Redacted } from "effect"
 import { Cluster, Redis } from "ioredis"
 import { readFileSync } from "node:fs"
@@ -34,8 +35,15 @@ export interface StreamEntry {
 /** What every stream of a deployment starts with: its prefix as a hash tag, so they share one slot. */
 const streamsUnder = (prefix: string) => `{${prefix}}:workflow:`
 
-/** The stream of a workflow version. */
-export const streamKey = (prefix: string, name: string, version: string) => `${streamsUnder(prefix)}${name}:${version}`
+/**
+ * The stream of a workflow version's runs in a priority band: the normal band is the version's own stream, the
+ * others carry the band's name after it (versions contain no `:`).
+ */
+export const streamKey = (prefix: string, name: string, version: string, band: PriorityBand = "normal") =>
+  `${streamsUnder(prefix)}${name}:${version}${band === "normal" ? "" : `:${band}`}`
+
+/** Every band a worker reads, highest first. */
+export const bands: ReadonlyArray<PriorityBand> = ["high", "normal", "low"]
 
 /** A client for the configured Redis: one server at `REDIS_URL`, or the cluster at `REDIS_CLUSTER_NODES`. */
 const connect = (redisUrl: Option.Option<Redacted.Redacted>, config: ServerConfigShape["redisConnection"]) =>
@@ -69,7 +77,8 @@ const connect = (redisUrl: Option.Option<Redacted.Redacted>, config: ServerConfi
 export class RunStreams extends Context.Service<RunStreams, {
   /** False when no Redis is configured: nothing is published and the outbox is not written. */
   readonly enabled: boolean
-  readonly streamOf: (workflowName: string, workflowVersion: string) => string
+  /** The stream of a version's runs of `priority` (default 5: the normal band). */
+  readonly streamOf: (workflowName: string, workflowVersion: string, priority?: number) => string
   /** Appends one entry per message (creating streams and the group as needed); returns the entry ids in order. */
   readonly publish: (messages: ReadonlyArray<StreamMessage>) => Effect.Effect<ReadonlyArray<string>, RedisUnavailable>
   /**
@@ -89,7 +98,8 @@ export class RunStreams extends Context.Service<RunStreams, {
     RunStreams,
     Effect.gen(function*() {
       const config = yield* ServerConfig
-      const streamOf = (name: string, version: string) => streamKey(config.redisPrefix, name, version)
+      const streamOf = (name: string, version: string, priority: number = defaultPriority) =>
+        streamKey(config.redisPrefix, name, version, bandOf(priority))
       const redisUrl = config.redisUrl
       if (Option.isNone(redisUrl) && config.redisConnection.clusterNodes.length === 0) {
         const disabled = Effect.fail(new RedisUnavailable({ reason: "REDIS_URL is not configured" }))

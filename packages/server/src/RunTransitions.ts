@@ -13,11 +13,22 @@
  * its neighbours: each change has its own outcome, and should a group's transaction fail as a whole, its units are
  * retried one by one.
  *
- * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, and handing
- * the new outbox rows to the publisher so a runnable run reaches Redis at once. It is the one post-commit hook.
+ * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, handing
+ * the new outbox rows to the publisher so a runnable run reaches Redis at once, and handing the slots runs gave back
+ * to `FlowOffers` (flow control). It is the one post-commit hook.
  */
 import { IdempotencyConflict, type InvalidTransition, PayloadTooLarge, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
-import type { EventName, IdempotencyKey, LeaseEpoch, RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { defaultPriority, type Debounce as DebounceInput, type FlowPolicy } from "@aiki/contract/FlowControl"
+import type {
+  EventName,
+  IdempotencyKey,
+  LeaseEpoch,
+  RunId,
+  ScheduleId,
+  WorkerId,
+  WorkflowName,
+  WorkflowVersion
+} from "@aiki/contract/Ids"
 import {
   Claims,
   HeartbeatReply,
@@ -36,17 +47,21 @@ import { v7 as uuidv7 } from "uuid"
 import {
   Cancel,
   Claim,
+  Debounce,
   decide,
   entriesOf,
   eventsOf,
   Extend,
   Requeue,
+  Offer,
   type RunChange,
   runOf,
   SendEvent,
   Wake,
   WorkerWrite
 } from "./internal/decisions.ts"
+import { freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
+import { FlowControl } from "./FlowControl.ts"
 import { Ledger, loadEntries, loadEvents, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
 import { selectJournals } from "./internal/sql.ts"
@@ -62,12 +77,28 @@ export interface StartRunInput {
   readonly idempotencyKey?: IdempotencyKey | undefined
   /** The W3C `traceparent` the run's execution continues (the caller's, else the request's). */
   readonly traceParent?: string | undefined
+  /** 1 to 10. @default the version's declared priority, else 5 */
+  readonly priority?: number | undefined
+  readonly concurrencyKey?: string | undefined
+  /** Overrides the version's per-key limit for this run. */
+  readonly concurrencyLimit?: number | undefined
+  readonly orderingKey?: string | undefined
+  readonly rateLimitKey?: string | undefined
+  /** Replace the not-yet-started run with this debounce key instead (see `FlowControl.Debounce`). */
+  readonly debounce?: DebounceInput | undefined
+  /** The schedule starting the run, and the fire time (ISO) it starts it for. */
+  readonly schedule?: { readonly id: ScheduleId; readonly fireTime: string } | undefined
 }
 
-/** A run to create: an insert rather than a change (its id, a UUIDv7, is chosen when it is submitted). */
+/**
+ * A run to create: an insert rather than a change (its id, a UUIDv7, is chosen when it is submitted). A debounced
+ * start whose key another unstarted run holds (a race) is left without an outcome, and tried again.
+ */
 interface Start {
   readonly id: RunId
   readonly input: StartRunInput
+  /** The priority it gets (the start's, else its version's). */
+  readonly priority: number
   outcome: StartedRun | IdempotencyConflict | undefined
 }
 
@@ -85,6 +116,25 @@ interface Unit {
   readonly beats: ReadonlyArray<Beat>
   readonly done: Deferred.Deferred<void>
 }
+
+/** The columns of a new run (beside its state), as the insert's JSON recordset carries them. */
+const runColumns = (start: Start) => ({
+  id: start.id,
+  workflow_name: start.input.workflowName,
+  workflow_version: start.input.workflowVersion,
+  payload: JSON.stringify(start.input.payload),
+  trace_parent: start.input.traceParent ?? null,
+  priority: start.priority,
+  concurrency_key: start.input.concurrencyKey ?? null,
+  concurrency_limit: start.input.concurrencyLimit ?? null,
+  ordering_key: start.input.orderingKey ?? null,
+  rate_limit_key: start.input.rateLimitKey ?? null,
+  schedule_id: start.input.schedule?.id ?? null,
+  scheduled_for: start.input.schedule?.fireTime ?? null
+})
+
+const debounceMessage = (debounce: DebounceInput) =>
+  `debounced (key ${debounce.key}): starts once no start replaced it for ${debounce.delayMs} ms`
 
 /** Units taken into one group at most (a group is one transaction). */
 const maxUnitsPerGroup = 256
@@ -118,6 +168,8 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   readonly requeueLapsed: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
   /** Makes those of `runIds` that are parked and due pending again; returns how many. */
   readonly wakeDue: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
+  /** Offers again those of `runIds` that wait under flow control (and may be offered now); returns how many. */
+  readonly offer: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
 }>()("@aiki/server/RunTransitions") {
   static readonly layer = Layer.effect(RunTransitions, Effect.suspend(() => make))
 }
@@ -127,6 +179,7 @@ const make = Effect.gen(function*() {
   const config = yield* ServerConfig
   const outbox = yield* Outbox
   const grace = yield* LeaseGrace
+  const flowControl = yield* FlowControl
   const units = yield* Effect.acquireRelease(Queue.unbounded<Unit>(), Queue.shutdown)
 
   /** Inserts the group's new runs; a start whose idempotency key is taken gets the run holding it (or a conflict). */
@@ -134,13 +187,9 @@ const make = Effect.gen(function*() {
     Effect.gen(function*() {
       if (starts.length === 0) return []
       const input = starts.map((s) => ({
-        id: s.id,
-        workflow_name: s.input.workflowName,
-        workflow_version: s.input.workflowVersion,
-        payload: JSON.stringify(s.input.payload),
+        ...runColumns(s),
         idempotency_key: s.input.idempotencyKey ?? null,
-        trace_parent: s.input.traceParent ?? null,
-        stream: outbox.streamOf(s.input.workflowName, s.input.workflowVersion)
+        stream: outbox.streamOf(s.input.workflowName, s.input.workflowVersion, s.priority)
       }))
       const [row] = yield* sql<{
         readonly inserted: ReadonlyArray<string> | null
@@ -149,10 +198,13 @@ const make = Effect.gen(function*() {
         WITH input AS (
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
-            stream text)
+            stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text,
+            schedule_id text, scheduled_for timestamptz)
         ), inserted AS (
-          INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent)
-          SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent FROM input
+          INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent,
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for)
+          SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent,
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for FROM input
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
         ), recorded AS (
@@ -205,6 +257,49 @@ const make = Effect.gen(function*() {
       return (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream }))
     })
 
+  /**
+   * Inserts the group's debounced starts: pending, waiting out their delay, with no stream entry yet. A start whose
+   * key another unstarted run took meanwhile inserts nothing and is tried again by its caller.
+   */
+  const insertDebounced = (starts: ReadonlyArray<Start>) =>
+    Effect.gen(function*() {
+      if (starts.length === 0) return
+      const input = starts.map((s) => ({
+        ...runColumns(s),
+        debounce_key: s.input.debounce!.key,
+        delay_ms: s.input.debounce!.delayMs,
+        message: debounceMessage(s.input.debounce!)
+      }))
+      const [row] = yield* sql<{ readonly inserted: ReadonlyArray<string> | null }>`
+        WITH input AS (
+          SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
+            id uuid, workflow_name text, workflow_version text, payload text, trace_parent text, debounce_key text,
+            delay_ms double precision, message text, priority int, concurrency_key text, concurrency_limit int,
+            ordering_key text, rate_limit_key text, schedule_id text, scheduled_for timestamptz)
+        ), inserted AS (
+          INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, trace_parent, priority,
+            concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key,
+            waiting_reason, waiting_message, waiting_until)
+          SELECT id, workflow_name, workflow_version, 'pending', payload::json, trace_parent, priority, concurrency_key,
+            concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key, 'debounce', message,
+            now() + make_interval(secs => delay_ms / 1000.0)
+          FROM input
+          ON CONFLICT (workflow_name, debounce_key) WHERE debounce_key IS NOT NULL AND state = 'pending' AND started_at IS NULL
+          DO NOTHING
+          RETURNING id
+        ), recorded AS (
+          INSERT INTO transitions (run_id, from_state, to_state, reason) SELECT id, NULL, 'pending', 'started' FROM inserted
+        ), announced AS (
+          SELECT pg_notify('aiki_runs', json_build_object('runId', id, 'task', NULL, 'state', 'pending')::text)
+          FROM inserted
+        )
+        SELECT (SELECT jsonb_agg(id) FROM inserted) AS inserted, (SELECT count(*) FROM announced) AS announced`
+      const inserted = new Set(row?.inserted ?? [])
+      for (const start of starts) {
+        if (inserted.has(start.id)) start.outcome = new StartedRun({ id: start.id, state: "pending", created: true })
+      }
+    })
+
   /** Granted claims need their run as it now is, and its journal (read in the same transaction). */
   const readLeases = (claims: ReadonlyArray<Claim>) =>
     Effect.gen(function*() {
@@ -248,10 +343,13 @@ const make = Effect.gen(function*() {
       const beats = group.flatMap((unit) => unit.beats)
       const ledger = new Ledger()
       const context = { ledger, leasesMayLapse: yield* grace.leasesMayLapse, maxPayloadBytes: config.maxPayloadBytes }
+      const debounced = starts.filter((s) => s.input.debounce !== undefined)
+      const plain = starts.filter((s) => s.input.debounce === undefined)
       // Only starts: their insert is one statement (run, audit trail, outbox row and announcement together), so it
       // needs no transaction around it, and a lone start costs one round trip.
       if (changes.length === 0 && beats.length === 0) {
-        const outboxRows = yield* insertStarts(starts)
+        const outboxRows = yield* insertStarts(plain)
+        yield* insertDebounced(debounced)
         return yield* afterCommit([], starts, outboxRows)
       }
       const outboxRows = yield* sql.withTransaction(Effect.gen(function*() {
@@ -263,13 +361,23 @@ const make = Effect.gen(function*() {
           sends.forEach((send, i) => (send.eventId = ids[i]!.id))
         }
         yield* lockRuns(sql, ledger, [...new Set(changes.map(runOf))].sort())
+        const claimed = changes.flatMap((c) => {
+          const run = c._tag === "Claim" ? ledger.runs.get(c.runId) : undefined
+          return run?.state === "pending" ? [run] : []
+        })
+        if (claimed.length > 0) {
+          ledger.flow.policies = yield* flowControl.policies(claimed.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
+          yield* loadFlow(sql, ledger, claimed)
+        }
         yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
         const eventNeeds = changes.flatMap((c) => eventsOf(c) ?? [])
         yield* loadEvents(sql, ledger, [...new Set(eventNeeds.map((n) => n.runId))], eventNeeds.flatMap((n) => n.address ?? []))
         for (const change of changes) decide(context, change)
         for (const beat of beats) ledger.beats.set(beat.workerId, beat.livenessMs)
-        const started = yield* insertStarts(starts)
-        const written = yield* write(sql, ledger, (run) => outbox.streamOf(run.workflowName, run.workflowVersion))
+        const started = yield* insertStarts(plain)
+        yield* insertDebounced(debounced)
+        const written = yield* write(sql, ledger, (run) => outbox.streamOf(run.workflowName, run.workflowVersion, run.flow.priority))
+        yield* writeFlow(sql, ledger)
         const alive = new Set(written.beaten)
         for (const beat of beats) beat.alive = alive.has(beat.workerId)
         yield* readLeases(changes.filter((c): c is Claim => c._tag === "Claim"))
@@ -277,6 +385,7 @@ const make = Effect.gen(function*() {
         return [...started, ...written.outbox]
       }))
       yield* afterCommit(ledger.transitions, starts, outboxRows)
+      yield* flowControl.freed(freedBy(ledger, ledger.transitions))
     })
 
   /** Everything that must follow a committed change, in one place. */
@@ -317,27 +426,75 @@ const make = Effect.gen(function*() {
       yield* Deferred.await(done).pipe(Effect.orDie)
     })
 
-  const start = Effect.fn("RunTransitions.start")(function*(input: StartRunInput) {
-    const change: Start = { id: uuidv7({ msecs: yield* Clock.currentTimeMillis }) as RunId, input, outcome: undefined }
+  /** The priority a start gets: its own, else its version's, else the default. */
+  const priorityOf = (input: StartRunInput, policies: ReadonlyMap<string, FlowPolicy>) =>
+    input.priority ?? policies.get(versionKey(input.workflowName, input.workflowVersion))?.priority ?? defaultPriority
+
+  /** Inserts one run (or, for a debounced start, leaves it without an outcome when its key was taken meanwhile). */
+  const insert = Effect.fnUntraced(function*(input: StartRunInput, priority: number) {
+    const change: Start = { id: uuidv7({ msecs: yield* Clock.currentTimeMillis }) as RunId, input, priority, outcome: undefined }
     yield* submit({ starts: [change] })
-    const outcome = change.outcome!
-    return outcome instanceof IdempotencyConflict ? yield* outcome : outcome
+    return change.outcome
+  })
+
+  /** The run waiting under `key` that has not started yet, if any. */
+  const debounced = (input: StartRunInput, key: string) =>
+    sql<{ readonly id: RunId }>`
+      SELECT id FROM workflow_runs
+      WHERE workflow_name = ${input.workflowName} AND debounce_key = ${key} AND state = 'pending' AND started_at IS NULL`
+      .pipe(Effect.map((rows) => rows[0]?.id), Effect.orDie)
+
+  const start = Effect.fn("RunTransitions.start")(function*(input: StartRunInput) {
+    const policies = yield* flowControl.policies([{ name: input.workflowName, version: input.workflowVersion }])
+    const priority = priorityOf(input, policies)
+    const debounce = input.debounce
+    if (debounce === undefined) {
+      const outcome = (yield* insert(input, priority))!
+      return outcome instanceof IdempotencyConflict ? yield* outcome : outcome
+    }
+    // Replace the payload of the unstarted run holding the key, or start one; the unique index on unstarted runs'
+    // debounce keys decides between concurrent starts, and the loser replaces the winner's payload.
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const holder = yield* debounced(input, debounce.key)
+      if (holder !== undefined) {
+        const change = Debounce(holder, {
+          key: debounce.key,
+          payload: input.payload,
+          delayMs: debounce.delayMs,
+          maxDelayMs: debounce.maxDelayMs ?? null
+        })
+        yield* submit({ changes: [change] })
+        if (change.outcome !== undefined) return change.outcome
+      }
+      const outcome = yield* insert(input, priority)
+      if (outcome !== undefined) return outcome instanceof IdempotencyConflict ? yield* outcome : outcome
+    }
+    return yield* Effect.die(new Error(`Debounce key ${debounce.key} of ${input.workflowName} changed hands too often to start`))
   })
 
   const startMany = Effect.fn("RunTransitions.startMany")(function*(inputs: ReadonlyArray<StartRunInput>) {
     const now = yield* Clock.currentTimeMillis
-    const starts = inputs.map((input): Start | PayloadTooLarge => {
+    const policies = yield* flowControl.policies(inputs.map((i) => ({ name: i.workflowName, version: i.workflowVersion })))
+    const starts = inputs.map((input): Start | PayloadTooLarge | StartRunInput => {
       const bytes = Buffer.byteLength(JSON.stringify(input.payload))
-      return bytes > config.maxPayloadBytes
-        ? new PayloadTooLarge({
+      if (bytes > config.maxPayloadBytes) {
+        return new PayloadTooLarge({
           maxBytes: config.maxPayloadBytes,
           message: `The payload of a run of ${input.workflowName} is ${bytes} bytes, more than the ${config.maxPayloadBytes} bytes the server stores (MAX_PAYLOAD_BYTES)`
         })
-        : { id: uuidv7({ msecs: now }) as RunId, input, outcome: undefined }
+      }
+      // A debounced start may have to replace another run's payload: it goes on its own.
+      if (input.debounce !== undefined) return input
+      return { id: uuidv7({ msecs: now }) as RunId, input, priority: priorityOf(input, policies), outcome: undefined }
     })
-    const accepted = starts.filter((s): s is Start => !(s instanceof PayloadTooLarge))
+    const accepted = starts.filter((s): s is Start => !(s instanceof PayloadTooLarge) && "outcome" in s)
     if (accepted.length > 0) yield* submit({ starts: accepted })
-    return starts.map((s) => s instanceof PayloadTooLarge ? s : s.outcome!)
+    return yield* Effect.forEach(starts, (s): Effect.Effect<StartedRun | IdempotencyConflict | PayloadTooLarge> =>
+      s instanceof PayloadTooLarge
+        ? Effect.succeed(s)
+        : "outcome" in s
+        ? Effect.succeed(s.outcome!)
+        : start(s).pipe(Effect.catchTag("IdempotencyConflict", (conflict) => Effect.succeed(conflict))))
   })
 
   const claim = Effect.fn("RunTransitions.claim")(function*(
@@ -393,7 +550,7 @@ const make = Effect.gen(function*() {
     return "eventId" in outcome ? new SentEvent(outcome) : yield* outcome
   })
 
-  const count = <C extends Requeue | Wake>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>
+  const count = <C extends Requeue | Wake | Offer>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>
     Effect.gen(function*() {
       if (runIds.length === 0) return 0
       const changes = runIds.map(make)
@@ -410,6 +567,7 @@ const make = Effect.gen(function*() {
     cancel,
     sendEvent,
     requeueLapsed: count((id) => Requeue(id)),
-    wakeDue: count((id) => Wake(id))
+    wakeDue: count((id) => Wake(id)),
+    offer: count((id) => Offer(id))
   })
 })

@@ -9,6 +9,8 @@ import { ApiKeys } from "./ApiKeys.ts"
 import { BearerTokens } from "./BearerTokens.ts"
 import * as Database from "./Database.ts"
 import type { DatabaseReady } from "./DatabaseReady.ts"
+import { FlowControl } from "./FlowControl.ts"
+import * as FlowOffers from "./FlowOffers.ts"
 import * as HttpServer from "./http/HttpServer.ts"
 import * as Metrics from "./Metrics.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
@@ -22,6 +24,8 @@ import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { RunTransitions } from "./RunTransitions.ts"
+import * as Scheduler from "./Scheduler.ts"
+import { Schedules } from "./Schedules.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 import * as Telemetry from "./Telemetry.ts"
 import { WorkerRegistry } from "./WorkerRegistry.ts"
@@ -33,19 +37,30 @@ export type DatabaseLayer = Layer.Layer<
   ServerConfig
 >
 
-/** The database, Redis Streams, the outbox and the lease grace period after outages. */
+/** The database, Redis Streams, the outbox, flow control's limits and the lease grace period after outages. */
 const layerInfrastructure = (database: DatabaseLayer) =>
-  Layer.mergeAll(Outbox.layer, LeaseGrace.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
+  Layer.mergeAll(Outbox.layer, LeaseGrace.layer, FlowControl.layer).pipe(Layer.provideMerge(Layer.mergeAll(database, RunStreams.layer)))
 
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
   Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer, BearerTokens.layer).pipe(
+    Layer.provideMerge(Schedules.layer),
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )
 
-/** Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows. */
-const layerBackground = Layer.mergeAll(OutboxPublisher.layer, Reaper.layer, Metrics.layer, Retention.layer)
+/**
+ * Background work: publishing the outbox, recovering lost runs, keeping metrics current, removing old rows, firing
+ * schedules and offering runs held back by flow control.
+ */
+const layerBackground = Layer.mergeAll(
+  OutboxPublisher.layer,
+  Reaper.layer,
+  Metrics.layer,
+  Retention.layer,
+  Scheduler.layer,
+  FlowOffers.layer
+)
 
 /**
  * The server over `database`: HTTP and background work over the stores. HTTP stands on the background layer so

@@ -94,6 +94,13 @@ export interface ServerConfigShape {
   /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
   readonly republishAfterMs: number
   /**
+   * How often runs held back by flow control are offered again when their wait ran out (debounce delays, rate-limit
+   * windows) or when a crash lost the offer their freed slot made. @default 1_000
+   */
+  readonly flowSweepIntervalMs: number
+  /** How often each replica looks for schedules whose fire time has come (their precision). @default 500 */
+  readonly schedulerIntervalMs: number
+  /**
    * Finished runs older than this many days are deleted with their tasks, attempts, transitions, events and outbox
    * rows; 0 keeps them for ever. @default 30
    */
@@ -146,6 +153,8 @@ export const defaults = {
   commitConcurrency: 2,
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
+  flowSweepIntervalMs: 1_000,
+  schedulerIntervalMs: 500,
   retentionDays: 30,
   workerStaleAfterMs: 90_000,
   shutdownTimeoutMs: 10_000,
@@ -306,6 +315,8 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   commitConcurrency: positiveInt("COMMIT_CONCURRENCY", defaults.commitConcurrency),
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
+  flowSweepIntervalMs: positiveInt("FLOW_SWEEP_INTERVAL_MS", defaults.flowSweepIntervalMs),
+  schedulerIntervalMs: positiveInt("SCHEDULER_INTERVAL_MS", defaults.schedulerIntervalMs),
   retentionDays: Config.Int("RETENTION_DAYS").pipe(
     Config.mapEffect((n) =>
       n >= 0 ? Effect.succeed(n) : Effect.fail(invalid(`RETENTION_DAYS must be 0 (keep) or a number of days, got ${n}`))

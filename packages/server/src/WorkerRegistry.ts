@@ -1,9 +1,11 @@
 /**
  * Workers and the workflow versions they serve. Registering records the worker and its definitions (name,
- * version, schemas), so the server knows which versions can run; health derives from the last heartbeat and from
- * the runs the worker holds right now (the database's leases, not the worker's word).
+ * version, schemas, the limits its runs obey, the schedule it declares), so the server knows which versions can run;
+ * health derives from the last heartbeat and from the runs the worker holds right now (the database's leases, not
+ * the worker's word).
  */
 import { WorkerNotFound } from "@aiki/contract/Errors"
+import type { FlowPolicy } from "@aiki/contract/FlowControl"
 import type { RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import {
   type Json,
@@ -15,9 +17,11 @@ import {
 } from "@aiki/contract/Models"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
+import { FlowControl } from "./FlowControl.ts"
 import { maxBatchBytes } from "./http/HttpServer.ts"
 import { defaultLivenessMs } from "./Leases.ts"
-import { consumerGroup, RunStreams } from "./RunStreams.ts"
+import { bands, consumerGroup, RunStreams, streamKey } from "./RunStreams.ts"
+import { Schedules } from "./Schedules.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 interface WorkerRow {
@@ -51,6 +55,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
       const sql = yield* SqlClient.SqlClient
       const config = yield* ServerConfig
       const streams = yield* RunStreams
+      const flowControl = yield* FlowControl
+      const schedules = yield* Schedules
 
       /** Workers (all, or the one with `workerId`) as their summary, which includes their health. */
       const select = (workerId?: WorkerId) =>
@@ -107,7 +113,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
             name: w.name,
             version: w.version,
             payload_schema: w.payloadSchema ?? null,
-            result_schema: w.resultSchema ?? null
+            result_schema: w.resultSchema ?? null,
+            flow_control: w.flowControl ?? null
           })))
           yield* sql.withTransaction(Effect.gen(function*() {
             yield* sql`
@@ -119,17 +126,24 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
             yield* sql`
               WITH defs AS (
                 SELECT DISTINCT ON (name, version) * FROM jsonb_to_recordset(${definitions}::jsonb)
-                  AS d(name text, version text, payload_schema jsonb, result_schema jsonb)
+                  AS d(name text, version text, payload_schema jsonb, result_schema jsonb, flow_control jsonb)
               ), versions AS (
-                INSERT INTO workflow_versions (workflow_name, version, payload_schema, result_schema)
-                SELECT name, version, payload_schema, result_schema FROM defs
+                INSERT INTO workflow_versions (workflow_name, version, payload_schema, result_schema, flow_control)
+                SELECT name, version, payload_schema, result_schema, flow_control FROM defs
                 ON CONFLICT (workflow_name, version) DO UPDATE SET last_registered_at = now(),
                   payload_schema = COALESCE(EXCLUDED.payload_schema, workflow_versions.payload_schema),
-                  result_schema = COALESCE(EXCLUDED.result_schema, workflow_versions.result_schema)
+                  result_schema = COALESCE(EXCLUDED.result_schema, workflow_versions.result_schema),
+                  flow_control = EXCLUDED.flow_control
               )
               INSERT INTO worker_workflows (worker_id, workflow_name, workflow_version)
               SELECT ${workerId}, name, version FROM defs`
           })).pipe(Effect.orDie)
+          yield* Effect.forEach(workflows, (w) => flowControl.forget({ name: w.name, version: w.version }), { discard: true })
+          yield* Effect.forEach(
+            workflows,
+            (w) => w.trigger === undefined ? Effect.void : schedules.declare(w.name, w.version, w.trigger),
+            { discard: true }
+          )
           const worker = (yield* healthOf(workerId))!
           return new Registration({
             worker,
@@ -138,7 +152,10 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
             maxBatchBytes: maxBatchBytes(config.maxPayloadBytes),
             ...(streams.enabled
               ? {
-                streams: worker.workflows.map((w) => ({ ...w, stream: streams.streamOf(w.name, w.version) }))
+                // Every priority band of every version, the highest first.
+                streams: bands.flatMap((band) =>
+                  worker.workflows.map((w) => ({ ...w, band, stream: streamKey(config.redisPrefix, w.name, w.version, band) }))
+                )
               }
               : {})
           })
@@ -165,6 +182,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
         readonly version: string
         readonly payload_schema: Json | null
         readonly result_schema: Json | null
+        readonly flow_control: FlowPolicy | null
         readonly first_registered_at: Date
         readonly last_registered_at: Date
       }>`SELECT * FROM workflow_versions ORDER BY workflow_name, version`.pipe(
@@ -176,6 +194,7 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
               version: row.version as WorkflowVersion,
               ...(row.payload_schema !== null ? { payloadSchema: row.payload_schema } : {}),
               ...(row.result_schema !== null ? { resultSchema: row.result_schema } : {}),
+              ...(row.flow_control !== null ? { flowControl: row.flow_control } : {}),
               firstRegisteredAt: DateTime.fromDateUnsafe(row.first_registered_at),
               lastRegisteredAt: DateTime.fromDateUnsafe(row.last_registered_at)
             }, { disableChecks: true })

@@ -91,9 +91,14 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.deepStrictEqual(registered.worker.workflows.map((w) => w.name), ["fencing", "other"])
       const server = yield* TestServer.TestServer
       assert.strictEqual(registered.maxPayloadBytes, server.config.maxPayloadBytes)
-      assert.deepStrictEqual(registered.streams?.map((s) => s.stream), [
-        `{${server.redisPrefix}}:workflow:fencing:1.0.0`,
-        `{${server.redisPrefix}}:workflow:other:1.0.0`
+      // A stream per version and priority band, the highest band first.
+      assert.deepStrictEqual(registered.streams?.map((s) => `${s.band} ${s.stream}`), [
+        `high {${server.redisPrefix}}:workflow:fencing:1.0.0:high`,
+        `high {${server.redisPrefix}}:workflow:other:1.0.0:high`,
+        `normal {${server.redisPrefix}}:workflow:fencing:1.0.0`,
+        `normal {${server.redisPrefix}}:workflow:other:1.0.0`,
+        `low {${server.redisPrefix}}:workflow:fencing:1.0.0:low`,
+        `low {${server.redisPrefix}}:workflow:other:1.0.0:low`
       ])
       const id = yield* startRun(api)
       yield* granted(api, id, workerA)

@@ -7,16 +7,9 @@ import { RunState } from "@aiki/contract/RunState"
 import { Console, Effect, Option, Stream } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import * as Output from "../Output.ts"
-import { client, settings } from "../Root.ts"
+import { withClient } from "../Root.ts"
 
 const runId = Argument.String("id").pipe(Argument.withDescription("The run's id"))
-
-/** Runs `body` with the client, turning any failure into one line and exit code 1. */
-const withClient = <A, E, R>(body: (api: Effect.Success<typeof client>, json: boolean) => Effect.Effect<A, E, R>) =>
-  Effect.gen(function*() {
-    const { json, url } = yield* settings
-    yield* Output.guard(url, Effect.flatMap(client, (api) => body(api, json)))
-  })
 
 const list = Command.make("list", {
   workflow: Flag.String("workflow").pipe(Flag.withDescription("The workflow's name")),

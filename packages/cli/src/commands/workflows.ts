@@ -25,7 +25,16 @@ const start = Command.make("start", {
     Flag.withDescription("Starting again with this key and payload returns the same run"),
     Flag.optional
   ),
-  wait: Flag.Boolean("wait").pipe(Flag.withDescription("Follow the run until it finishes"), Flag.withDefault(false))
+  wait: Flag.Boolean("wait").pipe(Flag.withDescription("Follow the run until it finishes"), Flag.withDefault(false)),
+  priority: Flag.Int("priority").pipe(Flag.withDescription("1 (lowest) to 10 (highest); default the version's"), Flag.optional),
+  concurrencyKey: Flag.String("concurrency-key").pipe(
+    Flag.withDescription("Runs with this key share the version's concurrency limit"),
+    Flag.optional
+  ),
+  orderingKey: Flag.String("ordering-key").pipe(
+    Flag.withDescription("Runs with this key run one at a time, in start order"),
+    Flag.optional
+  )
 }, (flags) =>
   Effect.gen(function*() {
     const { json, url } = yield* settings
@@ -37,7 +46,10 @@ const start = Command.make("start", {
         params: { name: flags.name as WorkflowName, version: flags.version as WorkflowVersion },
         payload: {
           payload,
-          ...Option.match(flags.idempotencyKey, { onNone: () => ({}), onSome: (k) => ({ idempotencyKey: k as IdempotencyKey }) })
+          ...Option.match(flags.idempotencyKey, { onNone: () => ({}), onSome: (k) => ({ idempotencyKey: k as IdempotencyKey }) }),
+          ...Option.match(flags.priority, { onNone: () => ({}), onSome: (priority) => ({ priority }) }),
+          ...Option.match(flags.concurrencyKey, { onNone: () => ({}), onSome: (concurrencyKey) => ({ concurrencyKey }) }),
+          ...Option.match(flags.orderingKey, { onNone: () => ({}), onSome: (orderingKey) => ({ orderingKey }) })
         }
       })
       started = run.id

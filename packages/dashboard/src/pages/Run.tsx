@@ -199,6 +199,16 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
         {run.finishedAt !== undefined && <Field label="Finished">{time(run.finishedAt)}</Field>}
         <Field label="Duration">{duration(end - millis(run.createdAt))}</Field>
         {run.wakeAt !== undefined && <Field label="Wakes at">{time(run.wakeAt)}</Field>}
+        {run.waitingFor !== undefined && <Field label="Waiting for">{run.waitingFor.message}</Field>}
+        {run.priority !== undefined && run.priority !== 5 && <Field label="Priority">{run.priority}</Field>}
+        {run.concurrencyKey !== undefined && <Field label="Concurrency key"><span class="mono">{run.concurrencyKey}</span></Field>}
+        {run.orderingKey !== undefined && <Field label="Ordering key"><span class="mono">{run.orderingKey}</span></Field>}
+        {run.scheduleId !== undefined && (
+          <Field label="Schedule">
+            <a class="mono" href={href.schedules()}>{run.scheduleId}</a>
+            {run.scheduledFor !== undefined && <> for {time(run.scheduledFor)}</>}
+          </Field>
+        )}
         {run.idempotencyKey !== undefined && <Field label="Idempotency key"><span class="mono">{run.idempotencyKey}</span></Field>}
         {run.leaseOwner !== undefined && <Field label="Worker"><span class="mono">{run.leaseOwner}</span></Field>}
         <Field label="Leases granted">{run.leaseEpoch}</Field>

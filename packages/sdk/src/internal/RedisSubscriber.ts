@@ -3,6 +3,9 @@
  * registered version's stream on a connection of its own (a blocking read on a shared connection stalls every
  * command queued behind it), never more entries than free capacity, fairly across streams; and `XAUTOCLAIM` of
  * entries left idle by a worker that died.
+ *
+ * Runs travel in priority bands (a stream per version and band): entries waiting in a higher band are read first
+ * (non-blocking reads, highest band first), and only when every band is empty does the worker block on them all.
  */
 import { Effect, Schedule } from "effect"
 import { Cluster, Redis, type RedisCommander } from "ioredis"
@@ -15,9 +18,17 @@ export interface StreamEntry {
   readonly runId: string
 }
 
+/** A stream to read and the priority band it carries (a server without bands sends none: one band). */
+export interface BandStream {
+  readonly stream: string
+  readonly band?: "high" | "normal" | "low"
+}
+
+const bandOrder = ["high", "normal", "low"] as const
+
 export interface RedisSubscriberOptions {
   readonly redis: RedisOptions
-  readonly streams: ReadonlyArray<string>
+  readonly streams: ReadonlyArray<BandStream>
   readonly group: string
   readonly consumer: string
   readonly blockTimeMs: number
@@ -61,30 +72,36 @@ export const make = Effect.fnUntraced(function*(options: RedisSubscriberOptions)
   // Typed by the interface both clients implement: the union of their XCLAIM overloads does not resolve.
   const commander: RedisCommander = commands
   const reader = yield* connect(options.redis)
-  let rotation = 0
+  /** Where the next read of each list of streams starts. */
+  const rotations = new Map<ReadonlyArray<string>, number>()
 
   const call = <A>(f: () => Promise<A>) => Effect.tryPromise({ try: f, catch: (cause) => cause })
 
-  const ensureGroups = Effect.forEach(options.streams, (stream) =>
+  const allStreams = options.streams.map((s) => s.stream)
+  const bands = bandOrder.map((band) => options.streams.filter((s) => (s.band ?? "normal") === band).map((s) => s.stream))
+    .filter((streams) => streams.length > 0)
+
+  const ensureGroups = Effect.forEach(allStreams, (stream) =>
     call(() => commands.xgroup("CREATE", stream, options.group, "0", "MKSTREAM")).pipe(Effect.ignore), { discard: true })
 
-  /** Reads up to `free` new entries, waiting up to `blockTimeMs` for the first. */
-  const read = (free: number) =>
+  /** Reads up to `budget` new entries of `streams`, waiting up to `blockMs` for the first (not at all without it). */
+  const readFrom = (streams: ReadonlyArray<string>, budget: number, blockMs: number | undefined) =>
     Effect.gen(function*() {
-      const streams = options.streams
-      if (streams.length === 0 || free <= 0) return []
-      const budget = Math.min(free, options.maxBatchSize)
       // Start from a different stream each time; ask each for an equal share so the total never exceeds `budget`.
+      const rotation = rotations.get(streams) ?? 0
+      rotations.set(streams, (rotation + 1) % streams.length)
       const ordered = streams.map((_, i) => streams[(i + rotation) % streams.length]!)
-      rotation = (rotation + 1) % streams.length
       const chosen = ordered.slice(0, Math.min(budget, ordered.length))
       const count = Math.max(1, Math.floor(budget / chosen.length))
+      const ids = chosen.map(() => ">")
       const reply = yield* call(() =>
-        reader.xreadgroup(
-          "GROUP", options.group, options.consumer,
-          "COUNT", count, "BLOCK", options.blockTimeMs,
-          "STREAMS", ...chosen, ...chosen.map(() => ">")
-        ) as Promise<Entries | null>
+        (blockMs === undefined
+          ? reader.xreadgroup("GROUP", options.group, options.consumer, "COUNT", count, "STREAMS", ...chosen, ...ids)
+          : reader.xreadgroup(
+            "GROUP", options.group, options.consumer,
+            "COUNT", count, "BLOCK", blockMs,
+            "STREAMS", ...chosen, ...ids
+          )) as Promise<Entries | null>
       ).pipe(
         Effect.catchIf(
           (error) => String(error).includes("NOGROUP"),
@@ -95,11 +112,25 @@ export const make = Effect.fnUntraced(function*(options: RedisSubscriberOptions)
       return (reply ?? []).flatMap(([stream, items]) => toEntries(stream, items))
     })
 
+  /** Reads up to `free` new entries, the highest priority band first, waiting up to `blockTimeMs` for the first. */
+  const read = (free: number) =>
+    Effect.gen(function*() {
+      if (allStreams.length === 0 || free <= 0) return []
+      const budget = Math.min(free, options.maxBatchSize)
+      if (bands.length > 1) {
+        for (const band of bands) {
+          const entries = yield* readFrom(band, budget, undefined)
+          if (entries.length > 0) return entries
+        }
+      }
+      return yield* readFrom(allStreams, budget, options.blockTimeMs)
+    })
+
   /** Takes over entries another consumer left idle for `claimMinIdleTimeMs` (its worker died or hangs). */
   const reclaim = (free: number) =>
     Effect.gen(function*() {
       const claimed: Array<StreamEntry> = []
-      for (const stream of options.streams) {
+      for (const stream of allStreams) {
         const budget = Math.min(free, options.maxBatchSize) - claimed.length
         if (budget <= 0) break
         const reply = yield* call(() =>

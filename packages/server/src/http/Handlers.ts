@@ -19,6 +19,7 @@ import { RunQueries } from "../RunQueries.ts"
 import { RunStore } from "../RunStore.ts"
 import { RunStreams } from "../RunStreams.ts"
 import { RunTransitions } from "../RunTransitions.ts"
+import { Schedules } from "../Schedules.ts"
 import { ServerConfig } from "../ServerConfig.ts"
 import { WorkerRegistry } from "../WorkerRegistry.ts"
 
@@ -73,7 +74,13 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         workflowVersion: params.version,
         payload: payload.payload,
         idempotencyKey: payload.idempotencyKey,
-        traceParent: request.headers["traceparent"]
+        traceParent: request.headers["traceparent"],
+        priority: payload.priority,
+        concurrencyKey: payload.concurrencyKey,
+        concurrencyLimit: payload.concurrencyLimit,
+        orderingKey: payload.orderingKey,
+        rateLimitKey: payload.rateLimitKey,
+        debounce: payload.debounce
       }),
     startMany: ({ payload }) => Effect.map(runs.startMany(payload.runs), (results) => new StartedRuns({ results })),
     runs: ({ params, query }) =>
@@ -111,6 +118,20 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     transitions: ({ params }) => runs.transitions(params.id),
     events: ({ params }) => runs.follow(params.id),
     sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload)
+  })
+}))
+
+export const SchedulesHandlers = HttpApiBuilder.group(AikiApi, "schedules", Effect.fn(function*(handlers) {
+  const schedules = yield* Schedules
+  return handlers.handleAll({
+    list: ({ query }) => schedules.list(query.workflow),
+    create: ({ payload }) => schedules.create(payload),
+    get: ({ params }) => schedules.get(params.id),
+    pause: ({ params }) => schedules.pause(params.id),
+    resume: ({ params }) => schedules.resume(params.id),
+    trigger: ({ params }) => schedules.trigger(params.id),
+    backfill: ({ params, payload }) => schedules.backfill(params.id, payload.from, payload.to),
+    delete: ({ params }) => schedules.remove(params.id)
   })
 }))
 
@@ -193,6 +214,7 @@ export const layer = Layer.mergeAll(
   HealthHandlers,
   WorkflowsHandlers,
   RunsHandlers,
+  SchedulesHandlers,
   WorkersHandlers,
   FleetHandlers,
   SessionHandlers,

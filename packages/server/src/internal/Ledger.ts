@@ -10,6 +10,7 @@ import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
+import { FlowLedger, flowOf, type RunFlow, type RunFlowRow } from "./flowControl.ts"
 
 /** A run as its group sees it: the columns decisions read and change. */
 export interface LedgerRun {
@@ -28,6 +29,8 @@ export interface LedgerRun {
   leaseOwner: string | null
   awaitingEvents: ReadonlyArray<string> | null
   replayVersion: number | null
+  /** Its priority, the keys it shares limits under, and what it waits for (see `flowControl.ts`). */
+  readonly flow: RunFlow
   /** What `write` must change, when anything. */
   patch: RunPatch | undefined
 }
@@ -126,6 +129,8 @@ export class Ledger {
   readonly eventsLoaded = new Set<string>()
   /** Workers whose liveness this group renews: worker id → liveness in ms. */
   readonly beats = new Map<string, number>()
+  /** Flow control: the counts claims are decided against, and the waits the group sets or clears. */
+  readonly flow = new FlowLedger()
 
   entry(runId: string, address: string): LedgerEntry | undefined {
     return this.entries.get(entryKey(runId, address))
@@ -154,7 +159,7 @@ export class Ledger {
 
 const entryKey = (runId: string, address: string) => `${runId}|${address}`
 
-interface LockedRow {
+interface LockedRow extends RunFlowRow {
   readonly id: string
   readonly workflow_name: string
   readonly workflow_version: string
@@ -176,7 +181,9 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.lease_expires_at < now(), false) AS lease_lapsed,
       COALESCE(w.alive_until < now(), false) AS owner_gone,
       COALESCE(r.wake_at <= now(), false) AS due,
-      r.awaiting_events, r.replay_version
+      r.awaiting_events, r.replay_version,
+      r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
+      r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
     WHERE r.id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
     ORDER BY r.id
@@ -196,6 +203,7 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           leaseOwner: row.lease_owner,
           awaitingEvents: row.awaiting_events,
           replayVersion: row.replay_version,
+          flow: flowOf(row),
           patch: undefined
         })
       }

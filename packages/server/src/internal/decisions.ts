@@ -16,7 +16,10 @@ import type { ClaimRefusal, ErrorDetails, FinishTask, Json, Lease, ParkRun, Rece
 import { canTransition as canRunTransition, isSuspended, isTerminal, type RunState } from "@aiki/contract/RunState"
 import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
 import { DateTime } from "effect"
+import { admit, Debounce, debounce, holdBack, Offer, offer } from "./flowControl.ts"
 import type { Ledger, LedgerEntry, LedgerRun } from "./Ledger.ts"
+
+export { Debounce, Offer }
 
 /** Why a run or an entry changed state, as the audit trail says it. */
 export type Reason =
@@ -140,7 +143,7 @@ export const SendEvent = (runId: RunId, name: EventName, payload: Json): SendEve
 })
 
 /** A change to an existing run (starts are inserts, see `RunTransitions`). */
-export type RunChange = Claim | Extend | WorkerWrite | Requeue | Wake | Cancel | SendEvent
+export type RunChange = Claim | Extend | WorkerWrite | Requeue | Wake | Cancel | SendEvent | Offer | Debounce
 
 /** The run a change is about. */
 export const runOf = (change: RunChange): RunId => change._tag === "WorkerWrite" ? change.write.runId : change.runId
@@ -253,6 +256,10 @@ export const decide = (context: DecisionContext, change: RunChange): void => {
       return cancel(context.ledger, change)
     case "SendEvent":
       return sendEvent(context.ledger, change)
+    case "Offer":
+      return offer(context.ledger, change)
+    case "Debounce":
+      return debounce(context.ledger, change)
   }
 }
 
@@ -272,6 +279,10 @@ const claim = ({ ledger, leasesMayLapse }: DecisionContext, change: Claim) => {
   if (run.state === "running" && !(leasesMayLapse && (run.leaseLapsed || run.ownerGone))) {
     return refuse("held", `Run ${run.id} is held by ${run.leaseOwner} under lease ${run.leaseEpoch}`)
   }
+  // A takeover keeps the places the run holds; a pending run must find room under its limits first.
+  const fresh = run.state === "pending"
+  const hold = fresh ? holdBack(ledger, run) : undefined
+  if (hold !== undefined) return refuse(hold.reason, hold.message)
   const refused = moveRun(ledger, run, "running", run.state === "running" ? "lease_taken_over" : "claimed", {
     leaseEpoch: run.leaseEpoch + 1,
     workerId: change.workerId
@@ -281,6 +292,7 @@ const claim = ({ ledger, leasesMayLapse }: DecisionContext, change: Claim) => {
   run.leaseOwner = change.workerId
   run.replayVersion ??= change.replayVersion
   ledger.patch(run, { leaseMs: change.leaseMs, started: true })
+  if (fresh) admit(ledger, run)
   change.outcome = { granted: true }
 }
 

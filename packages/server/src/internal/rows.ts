@@ -2,13 +2,24 @@
  * Rows as Postgres returns them, and their mapping to the contract's records. Rows come from our own schema, so
  * they are trusted: the mapping brands values instead of re-validating them.
  */
-import type { EventName, IdempotencyKey, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type {
+  EventName,
+  IdempotencyKey,
+  RunId,
+  ScheduleId,
+  TaskAddress,
+  TaskName,
+  WorkerId,
+  WorkflowName,
+  WorkflowVersion
+} from "@aiki/contract/Ids"
 import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import { DateTime } from "effect"
+import type { FlowColumns } from "./flowControl.ts"
 
-export interface RunRow {
+export interface RunRow extends FlowColumns {
   readonly id: string
   readonly workflow_name: string
   readonly workflow_version: string
@@ -28,6 +39,10 @@ export interface RunRow {
   readonly wake_at: Date | null
   readonly replay_version: number | null
   readonly awaiting_events: ReadonlyArray<string> | null
+  readonly waiting_until: Date | null
+  readonly waiting_message: string | null
+  readonly schedule_id: string | null
+  readonly scheduled_for: Date | null
 }
 
 export interface ErrorDetailsRow {
@@ -98,7 +113,24 @@ export const toRun = (row: RunRow): WorkflowRun =>
     ...(row.wake_at !== null ? { wakeAt: utc(row.wake_at) } : {}),
     ...(row.trace_parent !== null ? { traceParent: row.trace_parent } : {}),
     ...(row.replay_version !== null ? { replayVersion: row.replay_version } : {}),
-    ...(row.awaiting_events !== null ? { awaitingEvents: row.awaiting_events as ReadonlyArray<EventName> } : {})
+    ...(row.awaiting_events !== null ? { awaitingEvents: row.awaiting_events as ReadonlyArray<EventName> } : {}),
+    priority: row.priority,
+    ...(row.concurrency_key !== null ? { concurrencyKey: row.concurrency_key } : {}),
+    ...(row.concurrency_limit !== null ? { concurrencyLimit: row.concurrency_limit } : {}),
+    ...(row.ordering_key !== null ? { orderingKey: row.ordering_key } : {}),
+    ...(row.rate_limit_key !== null ? { rateLimitKey: row.rate_limit_key } : {}),
+    ...(row.debounce_key !== null && row.started_at === null ? { debounceKey: row.debounce_key } : {}),
+    ...(row.state === "pending" && row.waiting_reason !== null
+      ? {
+        waitingFor: {
+          reason: row.waiting_reason,
+          message: row.waiting_message ?? row.waiting_reason,
+          ...(row.waiting_until !== null ? { until: utc(row.waiting_until) } : {})
+        }
+      }
+      : {}),
+    ...(row.schedule_id !== null ? { scheduleId: row.schedule_id as ScheduleId } : {}),
+    ...(row.scheduled_for !== null ? { scheduledFor: utc(row.scheduled_for) } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
