@@ -60,7 +60,7 @@ import {
   Wake,
   WorkerWrite
 } from "./internal/decisions.ts"
-import { freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
+import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
 import { FlowControl } from "./FlowControl.ts"
 import { Ledger, loadEntries, loadEvents, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
@@ -350,7 +350,7 @@ const make = Effect.gen(function*() {
       if (changes.length === 0 && beats.length === 0) {
         const outboxRows = yield* insertStarts(plain)
         yield* insertDebounced(debounced)
-        return yield* afterCommit([], starts, outboxRows)
+        return yield* afterCommit([], starts, outboxRows, [])
       }
       const outboxRows = yield* sql.withTransaction(Effect.gen(function*() {
         const sends = changes.filter((c): c is SendEvent => c._tag === "SendEvent")
@@ -384,20 +384,21 @@ const make = Effect.gen(function*() {
         yield* readCancelled(changes.filter((c): c is Cancel => c._tag === "Cancel"))
         return [...started, ...written.outbox]
       }))
-      yield* afterCommit(ledger.transitions, starts, outboxRows)
-      yield* flowControl.freed(freedBy(ledger, ledger.transitions))
+      yield* afterCommit(ledger.transitions, starts, outboxRows, freedBy(ledger, ledger.transitions))
     })
 
   /** Everything that must follow a committed change, in one place. */
   const afterCommit = (
     transitions: ReadonlyArray<TransitionRecord>,
     starts: ReadonlyArray<Start>,
-    outboxRows: ReadonlyArray<OutboxRow>
+    outboxRows: ReadonlyArray<OutboxRow>,
+    freed: ReadonlyArray<Freed>
   ) =>
     Effect.gen(function*() {
       const created = starts.flatMap((s) => s.outcome instanceof StartedRun && s.outcome.created ? [s.input.workflowName] : [])
       yield* Metrics.recordCommitted({ transitions, created, now: yield* Clock.currentTimeMillis })
       if (outboxRows.length > 0) yield* outbox.publishNow(outboxRows)
+      yield* flowControl.freed(freed)
     })
 
   /** Commits a group; should its transaction fail as a whole, each unit is tried alone so none fails another. */
