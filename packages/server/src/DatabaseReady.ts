@@ -3,7 +3,7 @@
  * is down does not exit: it serves, answering 503 (its health included) until the database answers, migrates it
  * as soon as it does, and only then starts its background work.
  */
-import { Context, Effect, Latch, Layer, Schedule } from "effect"
+import { Context, type Duration, Effect, Latch, Layer, Schedule, type Scope } from "effect"
 
 export class DatabaseReady extends Context.Service<DatabaseReady, {
   readonly isReady: Effect.Effect<boolean>
@@ -36,3 +36,33 @@ export class DatabaseReady extends Context.Service<DatabaseReady, {
   /** Ready from the start (tests that provide their own database). */
   static readonly layerReady = Layer.succeed(DatabaseReady, DatabaseReady.of({ isReady: Effect.succeed(true), await: Effect.void }))
 }
+
+/**
+ * The server's background work, in one shape: it starts once the database is ready and runs for the life of the
+ * scope, and nothing it meets ends it — a failure (a defect included: the database gone) is logged with its cause
+ * and the work starts again `every` later. `work` is one pass, repeated `every` after the last one ended, or a loop
+ * of its own, restarted after a failure. Its logs carry `service`.
+ */
+export const background = <E, R>(
+  service: string,
+  work: Effect.Effect<unknown, E, R>,
+  options: {
+    readonly every: Duration.Input
+    /** Logged with the cause of a failure. */
+    readonly failure: string
+    /** @default "error" */
+    readonly level?: "error" | "warning"
+  }
+): Effect.Effect<void, never, DatabaseReady | Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const ready = yield* DatabaseReady
+    const log = options.level === "warning" ? Effect.logWarning : Effect.logError
+    yield* ready.await.pipe(
+      Effect.andThen(work.pipe(
+        Effect.catchCause((cause) => log(options.failure, cause)),
+        Effect.repeat(Schedule.spaced(options.every))
+      )),
+      Effect.annotateLogs({ service }),
+      Effect.forkScoped
+    )
+  })

@@ -14,9 +14,9 @@
  * that follows decides again, so an offer that lost a race only puts the run back to waiting.
  */
 import type { RunId } from "@aiki/contract/Ids"
-import { Clock, Effect, Layer, Schedule } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { FlowControl, type Freed } from "./FlowControl.ts"
 import { versionKey } from "./internal/flowControl.ts"
 import { RunTransitions } from "./RunTransitions.ts"
@@ -151,20 +151,10 @@ export const makeSweep = Effect.gen(function*() {
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
   const flow = yield* FlowControl
-  const ready = yield* DatabaseReady
   const sweep = yield* makeSweep
   const afterCommits = Effect.gen(function*() {
     while (true) yield* offerFreed(yield* flow.taken)
   })
-  const every = `${config.flowSweepIntervalMs} millis` as const
-  for (const loop of [afterCommits, sweep.pipe(Effect.delay(every), Effect.forever)]) {
-    yield* loop.pipe(
-      // A defect (the database is gone) must not end offering for the life of the server.
-      Effect.catchCause((cause) => Effect.logError("Flow control offers failed; restarting", cause)),
-      Effect.repeat(Schedule.spaced("1 second")),
-      Effect.annotateLogs({ service: "FlowOffers" }),
-      (loop) => Effect.andThen(ready.await, loop),
-      Effect.forkScoped
-    )
-  }
+  yield* background("FlowOffers", afterCommits, { every: "1 second", failure: "Flow control offers failed; restarting" })
+  yield* background("FlowOffers", sweep, { every: `${config.flowSweepIntervalMs} millis`, failure: "Flow control sweep failed" })
 }))

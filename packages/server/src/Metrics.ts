@@ -5,12 +5,12 @@
  * committed it, however large the burst). The worker gauges describe the whole fleet, read from the database, so
  * only one replica at a time exports them (the holder of the `metrics_leader` lease).
  */
-import { Effect, Layer, Metric, Schedule } from "effect"
+import { Effect, Layer, Metric } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { hostname } from "node:os"
 import type { TransitionRecord } from "./internal/Ledger.ts"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 export const workflowsStarted = Metric.counter("aiki_workflows_started_total", { description: "Workflow runs started" })
@@ -123,7 +123,6 @@ const sampleWorkers = (holder: string, exported: Set<string>) =>
  * them, so another one takes over at its next sample instead of when the lease lapses.
  */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
-  const ready = yield* DatabaseReady
   const sql = yield* SqlClient.SqlClient
   const holder = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`
   const exported = new Set<string>()
@@ -134,11 +133,6 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
       ? sql`DELETE FROM metrics_leader WHERE holder = ${holder}`.pipe(Effect.timeout("2 seconds"), Effect.ignore)
       : Effect.void
   )
-  yield* sampleWorkers(holder, exported).pipe(
-    Effect.tap((held) => Effect.sync(() => (leading = held))),
-    Effect.catchCause((cause) => Effect.logWarning("Cannot sample worker metrics", cause)),
-    Effect.repeat(Schedule.spaced("5 seconds")),
-    (sampling) => Effect.andThen(ready.await, sampling),
-    Effect.forkScoped
-  )
+  const sample = sampleWorkers(holder, exported).pipe(Effect.tap((held) => Effect.sync(() => (leading = held))))
+  yield* background("Metrics", sample, { every: "5 seconds", failure: "Cannot sample worker metrics", level: "warning" })
 }))

@@ -7,7 +7,7 @@
  */
 import { Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { Outbox, type OutboxRow } from "./Outbox.ts"
 import { RunStreams } from "./RunStreams.ts"
 
@@ -48,7 +48,6 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
   if (!streams.enabled) return
   const outbox = yield* Outbox
   const sql = yield* SqlClient.SqlClient
-  const ready = yield* DatabaseReady
 
   const fastPath = Effect.gen(function*() {
     while (true) {
@@ -76,13 +75,6 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     sweepOnce.pipe(Effect.repeat({ while: (n) => n === batchSize }), Effect.timeout("5 seconds"), Effect.ignore)
   )
   for (const loop of [fastPath, sweep]) {
-    yield* loop.pipe(
-      // A defect (the database is gone) must not end publishing for the life of the server.
-      Effect.catchCause((cause) => Effect.logError("Outbox publisher failed; restarting", cause)),
-      Effect.repeat(Schedule.spaced("1 second")),
-      Effect.annotateLogs({ service: "OutboxPublisher" }),
-      (running) => Effect.andThen(ready.await, running),
-      Effect.forkScoped
-    )
+    yield* background("OutboxPublisher", loop, { every: "1 second", failure: "Outbox publisher failed; restarting" })
   }
 }))

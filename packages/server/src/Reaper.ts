@@ -10,9 +10,9 @@
  * reap at once and a run that changed in between is left alone.
  */
 import type { RunId } from "@aiki/contract/Ids"
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
 import { Outbox } from "./Outbox.ts"
 import { RunStreams } from "./RunStreams.ts"
@@ -136,22 +136,11 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     republishLostRuns.pipe(
       Effect.catchTag("RedisUnavailable", (e) => Effect.logWarning("Reaper cannot check Redis streams", e.reason))
     )
-  ]).pipe(
-    Effect.catchCause((cause) => Effect.logError("Reaper tick failed", cause)),
-    Effect.annotateLogs({ service: "Reaper" })
-  )
-  const ready = yield* DatabaseReady
-  yield* ready.await.pipe(
-    Effect.andThen(tick.pipe(Effect.repeat(Schedule.spaced(`${config.reaperIntervalMs} millis`)))),
-    Effect.forkScoped
-  )
+  ])
+  yield* background("Reaper", tick, { every: `${config.reaperIntervalMs} millis`, failure: "Reaper tick failed" })
   // Losing Redis's data is noticed within a second, not after `REPUBLISH_AFTER_MS`.
-  yield* republishAfterDataLoss.pipe(
-    Effect.catchTag("RedisUnavailable", () => Effect.succeed(0)),
-    Effect.catchCause((cause) => Effect.logError("Checking Redis for lost data failed", cause)),
-    Effect.repeat(Schedule.spaced("1 second")),
-    Effect.annotateLogs({ service: "Reaper" }),
-    (loop) => Effect.andThen(ready.await, loop),
-    Effect.forkScoped
-  )
+  yield* background("Reaper", republishAfterDataLoss.pipe(Effect.catchTag("RedisUnavailable", () => Effect.succeed(0))), {
+    every: "1 second",
+    failure: "Checking Redis for lost data failed"
+  })
 }))

@@ -9,9 +9,9 @@
  * matter at a scale of days. Several replicas may run it: rows are taken with `SKIP LOCKED`, and each batch is one
  * short statement, so no delete holds many locks for long.
  */
-import { Clock, Effect, Layer, Schedule } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 /** Runs deleted per statement: each takes its tasks, attempts, transitions, events and outbox rows along. */
@@ -69,10 +69,6 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     const runs = yield* drain(deleteExpiredRuns(), runBatchSize)
     const outbox = yield* drain(deleteSettledOutbox(), outboxBatchSize)
     if (runs > 0 || outbox > 0) yield* Effect.logInfo("Retention removed old rows", { runs, outbox })
-  }).pipe(
-    Effect.catchCause((cause) => Effect.logError("Retention pass failed", cause)),
-    Effect.annotateLogs({ service: "Retention" })
-  )
-  const ready = yield* DatabaseReady
-  yield* ready.await.pipe(Effect.andThen(pass.pipe(Effect.repeat(Schedule.spaced(interval)))), Effect.forkScoped)
+  })
+  yield* background("Retention", pass, { every: interval, failure: "Retention pass failed" })
 }))

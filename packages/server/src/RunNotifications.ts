@@ -5,8 +5,8 @@
  * runs wake up from it, whichever replica committed the change.
  */
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Layer, PubSub, Queue, Schedule, Schema, type Scope } from "effect"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { Context, Effect, Layer, PubSub, Queue, Schema, type Scope } from "effect"
+import { background } from "./DatabaseReady.ts"
 
 /** The channel every transition is announced on. */
 export const channel = "aiki_runs"
@@ -28,7 +28,6 @@ export class RunNotifications extends Context.Service<RunNotifications, {
     RunNotifications,
     Effect.gen(function*() {
       const pg = yield* PgClient.PgClient
-      const ready = yield* DatabaseReady
       const pubsub = yield* Effect.acquireRelease(PubSub.sliding<RunChange>(16_384), PubSub.shutdown)
       const forward = Effect.scoped(Effect.gen(function*() {
         const notifications = yield* pg.listen(channel)
@@ -39,12 +38,11 @@ export class RunNotifications extends Context.Service<RunNotifications, {
         }
       }))
       // A lost listening connection is reopened; followers also re-read state, so a gap only delays them.
-      yield* ready.await.pipe(
-        Effect.andThen(forward),
-        Effect.catchCause((cause) => Effect.logWarning("Lost the run notification listener; reconnecting", cause)),
-        Effect.repeat(Schedule.spaced("1 second")),
-        Effect.forkScoped
-      )
+      yield* background("RunNotifications", forward, {
+        every: "1 second",
+        failure: "Lost the run notification listener; reconnecting",
+        level: "warning"
+      })
       return RunNotifications.of({ subscribe: PubSub.subscribe(pubsub) })
     })
   )

@@ -3,21 +3,12 @@
  * `Schedules.fireDue`; a lease keeps two replicas off one schedule, idempotency keys keep a fire time to one run).
  */
 import { Effect, Layer } from "effect"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { Schedules } from "./Schedules.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
   const schedules = yield* Schedules
-  const ready = yield* DatabaseReady
-  const every = `${config.schedulerIntervalMs} millis` as const
-  yield* schedules.fireDue.pipe(
-    Effect.catchCause((cause) => Effect.logError("Firing schedules failed", cause)),
-    Effect.delay(every),
-    Effect.forever,
-    (loop) => Effect.andThen(ready.await, loop),
-    Effect.annotateLogs({ service: "Scheduler" }),
-    Effect.forkScoped
-  )
+  yield* background("Scheduler", schedules.fireDue, { every: `${config.schedulerIntervalMs} millis`, failure: "Firing schedules failed" })
 }))
