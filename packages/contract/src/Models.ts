@@ -481,11 +481,22 @@ export const PollRuns = Schema.Struct({
 export type PollRuns = typeof PollRuns.Type
 
 /** An event for a run: delivered to its next `waitForEvent` of that name (kept until then). */
-export const SendEvent = Schema.Struct({ payload: Json })
+export const SendEvent = Schema.Struct({
+  payload: Json,
+  /**
+   * Makes sending idempotent: an event with an id the run already has (received or not) stores nothing and answers
+   * with the first (`duplicate: true`); the same id with another name or payload is an `EventConflict`.
+   * @default none: every send is a new event
+   */
+  eventId: Schema.optionalKey(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256)))
+})
 export type SendEvent = typeof SendEvent.Type
 
 export class SentEvent extends Schema.Class<SentEvent>("SentEvent")({
+  /** The id given with the event, or else the number the server gave it. */
   eventId: Schema.String,
+  /** True when an event with this id was sent before: nothing new was stored, nothing woke. */
+  duplicate: Schema.optionalKey(Schema.Boolean),
   /** The run's state after the event arrived (`pending` when it woke a run waiting for it). */
   runState: RunState
 }) {}

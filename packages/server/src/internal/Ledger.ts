@@ -102,6 +102,8 @@ export interface TransitionRecord {
 /** An event a run holds for its next wait of that name. */
 export interface LedgerEvent {
   readonly id: string
+  /** The sender's id for it (`SendEvent.eventId`), if any. */
+  readonly key: string | null
   /** Sent in this group (inserted), or read from the database. */
   readonly isNew: boolean
   readonly runId: string
@@ -257,32 +259,36 @@ export const loadEntries = (
   )
 
 /**
- * Reads the events of `runIds` that no entry received yet, and those received by `addresses` (a repeated
- * `ReceiveEvent` answers with the event it got the first time).
+ * Reads the events of `runIds` that no entry received yet, those received by `addresses` (a repeated
+ * `ReceiveEvent` answers with the event it got the first time) and those sent with `keys` (a repeated send).
  */
 export const loadEvents = (
   sql: SqlClient.SqlClient,
   ledger: Ledger,
   runIds: ReadonlyArray<string>,
-  addresses: ReadonlyArray<string>
+  addresses: ReadonlyArray<string>,
+  keys: ReadonlyArray<string> = []
 ) =>
   runIds.length === 0 ? Effect.void : sql<{
     readonly id: string
+    readonly event_key: string | null
     readonly run_id: string
     readonly name: string
     readonly payload: Json
     readonly consumed_by: string | null
   }>`
-    SELECT id::text AS id, run_id, name, payload, consumed_by FROM run_events
+    SELECT id::text AS id, event_key, run_id, name, payload, consumed_by FROM run_events
     WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
       AND (consumed_by IS NULL
-        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb)))
+        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb))
+        OR event_key IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))
     ORDER BY id`.pipe(
     Effect.map((rows) => {
       for (const runId of runIds) ledger.eventsLoaded.add(runId)
       for (const row of rows) {
         ledger.events.push({
           id: row.id,
+          key: row.event_key,
           isNew: false,
           runId: row.run_id,
           name: row.name,
@@ -444,17 +450,18 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       SELECT run_id, stream FROM jsonb_to_recordset(${json(outbox)}::jsonb) AS o(run_id uuid, stream text)
       RETURNING id::text AS id, run_id, stream
     ), events_inserted AS (
-      INSERT INTO run_events (id, run_id, name, payload, consumed_by, consumed_at)
-      SELECT id, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
+      INSERT INTO run_events (id, event_key, run_id, name, payload, consumed_by, consumed_at)
+      SELECT id, event_key, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
       FROM jsonb_to_recordset(${
     json(events.filter((e) => e.isNew).map((e) => ({
       id: e.id,
+      event_key: e.key,
       run_id: e.runId,
       name: e.name,
       payload: json(e.payload),
       consumed_by: e.consumedBy
     })))
-  }::jsonb) AS e(id bigint, run_id uuid, name text, payload text, consumed_by text)
+  }::jsonb) AS e(id bigint, event_key text, run_id uuid, name text, payload text, consumed_by text)
       RETURNING 1
     ), events_consumed AS (
       UPDATE run_events v SET consumed_by = e.consumed_by, consumed_at = now()

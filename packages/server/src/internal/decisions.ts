@@ -5,6 +5,7 @@
  * ledger: the group writes what they decided in one statement afterwards.
  */
 import {
+  EventConflict,
   InvalidTransition,
   LeaseLost,
   PayloadTooLarge,
@@ -129,15 +130,23 @@ export interface SendEvent {
   readonly runId: RunId
   readonly name: EventName
   readonly payload: Json
+  /** The sender's id for the event: a second send with it stores nothing. */
+  readonly key: string | undefined
   /** Assigned before the group decides (events are numbered by the database's sequence, in the order sent). */
   eventId: string
-  outcome: RunNotFound | InvalidTransition | { readonly eventId: string; readonly runState: RunState } | undefined
+  outcome:
+    | RunNotFound
+    | InvalidTransition
+    | EventConflict
+    | { readonly eventId: string; readonly runState: RunState; readonly duplicate: boolean }
+    | undefined
 }
-export const SendEvent = (runId: RunId, name: EventName, payload: Json): SendEvent => ({
+export const SendEvent = (runId: RunId, name: EventName, payload: Json, key?: string): SendEvent => ({
   _tag: "SendEvent",
   runId,
   name,
   payload,
+  key,
   eventId: "",
   outcome: undefined
 })
@@ -354,8 +363,21 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
     change.outcome = invalidRun(run, "event", `Run ${run.id} is ${run.state}; it can no longer receive events`)
     return
   }
+  const earlier = change.key === undefined ? undefined : ledger.events.find((e) => e.runId === run.id && e.key === change.key)
+  if (earlier !== undefined) {
+    // A repeated send (a retried webhook, a lost answer): the first one stands, whether or not it was received.
+    change.outcome = earlier.name === change.name && sameJson(earlier.payload, change.payload)
+      ? { eventId: change.key!, runState: run.state, duplicate: true }
+      : new EventConflict({
+        runId: run.id as RunId,
+        eventId: change.key!,
+        message: `Run ${run.id} already has event id ${change.key} (event ${earlier.name}) with another name or payload`
+      })
+    return
+  }
   ledger.events.push({
     id: change.eventId,
+    key: change.key ?? null,
     runId: run.id,
     name: change.name,
     payload: change.payload,
@@ -367,8 +389,17 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
   if (run.state === "awaiting_event" && (run.awaitingEvents === null || run.awaitingEvents.includes(change.name))) {
     requeue(ledger, run, "event_received")
   }
-  change.outcome = { eventId: change.eventId, runState: run.state }
+  change.outcome = { eventId: change.key ?? change.eventId, runState: run.state, duplicate: false }
 }
+
+/** Equal as JSON values, whatever the order of object keys (stored events are `jsonb`, which reorders them). */
+const sameJson = (a: Json, b: Json): boolean => canonical(a) === canonical(b)
+const canonical = (value: unknown): string =>
+  Array.isArray(value)
+    ? `[${value.map(canonical).join(",")}]`
+    : value !== null && typeof value === "object"
+    ? `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(",")}}`
+    : JSON.stringify(value)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker writes
@@ -673,8 +704,11 @@ export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: st
   }
 }
 
-/** Whether a change needs the run's events read first (and for which entry). */
-export const eventsOf = (change: RunChange): { readonly runId: string; readonly address: string | null } | undefined => {
+/** Whether a change needs the run's events read first (for which entry, or which sender's id). */
+export const eventsOf = (
+  change: RunChange
+): { readonly runId: string; readonly address: string | null; readonly key?: string } | undefined => {
+  if (change._tag === "SendEvent") return change.key === undefined ? undefined : { runId: change.runId, address: null, key: change.key }
   if (change._tag !== "WorkerWrite") return undefined
   switch (change.write._tag) {
     case "ReceiveEvent":
