@@ -404,8 +404,11 @@ export type WriteBatch = typeof WriteBatch.Type
 export const Written = Schema.TaggedStruct("Written", {})
 /** `ReceiveEvent`: the event the entry received. */
 export const EventReceived = Schema.TaggedStruct("EventReceived", { payload: Json })
-/** `ReceiveEvent`: no such event yet. */
-export const NoEvent = Schema.TaggedStruct("NoEvent", {})
+/**
+ * `ReceiveEvent`: no such event yet. `timedOut` when the entry's deadline (its `notBefore`, a timed wait's) has
+ * passed by the server's clock: the wait is over, an event sent from now on stays for the next wait.
+ */
+export const NoEvent = Schema.TaggedStruct("NoEvent", { timedOut: Schema.optionalKey(Schema.Boolean) })
 /** `ParkRun` refused: an awaited event is already waiting, receive it instead. */
 export const EventWaiting = Schema.TaggedStruct("EventWaiting", { names: Schema.Array(EventName) })
 

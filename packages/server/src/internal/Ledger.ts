@@ -62,6 +62,8 @@ export interface LedgerEntry {
   state: TaskState
   outcomeOrder: number | null
   notBefore: string | null
+  /** `notBefore` has passed by the database's clock (read with the entry; false for an entry new in this group). */
+  readonly due?: boolean
   attempts: Array<LedgerAttempt>
   /** Created by this group (inserted with its final state), or read from the database (updated). */
   readonly isNew: boolean
@@ -220,6 +222,7 @@ interface EntryRow {
   readonly state: TaskState
   readonly outcome_order: number | null
   readonly not_before: Date | null
+  readonly due: boolean
   readonly attempts: ReadonlyArray<readonly [number, number, boolean]>
 }
 
@@ -231,6 +234,7 @@ export const loadEntries = (
 ) =>
   keys.length === 0 ? Effect.void : sql<EntryRow>`
     SELECT t.run_id, t.address, t.sequence, t.name, t.state, t.outcome_order, t.not_before,
+      COALESCE(t.not_before <= now(), false) AS due,
       COALESCE((
         SELECT jsonb_agg(jsonb_build_array(a.attempt, a.lease_epoch, a.finished_at IS NOT NULL) ORDER BY a.attempt)
         FROM task_attempts a WHERE a.run_id = t.run_id AND a.address = t.address
@@ -248,6 +252,7 @@ export const loadEntries = (
           state: row.state,
           outcomeOrder: row.outcome_order,
           notBefore: row.not_before === null ? null : row.not_before.toISOString(),
+          due: row.due,
           attempts: row.attempts.map(([attempt, leaseEpoch, finished]) => ({ attempt, leaseEpoch, finished })),
           isNew: false,
           changed: false,

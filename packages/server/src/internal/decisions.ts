@@ -665,7 +665,8 @@ const receiveEvent = (ledger: Ledger, write: ReceiveEvent): WriteResult => {
   const received = events.find((e) => e.consumedBy === write.address)
   if (received !== undefined) return { _tag: "EventReceived", payload: received.payload }
   const next = events.find((e) => e.consumedBy === null && e.name === write.name)
-  if (next === undefined) return { _tag: "NoEvent" }
+  // A timed wait's deadline is its `notBefore`, judged by the database's clock read with the entry.
+  if (next === undefined) return entry.due === true ? { _tag: "NoEvent", timedOut: true } : { _tag: "NoEvent" }
   next.consumedBy = write.address
   next.changed = true
   return { _tag: "EventReceived", payload: next.payload }
