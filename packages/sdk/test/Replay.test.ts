@@ -114,15 +114,6 @@ describe("replay", () => {
         assert.deepStrictEqual(Fixtures.executed, [])
       }))
 
-    it.effect("a run recorded before the change that had not reached the point takes the new path", () =>
-      Effect.gen(function*() {
-        const { journal, run } = recorded()
-        // Only its first task recorded, under the old code: replayed, it reaches patched() with nothing recorded
-        // after that point, so it records the marker and goes on as a new run would (here: waits, offline).
-        const outcome = yield* Replay.run(Fixtures.patchAndTimeout.effect, { run, journal: journal.slice(0, 1) })
-        assert.deepStrictEqual(outcome, { _tag: "Waiting" })
-      }))
-
     it.effect("deprecatePatch replays the runs that recorded the marker", () =>
       Effect.gen(function*() {
         const outcome = yield* Replay.run(Fixtures.patchDeprecated.effect, recorded())
