@@ -106,6 +106,8 @@ export interface LedgerEvent {
   readonly id: string
   /** The sender's id for it (`SendEvent.eventId`), if any. */
   readonly key: string | null
+  /** When it was sent (epoch ms, the database's clock); undefined for an event sent in this group (now). */
+  readonly sentAt?: number
   /** Sent in this group (inserted), or read from the database. */
   readonly isNew: boolean
   readonly runId: string
@@ -277,12 +279,14 @@ export const loadEvents = (
   runIds.length === 0 ? Effect.void : sql<{
     readonly id: string
     readonly event_key: string | null
+    readonly sent_ms: number
     readonly run_id: string
     readonly name: string
     readonly payload: Json
     readonly consumed_by: string | null
   }>`
-    SELECT id::text AS id, event_key, run_id, name, payload, consumed_by FROM run_events
+    SELECT id::text AS id, event_key, (extract(epoch FROM sent_at) * 1000)::float8 AS sent_ms, run_id, name, payload,
+      consumed_by FROM run_events
     WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
       AND (consumed_by IS NULL
         OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb))
@@ -294,6 +298,7 @@ export const loadEvents = (
         ledger.events.push({
           id: row.id,
           key: row.event_key,
+          sentAt: row.sent_ms,
           isNew: false,
           runId: row.run_id,
           name: row.name,

@@ -18,7 +18,7 @@ import { canTransition as canRunTransition, isSuspended, isTerminal, type RunSta
 import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
 import { DateTime } from "effect"
 import { admit, Debounce, debounce, holdBack, Offer, offer } from "./flowControl.ts"
-import type { Ledger, LedgerEntry, LedgerRun } from "./Ledger.ts"
+import type { Ledger, LedgerEntry, LedgerEvent, LedgerRun } from "./Ledger.ts"
 
 export { Debounce, Offer }
 
@@ -664,9 +664,12 @@ const receiveEvent = (ledger: Ledger, write: ReceiveEvent): WriteResult => {
   const events = ledger.events.filter((e) => e.runId === run.id)
   const received = events.find((e) => e.consumedBy === write.address)
   if (received !== undefined) return { _tag: "EventReceived", payload: received.payload }
-  const next = events.find((e) => e.consumedBy === null && e.name === write.name)
-  // A timed wait's deadline is its `notBefore`, judged by the database's clock read with the entry.
-  if (next === undefined) return entry.due === true ? { _tag: "NoEvent", timedOut: true } : { _tag: "NoEvent" }
+  // A timed wait's deadline is its `notBefore`, judged by the database's clock read with the entry. Past it, only
+  // an event sent by then is received; one sent later stays for the next wait of that name.
+  const deadline = entry.due === true && entry.notBefore !== null ? Date.parse(entry.notBefore) : undefined
+  const inTime = (e: LedgerEvent) => deadline === undefined || (e.sentAt !== undefined && e.sentAt <= deadline)
+  const next = events.find((e) => e.consumedBy === null && e.name === write.name && inTime(e))
+  if (next === undefined) return deadline !== undefined ? { _tag: "NoEvent", timedOut: true } : { _tag: "NoEvent" }
   next.consumedBy = write.address
   next.changed = true
   return { _tag: "EventReceived", payload: next.payload }
