@@ -83,6 +83,9 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("events", (it) 
       assert.deepStrictEqual(yield* run.result({ timeoutMs: 20_000 }), [{ by: "ann" }, { by: "cy" }])
       const woken = (yield* trail(run.id)).filter((t) => t === "awaiting_event->pending:event_received")
       assert.strictEqual(woken.length, 2)
+      // Sent again after the run finished (a webhook retried late): still a duplicate, not an error.
+      const afterEnd = yield* run.sendEvent("approval", { by: "cy" }, { eventId: "delivery-2" })
+      assert.deepStrictEqual([afterEnd.duplicate, afterEnd.runState], [true, "completed"])
     }).pipe(Effect.scoped), 60_000)
 
   it.effect("a timed wait ends on the server's clock with no worker alive; a later event is kept for the next wait", () =>

@@ -11,7 +11,7 @@ import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal } from "@aiki/contract/RunState"
 import * as Replay from "@aiki/sdk/Replay"
-import { Console, DateTime, Effect, Option } from "effect"
+import { Console, DateTime, Effect, Option, References } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Output from "../Output.ts"
 import { withClient } from "../Root.ts"
@@ -73,7 +73,10 @@ export const replay = Command.make("replay", {
         }
         const journal = yield* api.runs.tasks({ params: { id: run.id } })
         // Workflows loaded from a module run on WorkflowRun alone, as `aiki dev` serves them.
-        const outcome = yield* (Replay.run(workflow, { run, journal }) as Effect.Effect<Replay.ReplayOutcome>)
+        // The engine's own warnings (a run failing as non-deterministic) would only repeat the report.
+        const outcome = yield* (Replay.run(workflow, { run, journal }) as Effect.Effect<Replay.ReplayOutcome>).pipe(
+          Effect.provideService(References.MinimumLogLevel, "None")
+        )
         checked.push({
           runId: run.id,
           version: run.workflowVersion,

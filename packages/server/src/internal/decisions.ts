@@ -359,13 +359,10 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
     change.outcome = RunNotFound.of(change.runId)
     return
   }
-  if (isTerminal(run.state)) {
-    change.outcome = invalidRun(run, "event", `Run ${run.id} is ${run.state}; it can no longer receive events`)
-    return
-  }
   const earlier = change.key === undefined ? undefined : ledger.events.find((e) => e.runId === run.id && e.key === change.key)
   if (earlier !== undefined) {
-    // A repeated send (a retried webhook, a lost answer): the first one stands, whether or not it was received.
+    // A repeated send (a retried webhook, a lost answer): the first one stands, whether or not it was received,
+    // even once the run has finished.
     change.outcome = earlier.name === change.name && sameJson(earlier.payload, change.payload)
       ? { eventId: change.key!, runState: run.state, duplicate: true }
       : new EventConflict({
@@ -373,6 +370,10 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
         eventId: change.key!,
         message: `Run ${run.id} already has event id ${change.key} (event ${earlier.name}) with another name or payload`
       })
+    return
+  }
+  if (isTerminal(run.state)) {
+    change.outcome = invalidRun(run, "event", `Run ${run.id} is ${run.state}; it can no longer receive events`)
     return
   }
   ledger.events.push({
