@@ -122,7 +122,10 @@ export class Task extends Schema.Class<Task>("Task")({
   attempts: Schema.Array(TaskAttempt),
   /** Set once the outcome is final (`completed`, or `failed` for good). */
   outcomeOrder: Schema.optionalKey(Schema.Int),
-  /** When a waiting entry is due: a sleep's wake-up, or the next attempt of a task waiting to be retried. */
+  /**
+   * When a waiting entry is due: a sleep's wake-up, a timed event wait's deadline, or the next attempt of a task
+   * waiting to be retried.
+   */
   notBefore: Schema.optionalKey(Timestamp),
   createdAt: Timestamp,
   updatedAt: Timestamp
@@ -325,7 +328,7 @@ export const StartTask = Schema.TaggedStruct("StartTask", {
   name: TaskName,
   payload: Json,
   attempt: Attempt,
-  /** A durable wait's due time (a sleep's wake-up). */
+  /** A durable wait's due time (a sleep's wake-up, a timed event wait's deadline). */
   notBefore: Schema.optionalKey(Timestamp)
 })
 export type StartTask = typeof StartTask.Type
@@ -355,7 +358,9 @@ export type FinishTask = typeof FinishTask.Type
 
 /**
  * Takes the oldest event `name` sent to the run that no entry received yet, for the entry at `address` (which must
- * be started). Asking again for the same entry returns the same event.
+ * be started). Asking again for the same entry returns the same event. Past a timed wait's deadline (the entry's
+ * `notBefore`, by the database's clock) only an event sent by then is taken; otherwise the answer is
+ * `NoEvent { timedOut: true }`.
  */
 export const ReceiveEvent = Schema.TaggedStruct("ReceiveEvent", {
   ...held,
