@@ -222,7 +222,8 @@ export interface WorkflowContext<Payload = unknown> {
    *
    * With `{ timeoutMs }` it waits at most that long (from when the wait was first made, by the server's clock, so
    * it holds with no worker) and resolves with `{ timedOut: true }` or `{ timedOut: false, payload }`; an event
-   * sent after the timeout is kept for the next wait of that name.
+   * sent after the timeout is kept for the next wait of that name. Prefer it to `Promise.race` with `ctx.sleep`:
+   * a wait that lost a race still receives the next event of its name (a promise cannot be cancelled).
    *
    * @example
    * ```ts
