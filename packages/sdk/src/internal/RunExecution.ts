@@ -124,6 +124,8 @@ export const execute = Effect.fnUntraced(function*(
   let replay: Array<Entry> = []
   let caughtUp = yield* Deferred.make<void>()
   let rerunFailed = false
+  /** The code has returned or failed: calls still pending (a promise race's loser) must not park the run. */
+  let finishing = false
   let lastWrite: Deferred.Deferred<WriteResult> | undefined
 
   // ------------------------------------------------------------------------------------------------------------
@@ -481,7 +483,7 @@ export const execute = Effect.fnUntraced(function*(
   /** Parks the run when everything it waits for is durable and far enough; false when it must go on waiting here. */
   const parkIfIdle = Effect.gen(function*() {
     const pending = [...calls.values()]
-    if (pending.length === 0 || ready.length > 0 || pending.some((c) => c.waiting === undefined || c.waiting.kind === "here")) {
+    if (finishing || pending.length === 0 || ready.length > 0 || pending.some((c) => c.waiting === undefined || c.waiting.kind === "here")) {
       return false
     }
     const events = [...new Set(pending.flatMap((c) => c.waiting?.event ?? []))]
@@ -602,6 +604,7 @@ export const execute = Effect.fnUntraced(function*(
   /** Writes how the run ended (after every write before it) and waits until it is committed. */
   const finish = (exit: Exit.Exit<unknown, unknown>) =>
     Effect.gen(function*() {
+      finishing = true
       if (Exit.isSuccess(exit)) {
         const unreached = journal.unreached()[0]
         if (unreached !== undefined) {
