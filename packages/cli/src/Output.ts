@@ -85,6 +85,7 @@ export const describeFailure = (error: unknown, url: string): string => {
       case "Unauthorized":
       case "Forbidden":
       case "IdempotencyConflict":
+      case "EventConflict":
       case "InvalidTransition":
       case "WorkerNotFound":
       case "ScheduleNotFound":

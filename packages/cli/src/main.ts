@@ -6,6 +6,7 @@ import { version } from "@aiki/contract/Version"
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { Cause, Effect, Exit, Runtime } from "effect"
 import { Command } from "effect/cli"
+import { replay } from "./commands/replay.ts"
 import { runs } from "./commands/runs.ts"
 import { schedules } from "./commands/schedules.ts"
 import { commands as serverCommands } from "./commands/server.ts"
@@ -13,7 +14,7 @@ import { workflows } from "./commands/workflows.ts"
 import { aiki } from "./Root.ts"
 
 aiki.pipe(
-  Command.withSubcommands([...serverCommands, runs, schedules, workflows]),
+  Command.withSubcommands([...serverCommands, runs, schedules, workflows, replay]),
   Command.run({ version }),
   Effect.provide(NodeServices.layer),
   (program) =>

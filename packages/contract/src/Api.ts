@@ -7,6 +7,7 @@ import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "
 import { AdminAccess, ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
 import {
   DependencyUnavailable,
+  EventConflict,
   Forbidden,
   IdempotencyConflict,
   InvalidRequest,
@@ -147,12 +148,15 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
     success: Schema.Array(Transition),
     error: RunNotFound
   }),
-  /** Sends an event to a run; a run waiting for it wakes up, otherwise it is kept for its next wait. */
+  /**
+   * Sends an event to a run; a run waiting for that name wakes up, otherwise it is kept for its next wait of that
+   * name. With `eventId`, sending again is idempotent.
+   */
   HttpApiEndpoint.post("sendEvent", "/workflow-runs/:id/events/:name", {
     params: { id: RunId, name: EventName },
     payload: SendEvent,
     success: SentEvent,
-    error: [RunNotFound, InvalidTransition]
+    error: [RunNotFound, InvalidTransition, EventConflict]
   }),
   /**
    * Follows a run as Server-Sent Events: its current state first, then every change to it or its tasks, until it

@@ -33,6 +33,13 @@ export class IdempotencyConflict extends Schema.TaggedError<IdempotencyConflict>
   message: Schema.String
 }, { httpApiStatus: 409 }) {}
 
+/** An event id the run already has was sent again with another name or payload: nothing was stored. */
+export class EventConflict extends Schema.TaggedError<EventConflict>()("EventConflict", {
+  runId: RunId,
+  eventId: Schema.String,
+  message: Schema.String
+}, { httpApiStatus: 409 }) {}
+
 /** The state machine does not allow this change (e.g. cancelling a completed run). */
 export class InvalidTransition extends Schema.TaggedError<InvalidTransition>()("InvalidTransition", {
   runId: RunId,

@@ -122,7 +122,10 @@ export class Task extends Schema.Class<Task>("Task")({
   attempts: Schema.Array(TaskAttempt),
   /** Set once the outcome is final (`completed`, or `failed` for good). */
   outcomeOrder: Schema.optionalKey(Schema.Int),
-  /** When a waiting entry is due: a sleep's wake-up, or the next attempt of a task waiting to be retried. */
+  /**
+   * When a waiting entry is due: a sleep's wake-up, a timed event wait's deadline, or the next attempt of a task
+   * waiting to be retried.
+   */
   notBefore: Schema.optionalKey(Timestamp),
   createdAt: Timestamp,
   updatedAt: Timestamp
@@ -325,7 +328,7 @@ export const StartTask = Schema.TaggedStruct("StartTask", {
   name: TaskName,
   payload: Json,
   attempt: Attempt,
-  /** A durable wait's due time (a sleep's wake-up). */
+  /** A durable wait's due time (a sleep's wake-up, a timed event wait's deadline). */
   notBefore: Schema.optionalKey(Timestamp)
 })
 export type StartTask = typeof StartTask.Type
@@ -355,7 +358,9 @@ export type FinishTask = typeof FinishTask.Type
 
 /**
  * Takes the oldest event `name` sent to the run that no entry received yet, for the entry at `address` (which must
- * be started). Asking again for the same entry returns the same event.
+ * be started). Asking again for the same entry returns the same event. Past a timed wait's deadline (the entry's
+ * `notBefore`, by the database's clock) only an event sent by then is taken; otherwise the answer is
+ * `NoEvent { timedOut: true }`.
  */
 export const ReceiveEvent = Schema.TaggedStruct("ReceiveEvent", {
   ...held,
@@ -404,8 +409,11 @@ export type WriteBatch = typeof WriteBatch.Type
 export const Written = Schema.TaggedStruct("Written", {})
 /** `ReceiveEvent`: the event the entry received. */
 export const EventReceived = Schema.TaggedStruct("EventReceived", { payload: Json })
-/** `ReceiveEvent`: no such event yet. */
-export const NoEvent = Schema.TaggedStruct("NoEvent", {})
+/**
+ * `ReceiveEvent`: no such event yet. `timedOut` when the entry's deadline (its `notBefore`, a timed wait's) has
+ * passed by the server's clock: the wait is over, an event sent from now on stays for the next wait.
+ */
+export const NoEvent = Schema.TaggedStruct("NoEvent", { timedOut: Schema.optionalKey(Schema.Boolean) })
 /** `ParkRun` refused: an awaited event is already waiting, receive it instead. */
 export const EventWaiting = Schema.TaggedStruct("EventWaiting", { names: Schema.Array(EventName) })
 
@@ -481,11 +489,22 @@ export const PollRuns = Schema.Struct({
 export type PollRuns = typeof PollRuns.Type
 
 /** An event for a run: delivered to its next `waitForEvent` of that name (kept until then). */
-export const SendEvent = Schema.Struct({ payload: Json })
+export const SendEvent = Schema.Struct({
+  payload: Json,
+  /**
+   * Makes sending idempotent: an event with an id the run already has (received or not) stores nothing and answers
+   * with the first (`duplicate: true`); the same id with another name or payload is an `EventConflict`.
+   * @default none: every send is a new event
+   */
+  eventId: Schema.optionalKey(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(256)))
+})
 export type SendEvent = typeof SendEvent.Type
 
 export class SentEvent extends Schema.Class<SentEvent>("SentEvent")({
+  /** The id given with the event, or else the number the server gave it. */
   eventId: Schema.String,
+  /** True when an event with this id was sent before: nothing new was stored, nothing woke. */
+  duplicate: Schema.optionalKey(Schema.Boolean),
   /** The run's state after the event arrived (`pending` when it woke a run waiting for it). */
   runState: RunState
 }) {}

@@ -53,7 +53,11 @@ export const entryLabel = (task: Task): string => {
     return `sleep ${duration(payload["ms"])}`
   }
   if (task.name === "aiki.event" && "name" in payload && typeof payload["name"] === "string") {
-    return `wait for event “${payload["name"]}”`
+    const timeout = "timeoutMs" in payload && typeof payload["timeoutMs"] === "number" ? ` (at most ${duration(payload["timeoutMs"])})` : ""
+    return `wait for event “${payload["name"]}”${timeout}`
+  }
+  if (task.name === "aiki.patch" && "changeId" in payload && typeof payload["changeId"] === "string") {
+    return `patch “${payload["changeId"]}”`
   }
   return task.name
 }

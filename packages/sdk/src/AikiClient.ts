@@ -17,6 +17,7 @@ import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type Workfl
 import type { BackfillResult, Schedule as ScheduleRecord } from "@aiki/contract/Schedules"
 import { isTerminal } from "@aiki/contract/RunState"
 import {
+  type EventConflict,
   type Forbidden,
   type IdempotencyConflict,
   type InvalidRequest,
@@ -33,6 +34,7 @@ import { HttpClientError, HttpTraceContext } from "effect/http"
 import { NodeHttpClient } from "@effect/platform-node"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
+import * as Event from "./Event.ts"
 import { scheduleOf, type ScheduleOptions, type StartFlowOptions, startFlowOf } from "./FlowControl.ts"
 import * as Batcher from "./internal/Batcher.ts"
 import * as Json from "./internal/json.ts"
@@ -95,8 +97,18 @@ export interface RunHandle<A, E> {
   /** Live updates of the run and its tasks until it is final. */
   readonly updates: Stream.Stream<RunUpdate, ClientError>
   readonly cancel: Effect.Effect<WorkflowRun, ClientError>
-  /** Sends an event to the run (for its `waitForEvent(name)`); kept until the run waits for it. */
-  readonly sendEvent: (name: string, payload: unknown) => Effect.Effect<SentEvent, ClientError | SerializationError>
+  /**
+   * Sends an event to the run (for its `waitForEvent`): by name with a JSON payload, or as an `Event` whose Schema
+   * encodes the payload. Kept until the run waits for that name; with `eventId`, sending again stores nothing.
+   */
+  readonly sendEvent: {
+    <S extends Schema.Top>(
+      event: Event.Event<S>,
+      payload: S["Type"],
+      options?: Event.SendOptions
+    ): Effect.Effect<SentEvent, ClientError | SerializationError>
+    (name: string, payload: unknown, options?: Event.SendOptions): Effect.Effect<SentEvent, ClientError | SerializationError>
+  }
 }
 
 /** How to start a run: idempotently, and with flow control over what its version declares. */
@@ -149,6 +161,7 @@ export type ClientError =
   | RunNotFound
   | InvalidTransition
   | IdempotencyConflict
+  | EventConflict
   | PayloadTooLarge
   | InvalidRequest
   | Unauthorized
@@ -256,11 +269,18 @@ const make = (options: ClientOptions) =>
         result: result as RunHandle<unknown, unknown>["result"],
         updates,
         cancel: api.runs.cancel({ params: { id } }),
-        sendEvent: (name, payload) =>
-          Effect.flatMap(
-            Json.encode(Schema.Json, payload, `the payload of event ${name}`),
-            (encoded) => api.runs.sendEvent({ params: { id, name: name as EventName }, payload: { payload: encoded } })
+        sendEvent: (event: string | Event.Any, payload: unknown, options?: Event.SendOptions) => {
+          const name = typeof event === "string" ? event : event.name
+          const schema: Schema.Top = typeof event === "string" ? Schema.Json : event.schema
+          return Effect.flatMap(
+            Json.encode(schema, payload, `the payload of event ${name}`),
+            (encoded) =>
+              api.runs.sendEvent({
+                params: { id, name: name as EventName },
+                payload: { payload: encoded, ...(options?.eventId !== undefined ? { eventId: options.eventId } : {}) }
+              })
           )
+        }
       }
     }
 

@@ -25,7 +25,8 @@
 import { FlowPolicy } from "@aiki/contract/FlowControl"
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { ScheduleSpec } from "@aiki/contract/Schedules"
-import { Duration, Effect, Schema } from "effect"
+import { Duration, Effect, Option, Schema } from "effect"
+import * as Event from "./Event.ts"
 import { type FlowControlOptions, policyOf, type ScheduleOptions, specOf } from "./FlowControl.ts"
 import * as Json from "./internal/json.ts"
 import type { Retry } from "./Retry.ts"
@@ -142,22 +143,100 @@ const checked = <P>(options: FlowControlOptions<P>): FlowControlOptions<P> => {
 export const sleep = (duration: Duration.Input): Effect.Effect<void, never, WorkflowRun> =>
   Effect.flatMap(WorkflowRun, (run) => run.sleep(Duration.toMillis(Duration.fromInputUnsafe(duration))))
 
+/** How long a wait for an event may last. */
+export interface WaitOptions {
+  /**
+   * At most this long from when the wait was first made (by the server's clock, so it holds across replays,
+   * takeovers and with no worker at all): then the wait returns `Option.none()`. @default no limit
+   */
+  readonly timeout?: Duration.Input
+}
+
 /**
- * Waits for the next event `name` sent to this run (`POST /workflow-runs/:id/events/:name`, or `sendEvent` on a
- * run handle) and decodes its payload with `schema`. An event sent before the workflow gets here is kept for it.
- * While nothing has arrived, the run waits on the server (`awaiting_event`) holding no worker. Each event is
- * received once; a replay returns the same one.
+ * Waits for the next event of a name sent to this run (`POST /workflow-runs/:id/events/:name`, `sendEvent` on a
+ * run handle, `aiki runs send-event`) and decodes its payload with the event's Schema: give an `Event` (see
+ * `Event.make`), or a name and a Schema. While nothing has arrived, the run waits on the server (`awaiting_event`)
+ * holding no worker; only an event of that name wakes it. Each event is received once; a replay returns the same
+ * one.
+ *
+ * Which event a wait receives: the oldest one of that name the run holds that no earlier wait received. Events
+ * are kept from the moment they are sent (even before the workflow waits for them) until a wait receives them or
+ * the run ends, so an event sent before the wait is received by it.
+ *
+ * With `{ timeout }`, the result is an `Option`: `None` when no event came in time (an event that comes later is
+ * kept for the next wait of that name).
  *
  * @example
  * ```ts
- * const approval = yield* Workflow.waitForEvent("approval", Schema.Struct({ approved: Schema.Boolean }))
+ * const Approval = Event.make("approval", Schema.Struct({ approved: Schema.Boolean }))
+ * const approval = yield* Workflow.waitForEvent(Approval)
+ * const maybe = yield* Workflow.waitForEvent(Approval, { timeout: "2 days" })   // Option<{ approved }>
+ * const legacy = yield* Workflow.waitForEvent("approval", Schema.Struct({ approved: Schema.Boolean }))
  * ```
  */
-export const waitForEvent = <S extends Schema.Top>(name: string, schema: S): Effect.Effect<S["Type"], never, WorkflowRun> =>
-  Effect.flatMap(WorkflowRun, (run) => run.waitForEvent(name)).pipe(
-    Effect.flatMap((payload) => Json.decode(schema, payload, `the payload of event ${name}`)),
+export const waitForEvent: {
+  <S extends Schema.Top>(
+    event: Event.Event<S>,
+    options: WaitOptions & { readonly timeout: Duration.Input }
+  ): Effect.Effect<Option.Option<S["Type"]>, never, WorkflowRun>
+  <S extends Schema.Top>(event: Event.Event<S>): Effect.Effect<S["Type"], never, WorkflowRun>
+  <S extends Schema.Top>(
+    name: string,
+    schema: S,
+    options: WaitOptions & { readonly timeout: Duration.Input }
+  ): Effect.Effect<Option.Option<S["Type"]>, never, WorkflowRun>
+  <S extends Schema.Top>(name: string, schema: S): Effect.Effect<S["Type"], never, WorkflowRun>
+} = ((first: string | Event.Any, second?: Schema.Top | WaitOptions, third?: WaitOptions) => {
+  const event = typeof first === "string" ? Event.make(first, second as Schema.Top) : first
+  const options = typeof first === "string" ? third : second as WaitOptions | undefined
+  const decode = (payload: Schema.Json) => Json.decode(event.schema, payload, `the payload of event ${event.name}`)
+  if (options?.timeout === undefined) {
+    return Effect.flatMap(WorkflowRun, (run) => run.waitForEvent(event.name)).pipe(Effect.flatMap(decode), Effect.orDie)
+  }
+  const timeoutMs = Duration.toMillis(Duration.fromInputUnsafe(options.timeout))
+  return Effect.flatMap(WorkflowRun, (run) => run.waitForEventWithin(event.name, timeoutMs)).pipe(
+    Effect.flatMap(Option.match({
+      onNone: () => Effect.succeed(Option.none()),
+      onSome: (payload) => Effect.map(decode(payload), Option.some)
+    })),
     Effect.orDie
   )
+}) as typeof waitForEvent
+
+/**
+ * Whether this run takes the code path of change `changeId` — a way to change a workflow's code without a new
+ * version, for runs already in flight (Temporal's `patched`). True for runs that reach this point under the
+ * changed code (the answer is recorded in the run's journal, so every replay says true again); false for runs that
+ * had already gone past this point under the code before (their replays must take the old path). Answered once
+ * per run and change id: later calls return the first answer.
+ *
+ * Once no run that can answer false remains (every run recorded before the change has finished), replace the
+ * branch with the new code and `deprecatePatch(changeId)`; once runs that recorded the patch have finished too,
+ * remove that call. Check a change against recorded runs with `aiki replay` before deploying it.
+ *
+ * @example
+ * ```ts
+ * if (yield* Workflow.patched("send-receipt")) {
+ *   yield* SendReceipt.start(order)
+ * }
+ * yield* Ship.start(order)
+ * ```
+ */
+export const patched = (changeId: string): Effect.Effect<boolean, never, WorkflowRun> =>
+  Effect.flatMap(WorkflowRun, (run) => run.patched(changeId))
+
+/**
+ * The second step of retiring a patch: the code keeps only the new path, and runs that recorded `patched(changeId)`
+ * still replay (the marker is found where they recorded it); other runs record nothing.
+ *
+ * @example
+ * ```ts
+ * yield* Workflow.deprecatePatch("send-receipt")
+ * yield* SendReceipt.start(order)
+ * ```
+ */
+export const deprecatePatch = (changeId: string): Effect.Effect<void, never, WorkflowRun> =>
+  Effect.flatMap(WorkflowRun, (run) => run.deprecatePatch(changeId))
 
 /** `name@version`, how a workflow version is keyed and shown. */
 export const key = (workflow: { readonly name: string; readonly version: string }) => `${workflow.name}@${workflow.version}`

@@ -4,7 +4,7 @@
  */
 import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { Json } from "@aiki/contract/Models"
-import { Context, type Effect, type Schema } from "effect"
+import { Context, type Effect, type Option, type Schema } from "effect"
 import type { Retry } from "./Retry.ts"
 
 /** What the engine needs to know of a task to run it durably. */
@@ -38,4 +38,17 @@ export class WorkflowRun extends Context.Service<WorkflowRun, {
   readonly sleep: (millis: number) => Effect.Effect<void>
   /** The payload of the next event `name` sent to this run, waiting (parked on the server) until one arrives. */
   readonly waitForEvent: (name: string) => Effect.Effect<Json>
+  /**
+   * Like `waitForEvent`, but for at most `timeoutMs` (from when the wait began, by the server's clock): `None` when
+   * the time ran out first. An event sent after that is kept for the next wait of that name.
+   */
+  readonly waitForEventWithin: (name: string, timeoutMs: number) => Effect.Effect<Option.Option<Json>>
+  /**
+   * Whether this run takes the code path of change `changeId`: true for runs that reach this point after the
+   * change (recorded in the journal), false for runs that passed it under the code before. Answered once per run
+   * and change id.
+   */
+  readonly patched: (changeId: string) => Effect.Effect<boolean>
+  /** Marks change `changeId` as the only path: runs that recorded it replay, others record nothing. */
+  readonly deprecatePatch: (changeId: string) => Effect.Effect<void>
 }>()("@aiki/sdk/WorkflowRun") {}

@@ -17,6 +17,7 @@ export {
   type StartOptions
 } from "./AikiClient.ts"
 export * as Errors from "./Errors.ts"
+export * as Event from "./Event.ts"
 export * as FlowControl from "./FlowControl.ts"
 export * as Retry from "./Retry.ts"
 export * as Task from "./Task.ts"

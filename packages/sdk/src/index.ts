@@ -33,7 +33,7 @@
 import type { RunId } from "@aiki/contract/Ids"
 import type { WorkflowRun as RunRecord, StartedRun } from "@aiki/contract/Models"
 import type { BackfillResult, Schedule } from "@aiki/contract/Schedules"
-import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Schema } from "effect"
+import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Option, Schema } from "effect"
 import { AikiClient, type ClientOptions, type CreateScheduleOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
 import type { FlowControlOptions, ScheduleOptions, StartFlowOptions } from "./FlowControl.ts"
@@ -216,11 +216,45 @@ export interface WorkflowContext<Payload = unknown> {
   readonly sleep: (ms: number) => Promise<void>
   /**
    * The payload of the next event `name` sent to this run (`handle.sendEvent(name, payload)`); the run waits on
-   * the server, holding no worker, until one arrives. An event sent earlier is kept for it.
+   * the server, holding no worker, until one arrives, and only an event of that name wakes it. An event sent
+   * before the wait is kept for it (events are kept from when they are sent until a wait receives them or the run
+   * ends; each wait receives the oldest one of its name no earlier wait received).
+   *
+   * With `{ timeoutMs }` it waits at most that long (from when the wait was first made, by the server's clock, so
+   * it holds with no worker) and resolves with `{ timedOut: true }` or `{ timedOut: false, payload }`; an event
+   * sent after the timeout is kept for the next wait of that name. Prefer it to `Promise.race` with `ctx.sleep`:
+   * a wait that lost a race still receives the next event of its name (a promise cannot be cancelled).
+   *
+   * @example
+   * ```ts
+   * const approval = await ctx.waitForEvent<Approval>("approval", { timeoutMs: 86_400_000 })
+   * if (approval.timedOut) return { status: "expired" }
+   * ```
    */
-  readonly waitForEvent: <Payload = unknown>(name: string) => Promise<Payload>
+  readonly waitForEvent: {
+    <Payload = unknown>(name: string, options: { readonly timeoutMs: number }): Promise<EventWaitResult<Payload>>
+    <Payload = unknown>(name: string): Promise<Payload>
+  }
+  /**
+   * Whether this run takes the code path of change `changeId`, to change a workflow's code for runs in flight
+   * without a new version: true for runs that reach this point under the changed code (recorded in the journal),
+   * false for runs that had already passed it under the code before. See `Workflow.patched`.
+   *
+   * @example
+   * ```ts
+   * if (ctx.patched("send-receipt")) await sendReceipt.start(ctx, { payload: order })
+   * ```
+   */
+  readonly patched: (changeId: string) => boolean
+  /** Retires a patch once no run can answer false any more: runs that recorded it still replay. */
+  readonly deprecatePatch: (changeId: string) => void
   readonly [services]: RunServices
 }
+
+/** What a timed `ctx.waitForEvent(name, { timeoutMs })` resolves with. */
+export type EventWaitResult<Payload> =
+  | { readonly timedOut: true }
+  | { readonly timedOut: false; readonly payload: Payload }
 
 export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payload> {
   /**
@@ -356,8 +390,17 @@ export const workflow = ((
                   workflowRun,
                   signal,
                   sleep: (ms) => runToPromise(context, run.sleep(ms), signal),
-                  waitForEvent: <Payload>(name: string) =>
-                    runToPromise(context, run.waitForEvent(name), signal) as Promise<Payload>,
+                  waitForEvent: ((name: string, options?: { readonly timeoutMs: number }) => {
+                    if (options === undefined) return runToPromise(context, run.waitForEvent(name), signal)
+                    Options.check("ctx.waitForEvent()", options, { known: ["timeoutMs"] })
+                    Options.requireKind("ctx.waitForEvent()", "timeoutMs", options.timeoutMs, "number")
+                    return runToPromise(context, run.waitForEventWithin(name, options.timeoutMs), signal).then((payload) =>
+                      Option.isSome(payload) ? { timedOut: false, payload: payload.value } : { timedOut: true }
+                    )
+                  }) as WorkflowContext<Payload>["waitForEvent"],
+                  // Synchronous: a patch is looked up in the journal and its marker queued, nothing is awaited.
+                  patched: (changeId) => Effect.runSync(run.patched(changeId)),
+                  deprecatePatch: (changeId) => Effect.runSync(run.deprecatePatch(changeId)),
                   [services]: inRun
                 }, payload as Payload)
               )
@@ -404,8 +447,15 @@ export interface WorkflowRunHandle<Result> {
   /** Resolves with the result once the run completes; rejects with `RunFailed`, `RunCancelled` or `WaitTimeout`. */
   readonly waitForCompletion: (options?: { readonly timeoutMs?: number }) => Promise<Result>
   readonly cancel: () => Promise<RunRecord>
-  /** Sends an event to the run, for its `ctx.waitForEvent(name)`. */
-  readonly sendEvent: (name: string, payload: unknown) => Promise<void>
+  /**
+   * Sends an event to the run, for its `ctx.waitForEvent(name)` (kept until a wait of that name receives it). With
+   * `eventId`, sending again with the same id stores nothing and resolves with `duplicate: true`.
+   */
+  readonly sendEvent: (
+    name: string,
+    payload: unknown,
+    options?: { readonly eventId?: string }
+  ) => Promise<{ readonly eventId: string; readonly duplicate: boolean }>
 }
 
 /** The promise handle of a run handle of the Effect API (to mix both styles with one client). */
@@ -414,7 +464,13 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
   getStatus: () => client.runtime.runPromise(handle.status),
   waitForCompletion: (options) => client.runtime.runPromise(handle.result(options)) as Promise<Result>,
   cancel: () => client.runtime.runPromise(handle.cancel),
-  sendEvent: (name, payload) => client.runtime.runPromise(handle.sendEvent(name, toJson(payload))).then(() => undefined)
+  sendEvent: (name, payload, options) => {
+    if (options !== undefined) Options.check("sendEvent()", options, { known: ["eventId"] })
+    return client.runtime.runPromise(handle.sendEvent(name, toJson(payload), options)).then((sent) => ({
+      eventId: sent.eventId,
+      duplicate: sent.duplicate === true
+    }))
+  }
 })
 
 export interface Client {

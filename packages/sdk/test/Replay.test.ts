@@ -10,6 +10,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { readdirSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
+import type { TaskAddress } from "@aiki/contract/Ids"
+import { hash } from "../src/internal/json.ts"
 import * as Replay from "../src/Replay.ts"
 import * as Fixtures from "./fixtures/golden.ts"
 
@@ -79,4 +81,50 @@ describe("replay", () => {
       assert.deepStrictEqual(outcome, { _tag: "Waiting" })
       assert.deepStrictEqual(Fixtures.executed, [])
     }))
+
+  describe("patches", () => {
+    const recorded = () => load("golden-patch-and-timeout.json")
+
+    /** The journal a run records under the code before the change: no marker, the old path's calls. */
+    const recordedBeforeThePatch = () => {
+      const { journal, run } = recorded()
+      const [one, , wait, after] = journal
+      const payload = `${one!.result as string} patched=false timedOut=true`
+      const oldAfter = new Task({
+        ...after!,
+        address: `after-patch:${hash(payload)}:0` as TaskAddress,
+        sequence: 2,
+        payload,
+        result: `after-patch(${payload})`
+      })
+      return { run, journal: [one!, new Task({ ...wait!, sequence: 1 }), oldAfter] }
+    }
+
+    it.effect("a run recorded under the changed code replays with patched() true, its marker found where it was", () =>
+      Effect.gen(function*() {
+        const outcome = yield* Replay.run(Fixtures.patchAndTimeout.effect, recorded())
+        assert.deepStrictEqual(outcome, { _tag: "Completed", result: "after-patch(step-one(order-11) patched=true timedOut=true)" })
+      }))
+
+    it.effect("a run that passed the point under the code before replays with patched() false, deterministically", () =>
+      Effect.gen(function*() {
+        Fixtures.executed.length = 0
+        const outcome = yield* Replay.run(Fixtures.patchAndTimeout.effect, recordedBeforeThePatch())
+        assert.deepStrictEqual(outcome, { _tag: "Completed", result: "after-patch(step-one(order-11) patched=false timedOut=true)" })
+        assert.deepStrictEqual(Fixtures.executed, [])
+      }))
+
+    it.effect("deprecatePatch replays the runs that recorded the marker", () =>
+      Effect.gen(function*() {
+        const outcome = yield* Replay.run(Fixtures.patchDeprecated.effect, recorded())
+        assert.deepStrictEqual(outcome, { _tag: "Completed", result: "after-patch(step-one(order-11) patched=true timedOut=true)" })
+      }))
+
+    it.effect("without patched(), the changed code is non-deterministic for the run recorded before it", () =>
+      Effect.gen(function*() {
+        // The patched code's new path replayed against the old journal departs from it: what `patched` prevents.
+        const outcome = yield* Replay.run(Fixtures.patchDeprecated.effect, recordedBeforeThePatch())
+        assert.strictEqual(outcome._tag, "NonDeterministic")
+      }))
+  })
 })

@@ -19,6 +19,7 @@ import idempotencyKeySearch from "./migrations/0006_idempotency_key_search.ts"
 import retention from "./migrations/0007_retention.ts"
 import metricsLeader from "./migrations/0008_metrics_leader.ts"
 import schedulesAndFlowControl from "./migrations/0009_schedules_and_flow_control.ts"
+import eventIds from "./migrations/0013_event_ids.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -30,7 +31,8 @@ export const migrations = PgMigrator.fromRecord({
   "0006_idempotency_key_search": idempotencyKeySearch,
   "0007_retention": retention,
   "0008_metrics_leader": metricsLeader,
-  "0009_schedules_and_flow_control": schedulesAndFlowControl
+  "0009_schedules_and_flow_control": schedulesAndFlowControl,
+  "0013_event_ids": eventIds
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

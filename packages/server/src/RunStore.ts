@@ -2,7 +2,7 @@
  * Workflow runs as applications see them: start one (idempotently), read it, list a workflow's runs, read its
  * tasks and audit trail, follow it live, cancel it, send it an event. Every change goes through `RunTransitions`.
  */
-import type { IdempotencyConflict, InvalidTransition, PayloadTooLarge } from "@aiki/contract/Errors"
+import type { EventConflict, IdempotencyConflict, InvalidTransition, PayloadTooLarge } from "@aiki/contract/Errors"
 import { RunNotFound } from "@aiki/contract/Errors"
 import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { type Json, RunPage, type RunUpdate, type SentEvent, type StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
@@ -39,7 +39,12 @@ export class RunStore extends Context.Service<RunStore, {
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
   /** Keeps an event for the run's next wait for `name`, waking the run if it is waiting for events. */
-  readonly sendEvent: (id: RunId, name: EventName, payload: Json) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition>
+  readonly sendEvent: (
+    id: RunId,
+    name: EventName,
+    payload: Json,
+    eventId?: string
+  ) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition | EventConflict>
   /**
    * The run now, then each change to it or to its tasks, whichever server replica committed it; ends once the run
    * is final. Fails with `RunNotFound` before emitting anything for an unknown id.
@@ -147,8 +152,8 @@ export class RunStore extends Context.Service<RunStore, {
         }))
       })
 
-      const sendEvent = Effect.fn("RunStore.sendEvent")((id: RunId, name: EventName, payload: Json) =>
-        engine.sendEvent(id, name, payload)
+      const sendEvent = Effect.fn("RunStore.sendEvent")((id: RunId, name: EventName, payload: Json, eventId?: string) =>
+        engine.sendEvent(id, name, payload, eventId)
       )
 
       return RunStore.of({ start, startMany, get, list, tasks, transitions, cancel, sendEvent, follow })

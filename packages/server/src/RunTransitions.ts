@@ -17,7 +17,7 @@
  * the new outbox rows to the publisher so a runnable run reaches Redis at once, and handing the slots runs gave back
  * to `FlowOffers` (flow control). It is the one post-commit hook.
  */
-import { IdempotencyConflict, type InvalidTransition, PayloadTooLarge, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
+import { type EventConflict, IdempotencyConflict, type InvalidTransition, PayloadTooLarge, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
 import { defaultPriority, type Debounce as DebounceInput, type FlowPolicy } from "@aiki/contract/FlowControl"
 import type {
   EventName,
@@ -163,7 +163,12 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
   /** Keeps an event for the run's next wait for `name`, waking the run when it waits for that name. */
-  readonly sendEvent: (runId: RunId, name: EventName, payload: Json) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition>
+  readonly sendEvent: (
+    runId: RunId,
+    name: EventName,
+    payload: Json,
+    eventId?: string
+  ) => Effect.Effect<SentEvent, RunNotFound | InvalidTransition | EventConflict>
   /** Requeues those of `runIds` whose lease lapsed or whose worker is gone; returns how many. */
   readonly requeueLapsed: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
   /** Makes those of `runIds` that are parked and due pending again; returns how many. */
@@ -371,7 +376,13 @@ const make = Effect.gen(function*() {
         }
         yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
         const eventNeeds = changes.flatMap((c) => eventsOf(c) ?? [])
-        yield* loadEvents(sql, ledger, [...new Set(eventNeeds.map((n) => n.runId))], eventNeeds.flatMap((n) => n.address ?? []))
+        yield* loadEvents(
+          sql,
+          ledger,
+          [...new Set(eventNeeds.map((n) => n.runId))],
+          eventNeeds.flatMap((n) => n.address ?? []),
+          eventNeeds.flatMap((n) => n.key ?? [])
+        )
         for (const change of changes) decide(context, change)
         for (const beat of beats) ledger.beats.set(beat.workerId, beat.livenessMs)
         const started = yield* insertStarts(plain)
@@ -544,11 +555,12 @@ const make = Effect.gen(function*() {
     return outcome === "cancelled" ? change.run! : yield* outcome
   })
 
-  const sendEvent = Effect.fn("RunTransitions.sendEvent")(function*(runId: RunId, name: EventName, payload: Json) {
-    const change = SendEvent(runId, name, payload)
+  const sendEvent = Effect.fn("RunTransitions.sendEvent")(function*(runId: RunId, name: EventName, payload: Json, eventId?: string) {
+    const change = SendEvent(runId, name, payload, eventId)
     yield* submit({ changes: [change] })
     const outcome = change.outcome!
-    return "eventId" in outcome ? new SentEvent(outcome) : yield* outcome
+    if (!("runState" in outcome)) return yield* outcome
+    return new SentEvent({ eventId: outcome.eventId, runState: outcome.runState, ...(outcome.duplicate ? { duplicate: true } : {}) })
   })
 
   const count = <C extends Requeue | Wake | Offer>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>

@@ -63,16 +63,27 @@ const cancel = Command.make("cancel", { id: runId }, ({ id }) =>
 const sendEvent = Command.make("send-event", {
   id: runId,
   name: Argument.String("name").pipe(Argument.withDescription("The event's name, as the workflow waits for it")),
-  payload: Flag.String("payload").pipe(Flag.withDescription("The event's payload as JSON"), Flag.withDefault("null"))
-}, ({ id, name, payload }) =>
+  payload: Flag.String("payload").pipe(Flag.withDescription("The event's payload as JSON"), Flag.withDefault("null")),
+  eventId: Flag.String("event-id").pipe(
+    Flag.withDescription("The event's id: sending again with the same id stores nothing (idempotent)"),
+    Flag.optional
+  )
+}, ({ eventId, id, name, payload }) =>
   withClient((api, json) =>
     Effect.gen(function*() {
       const parsed = yield* Effect.try({
         try: () => JSON.parse(payload) as Json,
         catch: (error) => new Error(`--payload is not valid JSON: ${error instanceof Error ? error.message : String(error)}`)
       })
-      const sent = yield* api.runs.sendEvent({ params: { id: id as RunId, name: name as EventName }, payload: { payload: parsed } })
-      yield* json ? Output.json(sent) : Console.log(`Sent ${name} to run ${id} (now ${Output.state(sent.runState)})`)
+      const sent = yield* api.runs.sendEvent({
+        params: { id: id as RunId, name: name as EventName },
+        payload: { payload: parsed, ...Option.match(eventId, { onNone: () => ({}), onSome: (eventId) => ({ eventId }) }) }
+      })
+      yield* json ? Output.json(sent) : Console.log(
+        sent.duplicate === true
+          ? `Event ${sent.eventId} was already sent to run ${id}: nothing new stored (run ${Output.state(sent.runState)})`
+          : `Sent ${name} to run ${id} (now ${Output.state(sent.runState)})`
+      )
     })
   )).pipe(Command.withDescription("Send an event to a run (for its waitForEvent)"))
 

@@ -6,12 +6,12 @@
 import * as Database from "@aiki/server/Database"
 import * as Server from "@aiki/server/Server"
 import { ServerConfig } from "@aiki/server/ServerConfig"
-import { AikiClient, Worker, type Workflow } from "@aiki/sdk/effect"
+import { AikiClient, Worker } from "@aiki/sdk/effect"
 import { Console, Effect, Layer, Option, Redacted } from "effect"
 import { Command, Flag } from "effect/cli"
 import { resolve } from "node:path"
-import { pathToFileURL } from "node:url"
 import * as Output from "../Output.ts"
+import * as WorkflowModule from "../WorkflowModule.ts"
 
 /** One line for a bad configuration, as `aiki-server` does. */
 const configError = (error: { readonly message: string }) =>
@@ -34,22 +34,6 @@ const migrate = Command.make("migrate", {}, () =>
     Effect.catchTag("ConfigError", configError)
   )).pipe(Command.withDescription("Apply pending database migrations (DATABASE_URL) and exit"))
 
-/** What a workflows module may export as `workflows`: promise workflows (any version) or Effect workflows. */
-type Exported = Workflow.Any | { readonly effect: Workflow.Any } | { readonly versions: () => ReadonlyArray<{ readonly effect: Workflow.Any }> }
-
-const toEffectWorkflows = (exported: ReadonlyArray<Exported>): ReadonlyArray<Workflow.Any> =>
-  exported.flatMap((w) => "versions" in w ? w.versions().map((v) => v.effect) : "effect" in w ? [w.effect] : [w])
-
-const loadWorkflows = (path: string) =>
-  Effect.tryPromise({
-    try: async () => {
-      const module = await import(pathToFileURL(resolve(path)).href) as { readonly workflows?: ReadonlyArray<Exported> }
-      if (!Array.isArray(module.workflows)) throw new Error(`${path} exports no \`workflows\` array`)
-      return toEffectWorkflows(module.workflows)
-    },
-    catch: (error) => new Error(`cannot load workflows from ${path}: ${error instanceof Error ? error.message : String(error)}`)
-  })
-
 const dev = Command.make("dev", {
   port: Flag.Int("port").pipe(Flag.withDescription("HTTP port"), Flag.withDefault(9090)),
   dataDir: Flag.String("data-dir").pipe(Flag.withDescription("Where runs are kept between restarts"), Flag.withDefault(".aiki")),
@@ -60,7 +44,7 @@ const dev = Command.make("dev", {
   )
 }, (flags) =>
   Effect.gen(function*() {
-    const served = Option.isSome(flags.workflows) ? yield* loadWorkflows(flags.workflows.value) : []
+    const served = Option.isSome(flags.workflows) ? yield* WorkflowModule.load(flags.workflows.value) : []
     const dataDir = flags.memory ? undefined : resolve(flags.dataDir, "pgdata")
     const baseUrl = `http://localhost:${flags.port}`
     const config = ServerConfig.layer({

@@ -15,6 +15,12 @@ import * as JsonCodec from "./json.ts"
 /** The replay semantics this SDK implements (see `ReplayVersion` in the contract). */
 export const replayVersion = 2
 
+/**
+ * The name of a patch marker: the entry `patched(changeId)` records where a run first takes a change's code path.
+ * A marker holds its place in the sequence but has no outcome to deliver: it is found, never waited for.
+ */
+export const patchMarker = "aiki.patch"
+
 /** What an entry ended with: the value every replay gets. */
 export type Outcome =
   | { readonly _tag: "Completed"; readonly result: Json }
@@ -73,6 +79,22 @@ export class Journal {
     this.nextOrder = tasks.reduce((max, t) => Math.max(max, (t.outcomeOrder ?? -1) + 1), 0)
   }
 
+  /** The address the next call of `name` with `payload` would have. */
+  private addressOf(name: string, payload: Json) {
+    const key = `${name}:${JsonCodec.hash(payload)}`
+    return { key, address: `${key}:${this.occurrences.get(key) ?? 0}` }
+  }
+
+  /**
+   * What the run recorded from the next call's place on: whether it holds a call there or after (it went past this
+   * point), and whether the entry there is exactly the call `name(payload)`.
+   */
+  ahead(name: string, payload: Json): { readonly passed: boolean; readonly matches: boolean } {
+    const entry = this.entries.get(this.nextSequence)
+    const passed = entry !== undefined || [...this.entries.keys()].some((s) => s > this.nextSequence)
+    return { passed, matches: entry !== undefined && entry.address === this.addressOf(name, payload).address }
+  }
+
   /** Takes the next call's place, or says how the code departs from what the run recorded. */
   place(name: string, payload: Json): Placed | NonDeterminismError {
     const sequence = this.nextSequence++
@@ -95,6 +117,11 @@ export class Journal {
     return { sequence, address, entry }
   }
 
+  /** The entry recorded or written at `sequence`. */
+  entryAt(sequence: number): Entry | undefined {
+    return this.entries.get(sequence)
+  }
+
   /** Adds or updates what this execution wrote about an entry. */
   record(entry: Entry) {
     this.entries.set(entry.sequence, entry)
@@ -111,7 +138,7 @@ export class Journal {
    */
   recordedOutcomes(rerunFailed: boolean): Array<Entry> {
     const final = [...this.entries.values()].filter((e) =>
-      e.outcome !== undefined && !(rerunFailed && e.outcome._tag === "Failed")
+      e.outcome !== undefined && e.name !== patchMarker && !(rerunFailed && e.outcome._tag === "Failed")
     )
     const key = (e: Entry) => this.version >= 2 && e.outcomeOrder !== undefined ? e.outcomeOrder : e.sequence
     return final.sort((a, b) => key(a) - key(b) || a.sequence - b.sequence)

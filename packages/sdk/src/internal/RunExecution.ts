@@ -25,7 +25,7 @@ import { NonDeterminismError, TaskError, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
 import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
-import { type Entry, Journal, type Outcome, replayVersion } from "./Journal.ts"
+import { type Entry, Journal, type Outcome, patchMarker, replayVersion } from "./Journal.ts"
 import * as JsonCodec from "./json.ts"
 import { RunScheduler } from "./RunScheduler.ts"
 import type { WriteBatcher } from "./WriteBatcher.ts"
@@ -124,6 +124,8 @@ export const execute = Effect.fnUntraced(function*(
   let replay: Array<Entry> = []
   let caughtUp = yield* Deferred.make<void>()
   let rerunFailed = false
+  /** The code has returned or failed: calls still pending (a promise race's loser) must not park the run. */
+  let finishing = false
   let lastWrite: Deferred.Deferred<WriteResult> | undefined
 
   // ------------------------------------------------------------------------------------------------------------
@@ -339,32 +341,116 @@ export const execute = Effect.fnUntraced(function*(
         }))
     })
 
-  const waitForEvent = (name: string): Effect.Effect<Json> =>
-    Effect.gen(function*() {
-      const outcome = yield* durable("aiki.event", { name }, (call) =>
-        Effect.gen(function*() {
-          yield* Deferred.await(caughtUp)
-          if (call.entry === undefined) {
-            yield* write({ _tag: "StartTask", ...held, address: call.address, sequence: call.sequence, name: "aiki.event" as TaskName, payload: { name }, attempt: 1 })
+  /**
+   * Waits for the next event `name`; with `timeoutMs`, at most that long from when the wait was first made (its
+   * deadline is the entry's `notBefore`, server clock, so a replay or another worker keeps it, and the parked run's
+   * `wake_at` holds it with no worker). A timed wait records `{ timedOut }` (and the payload), an untimed one the
+   * payload itself; their addresses differ, so neither replays as the other.
+   */
+  const awaitEvent = (name: string, timeoutMs: number | undefined): Effect.Effect<Outcome> =>
+    durable("aiki.event", timeoutMs === undefined ? { name } : { name, timeoutMs }, (call) =>
+      Effect.gen(function*() {
+        yield* Deferred.await(caughtUp)
+        let deadline = call.entry?.notBefore
+        if (call.entry === undefined) {
+          deadline = timeoutMs === undefined ? undefined : (yield* serverNow) + timeoutMs
+          yield* write({
+            _tag: "StartTask",
+            ...held,
+            address: call.address,
+            sequence: call.sequence,
+            name: "aiki.event" as TaskName,
+            payload: timeoutMs === undefined ? { name } : { name, timeoutMs },
+            attempt: 1,
+            ...(deadline !== undefined ? { notBefore: DateTime.makeUnsafe(deadline) } : {})
+          })
+        }
+        const started = yield* Clock.currentTimeMillis
+        const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - started)
+        while (true) {
+          const answer = yield* Deferred.await(
+            yield* write({ _tag: "ReceiveEvent", ...held, address: call.address, name: name as EventName })
+          )
+          if (answer._tag === "EventReceived") {
+            const result = timeoutMs === undefined ? answer.payload : { timedOut: false, payload: answer.payload }
+            return yield* settle(call, { _tag: "Completed", result }, 1, yield* elapsed)
           }
-          const started = yield* Clock.currentTimeMillis
-          while (true) {
-            const answer = yield* Deferred.await(
-              yield* write({ _tag: "ReceiveEvent", ...held, address: call.address, name: name as EventName })
+          // None came in time, by the server's clock: an event that arrives from now on stays for the next wait.
+          if (answer._tag === "NoEvent" && answer.timedOut === true) {
+            return yield* settle(call, { _tag: "Completed", result: { timedOut: true } }, 1, yield* elapsed)
+          }
+          // None yet: wait, durably, until a refused park says it is there (or the deadline).
+          const recheck = yield* Deferred.make<void>()
+          call.recheck = recheck
+          call.waiting = { event: name, kind: "event", ...(deadline !== undefined ? { until: deadline } : {}) }
+          yield* poke
+          const due = deadline
+          yield* due === undefined
+            ? Deferred.await(recheck)
+            : Effect.raceFirst(
+              Deferred.await(recheck),
+              // Past the deadline by this worker's estimate but not by the server's: ask again a little later.
+              Effect.flatMap(serverNow, (now) => Effect.sleep(Duration.millis(Math.max(250, due - now))))
             )
-            if (answer._tag === "EventReceived") {
-              return yield* settle(call, { _tag: "Completed", result: answer.payload }, 1, (yield* Clock.currentTimeMillis) - started)
-            }
-            // None yet: wait, durably, until a refused park says it is there.
-            const recheck = yield* Deferred.make<void>()
-            call.recheck = recheck
-            call.waiting = { event: name, kind: "event" }
-            yield* poke
-            yield* Deferred.await(recheck)
-            call.waiting = undefined
-          }
-        }))
-      return outcome._tag === "Completed" ? outcome.result : yield* Effect.die(TaskError.fromDetails("aiki.event", outcome.error))
+          call.waiting = undefined
+        }
+      }))
+
+  const waitForEvent = (name: string): Effect.Effect<Json> =>
+    Effect.flatMap(awaitEvent(name, undefined), (outcome) =>
+      outcome._tag === "Completed" ? Effect.succeed(outcome.result) : Effect.die(TaskError.fromDetails("aiki.event", outcome.error)))
+
+  const waitForEventWithin = (name: string, timeoutMs: number): Effect.Effect<Option.Option<Json>> =>
+    Effect.flatMap(awaitEvent(name, Math.max(0, Math.round(timeoutMs))), (outcome) => {
+      if (outcome._tag === "Failed") return Effect.die(TaskError.fromDetails("aiki.event", outcome.error))
+      const result = outcome.result as { readonly timedOut: boolean; readonly payload?: Json }
+      return Effect.succeed(result.timedOut ? Option.none() : Option.some(result.payload ?? null))
+    })
+
+  // Patches: which runs take a changed code path. Answered once per change id (a run's branches stay consistent).
+  let patches = new Map<string, boolean>()
+
+  /** Records the marker of change `changeId` at the place just taken; the writes after it depend on it. */
+  const recordMarker = (sequence: number, address: TaskAddress, payload: Json) =>
+    Effect.gen(function*() {
+      const outcome: Outcome = { _tag: "Completed", result: true }
+      const entry = journal.entryAt(sequence)
+      if (entry === undefined) {
+        yield* write({ _tag: "StartTask", ...held, address, sequence, name: patchMarker as TaskName, payload, attempt: 1 })
+      }
+      yield* write({ _tag: "FinishTask", ...held, address, attempt: 1, elapsedMs: 0, outcome })
+      journal.record({ sequence, address, name: patchMarker, state: "completed", attempts: 1, outcome, outcomeOrder: undefined, notBefore: undefined })
+    })
+
+  const patched = (changeId: string): Effect.Effect<boolean> =>
+    Effect.suspend(() => {
+      const known = patches.get(changeId)
+      if (known !== undefined) return Effect.succeed(known)
+      const payload = { changeId }
+      const ahead = journal.ahead(patchMarker, payload)
+      // The run went past this point under the code before the change: it keeps that code's path.
+      if (ahead.passed && !ahead.matches) {
+        patches.set(changeId, false)
+        return Effect.succeed(false)
+      }
+      const placed = journal.place(patchMarker, payload)
+      if (placed instanceof NonDeterminismError) return Effect.andThen(end({ _tag: "Fatal", error: placed }), Effect.die(placed))
+      patches.set(changeId, true)
+      return placed.entry?.outcome !== undefined
+        ? Effect.succeed(true)
+        : Effect.as(recordMarker(placed.sequence, placed.address as TaskAddress, payload), true)
+    })
+
+  const deprecatePatch = (changeId: string): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (patches.has(changeId)) return Effect.void
+      patches.set(changeId, true)
+      const payload = { changeId }
+      // Only a run that recorded the marker here has it to replay; every other run records nothing.
+      if (!journal.ahead(patchMarker, payload).matches) return Effect.void
+      const placed = journal.place(patchMarker, payload)
+      if (placed instanceof NonDeterminismError) return Effect.andThen(end({ _tag: "Fatal", error: placed }), Effect.die(placed))
+      return placed.entry?.outcome !== undefined ? Effect.void : recordMarker(placed.sequence, placed.address as TaskAddress, payload)
     })
 
   // ------------------------------------------------------------------------------------------------------------
@@ -397,13 +483,16 @@ export const execute = Effect.fnUntraced(function*(
   /** Parks the run when everything it waits for is durable and far enough; false when it must go on waiting here. */
   const parkIfIdle = Effect.gen(function*() {
     const pending = [...calls.values()]
-    if (pending.length === 0 || ready.length > 0 || pending.some((c) => c.waiting === undefined || c.waiting.kind === "here")) {
+    if (finishing || pending.length === 0 || ready.length > 0 || pending.some((c) => c.waiting === undefined || c.waiting.kind === "here")) {
       return false
     }
     const events = [...new Set(pending.flatMap((c) => c.waiting?.event ?? []))]
     const untils = pending.flatMap((c) => c.waiting?.until ?? [])
     const wakeAt = untils.length === 0 ? undefined : Math.min(...untils)
-    if (events.length === 0 && wakeAt !== undefined && wakeAt - (yield* serverNow) < options.suspendAfterMs) return false
+    // A near wake-up is waited here. Waiting for events, the run parks anyway (an event reaches it only so), unless
+    // a timed wait's deadline is within the second: its timer is about to look again.
+    const near = events.length === 0 ? options.suspendAfterMs : Math.min(options.suspendAfterMs, 1_000)
+    if (wakeAt !== undefined && wakeAt - (yield* serverNow) < near) return false
     const state: ParkedState = events.length > 0
       ? "awaiting_event"
       : pending.some((c) => c.waiting?.kind === "retry")
@@ -475,12 +564,16 @@ export const execute = Effect.fnUntraced(function*(
     workflowVersion: run.workflowVersion,
     task,
     sleep,
-    waitForEvent
+    waitForEvent,
+    waitForEventWithin,
+    patched,
+    deprecatePatch
   })
 
   /** Starts (again) from the top: the replay is every recorded outcome, live work waits for it again. */
   const restart = Effect.gen(function*() {
     journal.restart()
+    patches = new Map()
     yield* FiberSet.clear(live)
     calls.clear()
     ready.length = 0
@@ -511,6 +604,7 @@ export const execute = Effect.fnUntraced(function*(
   /** Writes how the run ended (after every write before it) and waits until it is committed. */
   const finish = (exit: Exit.Exit<unknown, unknown>) =>
     Effect.gen(function*() {
+      finishing = true
       if (Exit.isSuccess(exit)) {
         const unreached = journal.unreached()[0]
         if (unreached !== undefined) {

@@ -55,13 +55,13 @@ export const check = (where: string, value: unknown, shape: Shape, path = ""): v
 }
 
 /** Throws `InvalidOptions` unless `value` is of `kind` (a `typeof` answer). */
-export const requireKind = (where: string, option: string, value: unknown, kind: "string" | "function") => {
-  if (typeof value === kind && (kind !== "string" || (value as string).length > 0)) return
+export const requireKind = (where: string, option: string, value: unknown, kind: "string" | "function" | "number") => {
+  if (kind === "number" ? typeof value === "number" && Number.isFinite(value) && value >= 0 : typeof value === kind && (kind !== "string" || (value as string).length > 0)) return
   throw new InvalidOptions({
     where,
     option,
     reason: value === undefined
       ? `option "${option}" is required`
-      : `option "${option}" must be a ${kind === "string" ? "non-empty string" : "function"}`
+      : `option "${option}" must be a ${kind === "string" ? "non-empty string" : kind === "number" ? "finite number, 0 or more" : "function"}`
   })
 }

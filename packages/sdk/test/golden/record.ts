@@ -19,7 +19,8 @@ const payloads: Record<string, unknown> = {
   "golden-race": "order-8",
   "golden-effect-chains": "order-9",
   "golden-non-error-throws": null,
-  "golden-sequential": "order-10"
+  "golden-sequential": "order-10",
+  "golden-patch-and-timeout": "order-11"
 }
 
 const wanted = process.argv.slice(2)

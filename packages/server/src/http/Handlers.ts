@@ -117,7 +117,7 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     tasks: ({ params }) => runs.tasks(params.id),
     transitions: ({ params }) => runs.transitions(params.id),
     events: ({ params }) => runs.follow(params.id),
-    sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload)
+    sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload, payload.eventId)
   })
 }))
 

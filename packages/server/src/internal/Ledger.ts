@@ -62,6 +62,8 @@ export interface LedgerEntry {
   state: TaskState
   outcomeOrder: number | null
   notBefore: string | null
+  /** `notBefore` has passed by the database's clock (read with the entry; false for an entry new in this group). */
+  readonly due?: boolean
   attempts: Array<LedgerAttempt>
   /** Created by this group (inserted with its final state), or read from the database (updated). */
   readonly isNew: boolean
@@ -102,6 +104,10 @@ export interface TransitionRecord {
 /** An event a run holds for its next wait of that name. */
 export interface LedgerEvent {
   readonly id: string
+  /** The sender's id for it (`SendEvent.eventId`), if any. */
+  readonly key: string | null
+  /** When it was sent (epoch ms, the database's clock); undefined for an event sent in this group (now). */
+  readonly sentAt?: number
   /** Sent in this group (inserted), or read from the database. */
   readonly isNew: boolean
   readonly runId: string
@@ -218,6 +224,7 @@ interface EntryRow {
   readonly state: TaskState
   readonly outcome_order: number | null
   readonly not_before: Date | null
+  readonly due: boolean
   readonly attempts: ReadonlyArray<readonly [number, number, boolean]>
 }
 
@@ -229,6 +236,7 @@ export const loadEntries = (
 ) =>
   keys.length === 0 ? Effect.void : sql<EntryRow>`
     SELECT t.run_id, t.address, t.sequence, t.name, t.state, t.outcome_order, t.not_before,
+      COALESCE(t.not_before <= now(), false) AS due,
       COALESCE((
         SELECT jsonb_agg(jsonb_build_array(a.attempt, a.lease_epoch, a.finished_at IS NOT NULL) ORDER BY a.attempt)
         FROM task_attempts a WHERE a.run_id = t.run_id AND a.address = t.address
@@ -246,6 +254,7 @@ export const loadEntries = (
           state: row.state,
           outcomeOrder: row.outcome_order,
           notBefore: row.not_before === null ? null : row.not_before.toISOString(),
+          due: row.due,
           attempts: row.attempts.map(([attempt, leaseEpoch, finished]) => ({ attempt, leaseEpoch, finished })),
           isNew: false,
           changed: false,
@@ -257,32 +266,39 @@ export const loadEntries = (
   )
 
 /**
- * Reads the events of `runIds` that no entry received yet, and those received by `addresses` (a repeated
- * `ReceiveEvent` answers with the event it got the first time).
+ * Reads the events of `runIds` that no entry received yet, those received by `addresses` (a repeated
+ * `ReceiveEvent` answers with the event it got the first time) and those sent with `keys` (a repeated send).
  */
 export const loadEvents = (
   sql: SqlClient.SqlClient,
   ledger: Ledger,
   runIds: ReadonlyArray<string>,
-  addresses: ReadonlyArray<string>
+  addresses: ReadonlyArray<string>,
+  keys: ReadonlyArray<string> = []
 ) =>
   runIds.length === 0 ? Effect.void : sql<{
     readonly id: string
+    readonly event_key: string | null
+    readonly sent_ms: number
     readonly run_id: string
     readonly name: string
     readonly payload: Json
     readonly consumed_by: string | null
   }>`
-    SELECT id::text AS id, run_id, name, payload, consumed_by FROM run_events
+    SELECT id::text AS id, event_key, (extract(epoch FROM sent_at) * 1000)::float8 AS sent_ms, run_id, name, payload,
+      consumed_by FROM run_events
     WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
       AND (consumed_by IS NULL
-        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb)))
+        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb))
+        OR event_key IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))
     ORDER BY id`.pipe(
     Effect.map((rows) => {
       for (const runId of runIds) ledger.eventsLoaded.add(runId)
       for (const row of rows) {
         ledger.events.push({
           id: row.id,
+          key: row.event_key,
+          sentAt: row.sent_ms,
           isNew: false,
           runId: row.run_id,
           name: row.name,
@@ -444,17 +460,18 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       SELECT run_id, stream FROM jsonb_to_recordset(${json(outbox)}::jsonb) AS o(run_id uuid, stream text)
       RETURNING id::text AS id, run_id, stream
     ), events_inserted AS (
-      INSERT INTO run_events (id, run_id, name, payload, consumed_by, consumed_at)
-      SELECT id, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
+      INSERT INTO run_events (id, event_key, run_id, name, payload, consumed_by, consumed_at)
+      SELECT id, event_key, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
       FROM jsonb_to_recordset(${
     json(events.filter((e) => e.isNew).map((e) => ({
       id: e.id,
+      event_key: e.key,
       run_id: e.runId,
       name: e.name,
       payload: json(e.payload),
       consumed_by: e.consumedBy
     })))
-  }::jsonb) AS e(id bigint, run_id uuid, name text, payload text, consumed_by text)
+  }::jsonb) AS e(id bigint, event_key text, run_id uuid, name text, payload text, consumed_by text)
       RETURNING 1
     ), events_consumed AS (
       UPDATE run_events v SET consumed_by = e.consumed_by, consumed_at = now()

@@ -5,6 +5,7 @@
  * ledger: the group writes what they decided in one statement afterwards.
  */
 import {
+  EventConflict,
   InvalidTransition,
   LeaseLost,
   PayloadTooLarge,
@@ -17,7 +18,7 @@ import { canTransition as canRunTransition, isSuspended, isTerminal, type RunSta
 import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
 import { DateTime } from "effect"
 import { admit, Debounce, debounce, holdBack, Offer, offer } from "./flowControl.ts"
-import type { Ledger, LedgerEntry, LedgerRun } from "./Ledger.ts"
+import type { Ledger, LedgerEntry, LedgerEvent, LedgerRun } from "./Ledger.ts"
 
 export { Debounce, Offer }
 
@@ -129,15 +130,23 @@ export interface SendEvent {
   readonly runId: RunId
   readonly name: EventName
   readonly payload: Json
+  /** The sender's id for the event: a second send with it stores nothing. */
+  readonly key: string | undefined
   /** Assigned before the group decides (events are numbered by the database's sequence, in the order sent). */
   eventId: string
-  outcome: RunNotFound | InvalidTransition | { readonly eventId: string; readonly runState: RunState } | undefined
+  outcome:
+    | RunNotFound
+    | InvalidTransition
+    | EventConflict
+    | { readonly eventId: string; readonly runState: RunState; readonly duplicate: boolean }
+    | undefined
 }
-export const SendEvent = (runId: RunId, name: EventName, payload: Json): SendEvent => ({
+export const SendEvent = (runId: RunId, name: EventName, payload: Json, key?: string): SendEvent => ({
   _tag: "SendEvent",
   runId,
   name,
   payload,
+  key,
   eventId: "",
   outcome: undefined
 })
@@ -350,12 +359,26 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
     change.outcome = RunNotFound.of(change.runId)
     return
   }
+  const earlier = change.key === undefined ? undefined : ledger.events.find((e) => e.runId === run.id && e.key === change.key)
+  if (earlier !== undefined) {
+    // A repeated send (a retried webhook, a lost answer): the first one stands, whether or not it was received,
+    // even once the run has finished.
+    change.outcome = earlier.name === change.name && sameJson(earlier.payload, change.payload)
+      ? { eventId: change.key!, runState: run.state, duplicate: true }
+      : new EventConflict({
+        runId: run.id as RunId,
+        eventId: change.key!,
+        message: `Run ${run.id} already has event id ${change.key} (event ${earlier.name}) with another name or payload`
+      })
+    return
+  }
   if (isTerminal(run.state)) {
     change.outcome = invalidRun(run, "event", `Run ${run.id} is ${run.state}; it can no longer receive events`)
     return
   }
   ledger.events.push({
     id: change.eventId,
+    key: change.key ?? null,
     runId: run.id,
     name: change.name,
     payload: change.payload,
@@ -367,8 +390,17 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
   if (run.state === "awaiting_event" && (run.awaitingEvents === null || run.awaitingEvents.includes(change.name))) {
     requeue(ledger, run, "event_received")
   }
-  change.outcome = { eventId: change.eventId, runState: run.state }
+  change.outcome = { eventId: change.key ?? change.eventId, runState: run.state, duplicate: false }
 }
+
+/** Equal as JSON values, whatever the order of object keys (stored events are `jsonb`, which reorders them). */
+const sameJson = (a: Json, b: Json): boolean => canonical(a) === canonical(b)
+const canonical = (value: unknown): string =>
+  Array.isArray(value)
+    ? `[${value.map(canonical).join(",")}]`
+    : value !== null && typeof value === "object"
+    ? `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(",")}}`
+    : JSON.stringify(value)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker writes
@@ -633,8 +665,12 @@ const receiveEvent = (ledger: Ledger, write: ReceiveEvent): WriteResult => {
   const events = ledger.events.filter((e) => e.runId === run.id)
   const received = events.find((e) => e.consumedBy === write.address)
   if (received !== undefined) return { _tag: "EventReceived", payload: received.payload }
-  const next = events.find((e) => e.consumedBy === null && e.name === write.name)
-  if (next === undefined) return { _tag: "NoEvent" }
+  // A timed wait's deadline is its `notBefore`, judged by the database's clock read with the entry. Past it, only
+  // an event sent by then is received; one sent later stays for the next wait of that name.
+  const deadline = entry.due === true && entry.notBefore !== null ? Date.parse(entry.notBefore) : undefined
+  const inTime = (e: LedgerEvent) => deadline === undefined || (e.sentAt !== undefined && e.sentAt <= deadline)
+  const next = events.find((e) => e.consumedBy === null && e.name === write.name && inTime(e))
+  if (next === undefined) return deadline !== undefined ? { _tag: "NoEvent", timedOut: true } : { _tag: "NoEvent" }
   next.consumedBy = write.address
   next.changed = true
   return { _tag: "EventReceived", payload: next.payload }
@@ -673,8 +709,11 @@ export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: st
   }
 }
 
-/** Whether a change needs the run's events read first (and for which entry). */
-export const eventsOf = (change: RunChange): { readonly runId: string; readonly address: string | null } | undefined => {
+/** Whether a change needs the run's events read first (for which entry, or which sender's id). */
+export const eventsOf = (
+  change: RunChange
+): { readonly runId: string; readonly address: string | null; readonly key?: string } | undefined => {
+  if (change._tag === "SendEvent") return change.key === undefined ? undefined : { runId: change.runId, address: null, key: change.key }
   if (change._tag !== "WorkerWrite") return undefined
   switch (change.write._tag) {
     case "ReceiveEvent":
