@@ -4,11 +4,11 @@
  * holds with one heartbeat; cancellations of its runs are pushed to it. Every grant and extension is a transition
  * decided by `RunTransitions`.
  */
-import type { RunId, WorkerId } from "@aiki/contract/Ids"
+import type { RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import type { Claims, HeartbeatReply, HeldRun, Lease, PollRuns, WorkerSignal } from "@aiki/contract/Models"
 import { WaitingReason } from "@aiki/contract/FlowControl"
 import type { WorkerNotFound } from "@aiki/contract/Errors"
-import { Clock, Context, Effect, Layer, PubSub, Schema, Stream } from "effect"
+import { Clock, Context, Effect, Layer, PubSub, Result, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunTransitions } from "./RunTransitions.ts"
@@ -116,8 +116,25 @@ export class Leases extends Context.Service<Leases, {
             ),
             Stream.map((change): WorkerSignal => ({ _tag: "Cancelled", runId: change.runId as RunId }))
           )
+          // Timeouts name the worker holding the run, so no query is needed to route them.
+          const notices = Stream.fromSubscription(subscription).pipe(
+            Stream.filter((change) => change.owner === workerId),
+            Stream.filterMap((change): Result.Result<WorkerSignal, void> =>
+              change.timedOut !== undefined && change.task !== null
+                ? Result.succeed({
+                  _tag: "TaskTimedOut",
+                  runId: change.runId as RunId,
+                  address: change.task as TaskAddress,
+                  attempt: change.timedOut.attempt,
+                  kind: change.timedOut.kind
+                })
+                : change.stopped !== undefined
+                ? Result.succeed({ _tag: "RunStopped", runId: change.runId as RunId, reason: change.stopped })
+                : Result.failVoid
+            )
+          )
           const pings = Stream.tick("15 seconds").pipe(Stream.drop(1), Stream.map((): WorkerSignal => ({ _tag: "Ping" })))
-          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(cancelled, pings)))
+          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.mergeAll([cancelled, notices, pings], { concurrency: "unbounded" })))
         }))
 
       return Leases.of({ claim: Effect.fn("Leases.claim")(claim), poll, heartbeat: Effect.fn("Leases.heartbeat")(heartbeat), signals })
