@@ -6,13 +6,14 @@
  * fails as `poisoned` after `POISON_AFTER_LAPSES` lapses while other runs complete. Real server and worker processes.
  */
 import type { RunId, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import type { Running } from "@aiki/testing/NodeProcess"
+import { type Running, spawnNode } from "@aiki/testing/NodeProcess"
 import { eventually } from "@aiki/testing/eventually"
 import { assert, layer } from "@effect/vitest"
 import { Context, DateTime, Effect, Layer } from "effect"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { AikiClient } from "../src/AikiClient.ts"
 import * as Timeouts from "./fixtures/timeouts.ts"
 import * as Fixtures from "./fixtures/workflows.ts"
@@ -47,6 +48,15 @@ const worker = (id: string, env: Record<string, string> = {}) =>
 
 const sideEffects = (runId: string) =>
   Effect.map(Server, (server) => WorkerProcess.sideEffects(server.sideEffectsFile, runId).map(([what]) => what))
+
+const cliMain = fileURLToPath(new URL("../../cli/src/main.ts", import.meta.url))
+
+/** Runs one `aiki` command against `url` to its end. */
+const cli = (url: string, args: ReadonlyArray<string>) =>
+  Effect.scoped(Effect.gen(function*() {
+    const run = yield* spawnNode(cliMain, { NO_COLOR: "1", AIKI_URL: url }, args)
+    return yield* Effect.promise(() => run.exited)
+  }))
 
 const alive = (worker: Running) => worker.child.exitCode === null && worker.child.signalCode === null
 
@@ -118,21 +128,42 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
       assert.isTrue(trail.some((t) => t.fromState === "sleeping" && t.toState === "failed" && t.reason === "timed_out"))
     }).pipe(Effect.scoped))
 
-  it.effect("fails a run no worker claimed within its schedule-to-start timeout", () =>
+  it.effect("fails a run no worker claimed within its schedule-to-start timeout; the API and the CLI say why", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
+      const server = yield* Server
       const started = yield* aiki.api.workflows.start({
         params: { name: "nobody-serves" as WorkflowName, version: "1.0.0" as WorkflowVersion },
         payload: { payload: null, scheduleToStartTimeoutMs: 1_000 }
       })
-      const status = yield* eventually(Effect.gen(function*() {
-        const run = yield* aiki.api.runs.status({ params: { id: started.id } })
-        assert.strictEqual(run.state, "failed")
-        return run
-      }), { timeoutMs: 15_000 })
-      assert.strictEqual(status.failureReason, "schedule_to_start_timed_out")
-      assert.strictEqual(status.error?.name, "ScheduleToStartTimedOut")
-    }))
+      // The CLI's flag sets it too.
+      const viaCli = yield* cli(server.baseUrl, [
+        "--json", "workflows", "start", "nobody-serves", "1.0.0", "--schedule-to-start-timeout", "1000"
+      ])
+      assert.strictEqual(viaCli.code, 0, viaCli.stderr)
+      const cliRun = (JSON.parse(viaCli.stdout) as { id: RunId }).id
+      for (const id of [started.id, cliRun]) {
+        const status = yield* eventually(Effect.gen(function*() {
+          const run = yield* aiki.api.runs.status({ params: { id } })
+          assert.strictEqual(run.state, "failed")
+          return run
+        }), { timeoutMs: 15_000 })
+        assert.strictEqual(status.failureReason, "schedule_to_start_timed_out")
+        assert.strictEqual(status.error?.name, "ScheduleToStartTimedOut")
+      }
+      const shown = yield* cli(server.baseUrl, ["runs", "get", cliRun])
+      assert.include(shown.stdout, "failed (schedule_to_start_timed_out)")
+      // A timeout that is not a positive integer is refused, naming the field, and nothing is started.
+      const refused = yield* Effect.promise(() =>
+        fetch(`${server.baseUrl}/workflows/nobody-serves/versions/1.0.0/start`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ payload: null, executionTimeoutMs: 0 })
+        }).then(async (r) => ({ status: r.status, body: await r.text() }))
+      )
+      assert.strictEqual(refused.status, 400)
+      assert.include(refused.body, "executionTimeoutMs")
+    }).pipe(Effect.scoped))
 
   it.effect("fails a run that crashes every worker that takes it as poisoned after 3 lapses; other runs complete", () =>
     Effect.gen(function*() {
