@@ -102,6 +102,18 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
       assert.isTrue(alive(w))
     }).pipe(Effect.scoped))
 
+  it.effect("times out an Effect task that stops heartbeating by interrupting it; the retry completes", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* worker("effect-heartbeat")
+      const run = yield* aiki.start(Timeouts.effectHeartbeatTimeout, null)
+      assert.strictEqual(yield* run.result({ timeoutMs: 30_000 }), 2)
+      const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+      assert.deepStrictEqual(task!.attempts[0]!.error?.data, { kind: "heartbeat" })
+      assert.deepStrictEqual(task!.attempts[0]!.heartbeatDetails, { started: true })
+      assert.deepStrictEqual(yield* sideEffects(run.id), ["attempt-1", "interrupted-1", "attempt-2"])
+    }).pipe(Effect.scoped))
+
   it.effect("fails a run past its execution timeout (set at start, or declared by its version) and aborts its task", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient

@@ -102,6 +102,8 @@ export interface AttemptWrite {
   /** A new attempt's deadlines. */
   timeoutMs?: number | undefined
   heartbeatTimeoutMs?: number | undefined
+  /** A new attempt that heartbeat in the same group (its row is inserted with the beat). */
+  beat?: { readonly details: Json | undefined } | undefined
 }
 
 /** A heartbeat of an open attempt: its heartbeat timeout starts over. */
@@ -449,7 +451,9 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     finished: a.finished,
     error: a.error === null ? null : json(a.error),
     timeout_ms: a.timeoutMs ?? null,
-    heartbeat_timeout_ms: a.heartbeatTimeoutMs ?? null
+    heartbeat_timeout_ms: a.heartbeatTimeoutMs ?? null,
+    beat: a.beat !== undefined,
+    beat_details: a.beat?.details === undefined ? null : json(a.beat.details)
   })
   return sql<{
     readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
@@ -494,14 +498,14 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       RETURNING 1
     ), attempt_inserts AS (
       INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error, timeout_at,
-        heartbeat_timeout_ms)
+        heartbeat_timeout_ms, heartbeat_at, heartbeat_details)
       SELECT a.run_id, a.address, a.attempt, a.lease_epoch,
         now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::json,
         now() - make_interval(secs => a.started_ago_ms / 1000.0) + make_interval(secs => a.timeout_ms / 1000.0),
-        a.heartbeat_timeout_ms
+        a.heartbeat_timeout_ms, CASE WHEN a.beat THEN now() END, a.beat_details::json
       FROM jsonb_to_recordset(${json(attempts.filter((a) => a.isNew).map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text,
-        timeout_ms bigint, heartbeat_timeout_ms int)
+        timeout_ms bigint, heartbeat_timeout_ms int, beat boolean, beat_details text)
       RETURNING 1
     ), attempt_beats AS (
       UPDATE task_attempts t SET heartbeat_at = now(), heartbeat_details = COALESCE(b.details::json, t.heartbeat_details)
@@ -518,8 +522,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     ), attempt_updates AS (
       UPDATE task_attempts t SET finished_at = now(), error = a.error::json
       FROM jsonb_to_recordset(${json(attempts.filter((a) => !a.isNew && a.finished).map(attemptRow))}::jsonb) AS a(
-        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text,
-        timeout_ms bigint, heartbeat_timeout_ms int)
+        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
       WHERE t.run_id = a.run_id AND t.address = a.address AND t.attempt = a.attempt
       RETURNING 1
     ), recorded AS (

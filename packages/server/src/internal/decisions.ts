@@ -654,7 +654,10 @@ const heartbeatTask = (ledger: Ledger, write: HeartbeatTask): WriteResult => {
   if (attempt.finished) return written
   // A heartbeat is the worker alive and the task moving: progress.
   progressed(ledger, run)
-  ledger.attemptBeats.push({ runId: run.id, address: write.address, attempt: write.attempt, details: write.details })
+  const started = ledger.attempt(run.id, write.address, write.attempt)
+  // An attempt started in this same group is inserted with its beat (the statement's update would not see it).
+  if (started?.isNew === true) started.beat = { details: write.details ?? started.beat?.details }
+  else ledger.attemptBeats.push({ runId: run.id, address: write.address, attempt: write.attempt, details: write.details })
   return written
 }
 
