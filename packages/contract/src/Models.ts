@@ -414,13 +414,15 @@ export type FailRun = typeof FailRun.Type
 
 /**
  * The running attempt `attempt` of the task at `address` is alive (`ctx.heartbeat(details)`): its heartbeat timeout
- * starts over. Answered `AttemptTimedOut` when the server already failed the attempt.
+ * starts over. Answered `AttemptTimedOut` when the server already failed the attempt. With `probe`, it only asks
+ * (the worker's check once a deadline passed, in case it missed the signal): nothing is renewed.
  */
 export const HeartbeatTask = Schema.TaggedStruct("HeartbeatTask", {
   ...held,
   address: TaskAddress,
   attempt: Attempt,
-  details: Schema.optionalKey(Json)
+  details: Schema.optionalKey(Json),
+  probe: Schema.optionalKey(Schema.Boolean)
 })
 export type HeartbeatTask = typeof HeartbeatTask.Type
 

@@ -99,6 +99,9 @@ layer(TestServer.layer({ database, timeoutSweepIntervalMs: 3_600_000, poisonAfte
         assert.strictEqual(yield* Timeouts.timeOutAttempts, 1)
         const [again] = yield* api.runs.tasks({ params: { id } })
         assert.deepStrictEqual(again!.attempts[1]!.error?.data, { kind: "start_to_close" })
+        // A worker that missed the signal learns it from a probe (which renews nothing).
+        const probe: Write = { _tag: "HeartbeatTask", runId: id, leaseEpoch: lease.leaseEpoch, address: at, attempt: 2, probe: true }
+        assert.deepStrictEqual(yield* writeOne(api, probe), { _tag: "AttemptTimedOut", kind: "start_to_close" })
         const trail = yield* api.runs.transitions({ params: { id } })
         assert.strictEqual(trail.filter((t) => t.reason === "task_timed_out").length, 2)
       }))

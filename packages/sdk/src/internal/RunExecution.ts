@@ -185,6 +185,24 @@ export const execute = Effect.fnUntraced(function*(
       })
   }
 
+  /**
+   * Once the attempt's first deadline (and a second more) passed, asks the server now and then (every half
+   * deadline, a second at least) whether it timed the attempt out: the answer to a probe tells the worker even if
+   * the signal was missed (a reconnecting signals stream). Never completes by itself.
+   */
+  const probe = (address: TaskAddress, attempt: number, firstDeadlineMs: number): Effect.Effect<never> =>
+    Effect.gen(function*() {
+      yield* Effect.sleep(Duration.millis(firstDeadlineMs + 1_000))
+      while (true) {
+        yield* writes.submit({ _tag: "HeartbeatTask", ...held, address, attempt, probe: true }, (answer) => {
+          if (Exit.isSuccess(answer) && answer.value._tag === "AttemptTimedOut") {
+            timeouts.fireUnsafe(address, attempt, answer.value.kind)
+          }
+        })
+        yield* Effect.sleep(Duration.millis(Math.max(1_000, firstDeadlineMs / 2)))
+      }
+    })
+
   // ------------------------------------------------------------------------------------------------------------
   // Durable calls
 
@@ -314,9 +332,10 @@ export const execute = Effect.fnUntraced(function*(
             )
           )
         )
-        const limited = definition.timeoutMs === undefined && definition.heartbeatTimeoutMs === undefined
+        const limits = [definition.timeoutMs, definition.heartbeatTimeoutMs].filter((ms) => ms !== undefined)
+        const limited = limits.length === 0
           ? running
-          : Effect.raceFirst(running, timedOut)
+          : Effect.raceFirst(running, Effect.raceFirst(timedOut, probe(call.address, attempt, Math.min(...limits))))
         const exit = yield* limited.pipe(
           // One span per attempt, under the run's (its parent is the workflow code's span, the run's execution).
           Effect.withSpan(`Task ${definition.name}`, { attributes: { runId, task: definition.name, attempt } }),

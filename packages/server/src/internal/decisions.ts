@@ -651,7 +651,7 @@ const heartbeatTask = (ledger: Ledger, write: HeartbeatTask): WriteResult => {
     })
   }
   if (attempt.timedOut !== null) return { _tag: "AttemptTimedOut", kind: attempt.timedOut }
-  if (attempt.finished) return written
+  if (attempt.finished || write.probe === true) return written
   // A heartbeat is the worker alive and the task moving: progress.
   progressed(ledger, run)
   const started = ledger.attempt(run.id, write.address, write.attempt)
