@@ -8,9 +8,9 @@
  * timeouts hold whether the worker is alive, hung or gone; several replicas may sweep at once.
  */
 import type { RunId } from "@aiki/contract/Ids"
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DatabaseReady } from "./DatabaseReady.ts"
+import { background } from "./DatabaseReady.ts"
 import { RunTransitions } from "./RunTransitions.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
@@ -50,12 +50,8 @@ export const timeOutRuns = Effect.gen(function*() {
 /** Sweeps every `TIMEOUT_SWEEP_INTERVAL_MS` for as long as the layer is alive. */
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
-  const ready = yield* DatabaseReady
-  yield* Effect.all([timeOutAttempts, timeOutRuns]).pipe(
-    Effect.catchCause((cause) => Effect.logError("Timeout sweep failed", cause)),
-    Effect.repeat(Schedule.spaced(`${config.timeoutSweepIntervalMs} millis`)),
-    Effect.annotateLogs({ service: "Timeouts" }),
-    (loop) => Effect.andThen(ready.await, loop),
-    Effect.forkScoped
-  )
+  yield* background("Timeouts", Effect.all([timeOutAttempts, timeOutRuns]), {
+    every: `${config.timeoutSweepIntervalMs} millis`,
+    failure: "Timeout sweep failed"
+  })
 }))
