@@ -496,7 +496,8 @@ export class Registration extends Schema.Class<Registration>("Registration")({
 
 /**
  * Something a worker must act on at once, pushed to it while it is connected. `Connected` opens the stream and
- * `Ping` keeps it alive through idle proxies; `Cancelled` names a run of the worker's that was cancelled.
+ * `Ping` keeps it alive through idle proxies; `Cancelled` names a run of the worker's that was cancelled,
+ * `TaskTimedOut` an attempt the server failed for a timeout, `RunStopped` a run the server failed.
  */
 export const WorkerSignal = Schema.Union([
   Schema.TaggedStruct("Connected", {}),

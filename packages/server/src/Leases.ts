@@ -1,7 +1,8 @@
 /**
  * Leases: how runs are handed to exactly one worker at a time. A worker claims the runs it received (in one
  * request), or long-polls for pending ones when there is no Redis; it renews its liveness and extends the leases it
- * holds with one heartbeat; cancellations of its runs are pushed to it. Every grant and extension is a transition
+ * holds with one heartbeat; cancellations of its runs, attempts the server timed out and runs it ended are pushed
+ * to it. Every grant and extension is a transition
  * decided by `RunTransitions`.
  */
 import type { RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
@@ -35,7 +36,10 @@ export class Leases extends Context.Service<Leases, {
     runs: ReadonlyArray<HeldRun>,
     options: { readonly leaseMs?: number | undefined; readonly livenessMs?: number | undefined }
   ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
-  /** Cancellations of the worker's runs, as they commit on any replica, and a ping now and then. */
+  /**
+   * Cancellations of the worker's runs, attempts of them the server timed out and runs it ended (timeouts, poison), as
+   * they commit on any replica, and a ping now and then.
+   */
   readonly signals: (workerId: WorkerId) => Stream.Stream<WorkerSignal>
 }>()("@aiki/server/Leases") {
   static readonly layer = Layer.effect(
