@@ -2,8 +2,7 @@
  * Leases: how runs are handed to exactly one worker at a time. A worker claims the runs it received (in one
  * request), or long-polls for pending ones when there is no Redis; it renews its liveness and extends the leases it
  * holds with one heartbeat; cancellations of its runs, attempts the server timed out and runs it ended are pushed
- * to it. Every grant and extension is a transition
- * decided by `RunTransitions`.
+ * to it. Every grant and extension is a transition decided by `RunTransitions`.
  */
 import type { RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import type { Claims, HeartbeatReply, HeldRun, Lease, PollRuns, WorkerSignal } from "@aiki/contract/Models"
