@@ -20,31 +20,38 @@ import * as Fixtures from "./fixtures/workflows.ts"
 import * as AikiServer from "./support/AikiServer.ts"
 import * as WorkerProcess from "./support/WorkerProcess.ts"
 
-class Server extends Context.Service<Server, AikiServer.AikiServer & { readonly sideEffectsFile: string }>()(
-  "test/TimeoutsServer"
-) {}
+class Server extends Context.Service<Server, AikiServer.AikiServer & {
+  readonly sideEffectsFile: string
+  /** The worker every test but the poison one shares, registered before the tests begin. */
+  readonly shared: Running
+}>()("test/TimeoutsServer") {}
+
+/** A fixture worker (HTTP subscriber) against `server`. */
+const workerOf = (server: { readonly baseUrl: string }, sideEffectsFile: string, id: string) =>
+  WorkerProcess.start({
+    AIKI_URL: server.baseUrl,
+    WORKER_ID: id,
+    SIDE_EFFECTS_FILE: sideEffectsFile,
+    HEARTBEAT_MS: "400",
+    LIVENESS_MS: "2000",
+    // Long sleeps park at once (a run timeout then finds its run parked).
+    SUSPEND_AFTER_MS: "1000"
+  })
 
 const TestLayer = Layer.unwrap(Effect.gen(function*() {
   const server = yield* AikiServer.make({ TIMEOUT_SWEEP_INTERVAL_MS: "200", POISON_AFTER_LAPSES: "3" })
   const sideEffectsFile = join(mkdtempSync(join(tmpdir(), "aiki-timeouts-")), "side-effects.log")
-  return AikiClient.layer({ baseUrl: server.baseUrl }).pipe(
-    Layer.provideMerge(Layer.succeed(Server, { ...server, sideEffectsFile }))
-  )
+  const shared = yield* workerOf(server, sideEffectsFile, "shared")
+  const client = AikiClient.layer({ baseUrl: server.baseUrl })
+  // Registered before the runs start, so that run timeouts find them running (and parked).
+  yield* eventually(Effect.flatMap(AikiClient, (aiki) => aiki.api.workers.health({ params: { id: "shared" as WorkerId } })), {
+    timeoutMs: 30_000
+  }).pipe(Effect.provide(client))
+  return client.pipe(Layer.provideMerge(Layer.succeed(Server, { ...server, sideEffectsFile, shared })))
 }))
 
-/** A fixture worker (HTTP subscriber) against this file's server. */
-const worker = (id: string, env: Record<string, string> = {}) =>
-  Effect.gen(function*() {
-    const server = yield* Server
-    return yield* WorkerProcess.start({
-      AIKI_URL: server.baseUrl,
-      WORKER_ID: id,
-      SIDE_EFFECTS_FILE: server.sideEffectsFile,
-      HEARTBEAT_MS: "400",
-      LIVENESS_MS: "2000",
-      ...env
-    })
-  })
+/** Another fixture worker against this file's server. */
+const worker = (id: string) => Effect.flatMap(Server, (server) => workerOf(server, server.sideEffectsFile, id))
 
 const sideEffects = (runId: string) =>
   Effect.map(Server, (server) => WorkerProcess.sideEffects(server.sideEffectsFile, runId).map(([what]) => what))
@@ -64,7 +71,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
   it.effect("times out an attempt that ignores its signal while its worker lives, and retries it per its policy", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      const w = yield* worker("start-to-close")
+      const w = (yield* Server).shared
       const run = yield* aiki.start(Timeouts.hangsOnFirstAttempt.effect, null)
       assert.deepStrictEqual(yield* run.result({ timeoutMs: 30_000 }), { attempt: 2 })
       const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
@@ -87,16 +94,16 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
   it.effect("fails a task that stops heartbeating, even while its worker lives; heartbeats kept it alive until then", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      const w = yield* worker("heartbeat")
+      const w = (yield* Server).shared
       const run = yield* aiki.start(Timeouts.stopsHeartbeating.effect, null)
       assert.deepStrictEqual(yield* run.result({ timeoutMs: 30_000 }), { caught: "TaskTimedOut", kind: "heartbeat" })
       const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
       const attempt = task!.attempts[0]!
       assert.strictEqual(attempt.error?.name, "TaskTimedOut")
-      assert.strictEqual(attempt.heartbeatTimeoutMs, 1_000)
-      // Heartbeats for 2 s kept it past its 1 s heartbeat timeout; the details of one of them are kept.
+      assert.strictEqual(attempt.heartbeatTimeoutMs, 1_500)
+      // Heartbeats for 3 s kept it past its 1.5 s heartbeat timeout; the details of one of them are kept.
       const ran = DateTime.toEpochMillis(attempt.finishedAt!) - DateTime.toEpochMillis(attempt.startedAt)
-      assert.isAtLeast(ran, 2_000)
+      assert.isAtLeast(ran, 3_000)
       assert.isObject(attempt.heartbeatDetails)
       assert.deepStrictEqual(yield* sideEffects(run.id), ["stopped-heartbeating", "aborted"])
       assert.isTrue(alive(w))
@@ -105,7 +112,6 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
   it.effect("times out an Effect task that stops heartbeating by interrupting it; the retry completes", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("effect-heartbeat")
       const run = yield* aiki.start(Timeouts.effectHeartbeatTimeout, null)
       assert.strictEqual(yield* run.result({ timeoutMs: 30_000 }), 2)
       const [task] = yield* aiki.api.runs.tasks({ params: { id: run.id } })
@@ -117,10 +123,7 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
   it.effect("fails a run past its execution timeout (set at start, or declared by its version) and aborts its task", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("run-timeout", { SUSPEND_AFTER_MS: "1000" })
-      // Registered before the runs start, so that their timeouts find them running (and parked).
-      yield* eventually(aiki.api.workers.health({ params: { id: "run-timeout" as WorkerId } }), { timeoutMs: 30_000 })
-      const running = yield* aiki.start(Timeouts.takesAMinute.effect, null, { executionTimeoutMs: 3_000 })
+      const running = yield* aiki.start(Timeouts.takesAMinute.effect, null, { executionTimeoutMs: 5_000 })
       const parked = yield* aiki.start(Timeouts.declaresItsTimeout.effect, null)
       for (const run of [running, parked]) {
         const status = yield* eventually(Effect.gen(function*() {
@@ -180,6 +183,10 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("timeouts", (it
   it.effect("fails a run that crashes every worker that takes it as poisoned after 3 lapses; other runs complete", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
+      // The shared worker would be one more victim: it stops first (the last test of the file).
+      const { shared } = yield* Server
+      yield* WorkerProcess.signal(shared, "SIGTERM")
+      yield* Effect.promise(() => shared.exited)
       const poison = yield* aiki.start(Timeouts.crashesItsWorker.effect, { poison: true })
       const others = yield* Effect.forEach([1, 2, 3], (n) => aiki.start(Fixtures.threeSteps.effect, n))
       const healthy = yield* aiki.start(Timeouts.crashesItsWorker.effect, { poison: false })
