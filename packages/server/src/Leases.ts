@@ -111,33 +111,41 @@ export class Leases extends Context.Service<Leases, {
       const signals = (workerId: WorkerId) =>
         Stream.unwrap(Effect.gen(function*() {
           const subscription = yield* notifications.subscribe
-          const cancelled = Stream.fromSubscription(subscription).pipe(
-            Stream.filter((change) => change.task === null && change.state === "cancelled"),
-            Stream.filterEffect((change) =>
-              sql<{ readonly lease_owner: string | null }>`SELECT lease_owner FROM workflow_runs WHERE id = ${change.runId}`
-                .pipe(Effect.map((rows) => rows[0]?.lease_owner === workerId), Effect.orDie)
-            ),
-            Stream.map((change): WorkerSignal => ({ _tag: "Cancelled", runId: change.runId as RunId }))
-          )
-          // Timeouts name the worker holding the run, so no query is needed to route them.
-          const notices = Stream.fromSubscription(subscription).pipe(
-            Stream.filter((change) => change.owner === workerId),
-            Stream.filterMap((change): Result.Result<WorkerSignal, void> =>
-              change.timedOut !== undefined && change.task !== null
-                ? Result.succeed({
-                  _tag: "TaskTimedOut",
-                  runId: change.runId as RunId,
-                  address: change.task as TaskAddress,
-                  attempt: change.timedOut.attempt,
-                  kind: change.timedOut.kind
-                })
-                : change.stopped !== undefined
-                ? Result.succeed({ _tag: "RunStopped", runId: change.runId as RunId, reason: change.stopped })
-                : Result.failVoid
-            )
+          // One reader of the subscription (two would split its messages between them). Timeout notices name the
+          // worker holding the run, so they need no query to be routed; a cancellation asks who holds the run.
+          const pushed = Stream.fromSubscription(subscription).pipe(
+            Stream.filterMapEffect((change): Effect.Effect<Result.Result<WorkerSignal, void>> => {
+              if (change.owner !== undefined) {
+                if (change.owner !== workerId) return Effect.succeed(Result.failVoid)
+                if (change.timedOut !== undefined && change.task !== null) {
+                  return Effect.succeed(Result.succeed({
+                    _tag: "TaskTimedOut",
+                    runId: change.runId as RunId,
+                    address: change.task as TaskAddress,
+                    attempt: change.timedOut.attempt,
+                    kind: change.timedOut.kind
+                  }))
+                }
+                return Effect.succeed(
+                  change.stopped !== undefined
+                    ? Result.succeed({ _tag: "RunStopped", runId: change.runId as RunId, reason: change.stopped })
+                    : Result.failVoid
+                )
+              }
+              if (change.task !== null || change.state !== "cancelled") return Effect.succeed(Result.failVoid)
+              return sql<{ readonly lease_owner: string | null }>`SELECT lease_owner FROM workflow_runs WHERE id = ${change.runId}`
+                .pipe(
+                  Effect.map((rows) =>
+                    rows[0]?.lease_owner === workerId
+                      ? Result.succeed<WorkerSignal>({ _tag: "Cancelled", runId: change.runId as RunId })
+                      : Result.failVoid
+                  ),
+                  Effect.orDie
+                )
+            })
           )
           const pings = Stream.tick("15 seconds").pipe(Stream.drop(1), Stream.map((): WorkerSignal => ({ _tag: "Ping" })))
-          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.mergeAll([cancelled, notices, pings], { concurrency: "unbounded" })))
+          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(pushed, pings)))
         }))
 
       return Leases.of({ claim: Effect.fn("Leases.claim")(claim), poll, heartbeat: Effect.fn("Leases.heartbeat")(heartbeat), signals })

@@ -9,7 +9,7 @@ import type { AikiClient } from "@aiki/contract/Client"
 import type { LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { Write, WriteResult } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
-import { DateTime, Effect } from "effect"
+import { DateTime, Effect, Fiber, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import * as Reaper from "../src/Reaper.ts"
 import * as Timeouts from "../src/Timeouts.ts"
@@ -67,9 +67,20 @@ layer(TestServer.layer({ database, timeoutSweepIntervalMs: 3_600_000, poisonAfte
         assert.strictEqual((yield* writeOne(api, beat))._tag, "Written")
         // Not overdue yet: the sweep leaves it alone.
         assert.strictEqual(yield* Timeouts.timeOutAttempts, 0)
-        // Its last heartbeat a minute ago: overdue.
+        // Its last heartbeat a minute ago: overdue. The owner's signals stream says so at once.
+        const signals = yield* api.execution.signals({ params: { id: workerA } })
+        const pushed = yield* signals.pipe(
+          Stream.filter((signal) => signal._tag !== "Connected" && signal._tag !== "Ping"),
+          Stream.take(1),
+          Stream.runCollect,
+          Effect.forkChild
+        )
+        yield* Effect.sleep("300 millis")
         yield* sql`UPDATE task_attempts SET heartbeat_at = now() - interval '61 seconds' WHERE run_id = ${id}`
         assert.strictEqual(yield* Timeouts.timeOutAttempts, 1)
+        assert.deepStrictEqual([...yield* Fiber.join(pushed).pipe(Effect.timeout("10 seconds"))], [
+          { _tag: "TaskTimedOut", runId: id, address: at, attempt: 1, kind: "heartbeat" }
+        ])
         assert.strictEqual(yield* Timeouts.timeOutAttempts, 0)
         const [task] = yield* api.runs.tasks({ params: { id } })
         assert.strictEqual(task!.state, "running")
