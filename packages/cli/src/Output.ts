@@ -46,7 +46,11 @@ export const runSummary = (run: WorkflowRun) =>
   [
     `${bold("Run")}        ${run.id}`,
     `${bold("Workflow")}   ${run.workflowName}@${run.workflowVersion}`,
-    `${bold("State")}      ${state(run.state)}${run.leaseOwner !== undefined && run.state === "running" ? ` (on ${run.leaseOwner})` : ""}`,
+    `${bold("State")}      ${state(run.state)}${run.leaseOwner !== undefined && run.state === "running" ? ` (on ${run.leaseOwner})` : ""}${
+      run.failureReason !== undefined ? ` (${run.failureReason})` : ""
+    }`,
+    ...(run.deadlineAt !== undefined && run.finishedAt === undefined ? [`${bold("Deadline")}   ${time(run.deadlineAt)}`] : []),
+    ...(run.lapses !== undefined && run.finishedAt === undefined ? [`${bold("Lapses")}     ${yellow(String(run.lapses))} in a row`] : []),
     ...(run.waitingFor !== undefined ? [`${bold("Waiting")}    ${yellow(run.waitingFor.message)}`] : []),
     ...(run.priority !== undefined && run.priority !== 5 ? [`${bold("Priority")}   ${run.priority}`] : []),
     ...(run.scheduleId !== undefined ? [`${bold("Schedule")}   ${run.scheduleId} (for ${time(run.scheduledFor)})`] : []),
@@ -62,7 +66,9 @@ export const taskRows = (tasks: ReadonlyArray<Task>) =>
     task.name,
     state(task.state),
     String(task.attempts.length),
-    task.error === undefined ? (task.result === undefined ? "" : dim(JSON.stringify(task.result).slice(0, 60))) : red(task.error.message)
+    task.error === undefined
+      ? (task.result === undefined ? "" : dim(JSON.stringify(task.result).slice(0, 60)))
+      : red(`${task.error.name === "TaskTimedOut" ? "timed out: " : ""}${task.error.message}`)
   ])
 
 /** One line that says what went wrong, for any failure the CLI meets. */

@@ -21,6 +21,7 @@ import { Debounce, FlowPolicy, Limit, Priority, StartFlow, WaitingFor, WaitingRe
 import { ParkedState, RunState } from "./RunState.ts"
 import { Trigger } from "./Schedules.ts"
 import { TaskState } from "./TaskState.ts"
+import { FailureReason, StartTimeouts, TaskTimeoutKind, TimeoutMs } from "./Timeouts.ts"
 
 /** A UTC instant, an ISO 8601 string on the wire (also inside SSE events, which encode to plain JSON). */
 export const Timestamp = Schema.DateTimeUtcFromString
@@ -81,7 +82,15 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   waitingFor: Schema.optionalKey(WaitingFor),
   /** The schedule that started it, and the fire time it was started for. */
   scheduleId: Schema.optionalKey(ScheduleId),
-  scheduledFor: Schema.optionalKey(Timestamp)
+  scheduledFor: Schema.optionalKey(Timestamp),
+  /** When it fails as `timed_out` unless it finished (its execution timeout). */
+  deadlineAt: Schema.optionalKey(Timestamp),
+  /** When it fails as `schedule_to_start_timed_out` unless a worker claimed it by then. */
+  startDeadlineAt: Schema.optionalKey(Timestamp),
+  /** Set when the server failed the run (a timeout, a poisoned run); its `error` says more. */
+  failureReason: Schema.optionalKey(FailureReason),
+  /** How many times in a row its lease lapsed without progress (see `Timeouts.ts`). */
+  lapses: Schema.optionalKey(Schema.Int)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -102,7 +111,14 @@ export class TaskAttempt extends Schema.Class<TaskAttempt>("TaskAttempt")({
   leaseEpoch: Schema.Int,
   startedAt: Timestamp,
   finishedAt: Schema.optionalKey(Timestamp),
-  error: Schema.optionalKey(ErrorDetails)
+  error: Schema.optionalKey(ErrorDetails),
+  /** The server fails the attempt (`TaskTimedOut`, kind `start_to_close`) if it is still open then. */
+  timeoutAt: Schema.optionalKey(Timestamp),
+  /** The attempt must heartbeat at least this often (`TaskTimedOut`, kind `heartbeat`). */
+  heartbeatTimeoutMs: Schema.optionalKey(Schema.Int),
+  /** Its last heartbeat, and the details it carried. */
+  heartbeatAt: Schema.optionalKey(Timestamp),
+  heartbeatDetails: Schema.optionalKey(Json)
 }) {}
 
 /**
@@ -148,7 +164,9 @@ export const WorkflowDefinition = Schema.Struct({
   /** The limits its runs obey (priority, concurrency, rate). */
   flowControl: Schema.optionalKey(FlowPolicy),
   /** The schedule it declares (`<name>:trigger`); the highest version declaring one owns it. */
-  trigger: Schema.optionalKey(Trigger)
+  trigger: Schema.optionalKey(Trigger),
+  /** Its runs fail (`timed_out`) this long after they were started, unless a start says otherwise. */
+  executionTimeoutMs: Schema.optionalKey(TimeoutMs)
 })
 export type WorkflowDefinition = typeof WorkflowDefinition.Type
 
@@ -190,6 +208,7 @@ export const StartRun = Schema.Struct({
   payload: Json,
   idempotencyKey: Schema.optionalKey(IdempotencyKey),
   ...StartFlow,
+  ...StartTimeouts,
   /** Replace the not-yet-started run with the same debounce key instead of starting another one. */
   debounce: Schema.optionalKey(Debounce)
 }).check(debouncedWithoutKey)
@@ -217,6 +236,7 @@ export const StartRuns = Schema.Struct({
     /** The W3C `traceparent` the run's execution continues (the caller's span when it made this start). */
     traceParent: Schema.optionalKey(Schema.String),
     ...StartFlow,
+    ...StartTimeouts,
     debounce: Schema.optionalKey(Debounce)
   }).check(debouncedWithoutKey)).check(Schema.isMinLength(1), Schema.isMaxLength(1_000))
 })
@@ -329,7 +349,11 @@ export const StartTask = Schema.TaggedStruct("StartTask", {
   payload: Json,
   attempt: Attempt,
   /** A durable wait's due time (a sleep's wake-up, a timed event wait's deadline). */
-  notBefore: Schema.optionalKey(Timestamp)
+  notBefore: Schema.optionalKey(Timestamp),
+  /** The server fails the attempt (`TaskTimedOut`) if it has not finished this long after it began. */
+  timeoutMs: Schema.optionalKey(TimeoutMs),
+  /** The server fails the attempt (`TaskTimedOut`) if it goes this long without a `HeartbeatTask`. */
+  heartbeatTimeoutMs: Schema.optionalKey(TimeoutMs)
 })
 export type StartTask = typeof StartTask.Type
 
@@ -388,12 +412,26 @@ export type CompleteRun = typeof CompleteRun.Type
 export const FailRun = Schema.TaggedStruct("FailRun", { ...held, error: ErrorDetails })
 export type FailRun = typeof FailRun.Type
 
+/**
+ * The running attempt `attempt` of the task at `address` is alive (`ctx.heartbeat(details)`): its heartbeat timeout
+ * starts over. Answered `AttemptTimedOut` when the server already failed the attempt. With `probe`, it only asks
+ * (the worker's check once a deadline passed, in case it missed the signal): nothing is renewed.
+ */
+export const HeartbeatTask = Schema.TaggedStruct("HeartbeatTask", {
+  ...held,
+  address: TaskAddress,
+  attempt: Attempt,
+  details: Schema.optionalKey(Json),
+  probe: Schema.optionalKey(Schema.Boolean)
+})
+export type HeartbeatTask = typeof HeartbeatTask.Type
+
 /** Gives a held run back (the worker is shutting down): pending again, for another worker at once. */
 export const ReleaseRun = Schema.TaggedStruct("ReleaseRun", held)
 export type ReleaseRun = typeof ReleaseRun.Type
 
 /** One thing a worker reports about a run it holds. Every write is fenced by the lease epoch it carries. */
-export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun])
+export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun, HeartbeatTask])
 export type Write = typeof Write.Type
 
 /**
@@ -416,6 +454,8 @@ export const EventReceived = Schema.TaggedStruct("EventReceived", { payload: Jso
 export const NoEvent = Schema.TaggedStruct("NoEvent", { timedOut: Schema.optionalKey(Schema.Boolean) })
 /** `ParkRun` refused: an awaited event is already waiting, receive it instead. */
 export const EventWaiting = Schema.TaggedStruct("EventWaiting", { names: Schema.Array(EventName) })
+/** `HeartbeatTask`: the server failed the attempt for a timeout; the worker must abort it. */
+export const AttemptTimedOut = Schema.TaggedStruct("AttemptTimedOut", { kind: TaskTimeoutKind })
 
 /** The answer to each write of a batch, in the order of the writes. */
 export const WriteResult = Schema.Union([
@@ -423,6 +463,7 @@ export const WriteResult = Schema.Union([
   EventReceived,
   NoEvent,
   EventWaiting,
+  AttemptTimedOut,
   LeaseLost,
   RunNotFound,
   InvalidTransition,
@@ -455,12 +496,17 @@ export class Registration extends Schema.Class<Registration>("Registration")({
 
 /**
  * Something a worker must act on at once, pushed to it while it is connected. `Connected` opens the stream and
- * `Ping` keeps it alive through idle proxies; `Cancelled` names a run of the worker's that was cancelled.
+ * `Ping` keeps it alive through idle proxies; `Cancelled` names a run of the worker's that was cancelled,
+ * `TaskTimedOut` an attempt the server failed for a timeout, `RunStopped` a run the server failed.
  */
 export const WorkerSignal = Schema.Union([
   Schema.TaggedStruct("Connected", {}),
   Schema.TaggedStruct("Ping", {}),
-  Schema.TaggedStruct("Cancelled", { runId: RunId })
+  Schema.TaggedStruct("Cancelled", { runId: RunId }),
+  /** The server failed an attempt of one of the worker's runs for a timeout: abort it. */
+  Schema.TaggedStruct("TaskTimedOut", { runId: RunId, address: TaskAddress, attempt: Schema.Int, kind: TaskTimeoutKind }),
+  /** The server ended one of the worker's runs (`failed`, see `failureReason`): stop it. */
+  Schema.TaggedStruct("RunStopped", { runId: RunId, reason: FailureReason })
 ])
 export type WorkerSignal = typeof WorkerSignal.Type
 

@@ -4,7 +4,8 @@
  * `pending → running → completed | failed | cancelled`; a run parked with no worker attached waits in `sleeping`,
  * `awaiting_event`, `awaiting_child` or `awaiting_retry` and goes back to `pending` when it is woken. A running
  * run whose lease lapsed goes back to `pending` (requeued), or straight to `running` under a new lease (taken
- * over). Any non-terminal state may become `cancelled`.
+ * over). Any non-terminal state may become `cancelled`, and `failed` by the server (a run timeout, a
+ * schedule-to-start timeout, a poisoned run: see `Timeouts.ts`).
  *
  * The server derives every guard of its writes from `sourcesOf`, so this table is the only place the machine is
  * written down.
@@ -53,13 +54,13 @@ export const isSuspended = (state: RunState): state is ParkedState => (suspended
 
 /** The states a transition may go to from each state. */
 const next: { readonly [S in RunState]: ReadonlyArray<RunState> } = {
-  pending: ["running", "cancelled"],
+  pending: ["running", "cancelled", "failed"],
   // `running → running` is a takeover: a new lease granted over one that lapsed.
   running: ["running", "pending", "completed", "failed", "cancelled", "sleeping", "awaiting_event", "awaiting_child", "awaiting_retry"],
-  sleeping: ["pending", "cancelled"],
-  awaiting_event: ["pending", "cancelled"],
-  awaiting_child: ["pending", "cancelled"],
-  awaiting_retry: ["pending", "cancelled"],
+  sleeping: ["pending", "cancelled", "failed"],
+  awaiting_event: ["pending", "cancelled", "failed"],
+  awaiting_child: ["pending", "cancelled", "failed"],
+  awaiting_retry: ["pending", "cancelled", "failed"],
   completed: [],
   failed: [],
   cancelled: []

@@ -112,9 +112,23 @@ export interface RunHandle<A, E> {
 }
 
 /** How to start a run: idempotently, and with flow control over what its version declares. */
-export interface StartOptions extends StartFlowOptions {
+export interface StartOptions extends StartFlowOptions, StartTimeoutOptions {
   /** Starting again with the same key and payload returns the same run. */
   readonly idempotencyKey?: string
+}
+
+/** The timeouts of one run, enforced by the server. */
+export interface StartTimeoutOptions {
+  /**
+   * The run fails (`failureReason: "timed_out"`) if it has not finished this long (ms) after its start; its
+   * running task is aborted. @default the workflow version's `executionTimeoutMs`, else none
+   */
+  readonly executionTimeoutMs?: number
+  /**
+   * The run fails (`failureReason: "schedule_to_start_timed_out"`) if no worker claimed it this long (ms) after
+   * its start: e.g. no worker serves its version. @default none
+   */
+  readonly scheduleToStartTimeoutMs?: number
 }
 
 /** A schedule to create: when it fires, the payload of its runs, and its id. */
@@ -310,6 +324,10 @@ const make = (options: ClientOptions) =>
           ? { idempotencyKey: startOptions.idempotencyKey as IdempotencyKey }
           : {}),
         ...(traceParent !== undefined ? { traceParent } : {}),
+        ...(startOptions.executionTimeoutMs !== undefined ? { executionTimeoutMs: startOptions.executionTimeoutMs } : {}),
+        ...(startOptions.scheduleToStartTimeoutMs !== undefined
+          ? { scheduleToStartTimeoutMs: startOptions.scheduleToStartTimeoutMs }
+          : {}),
         ...startFlowOf(workflow.flowControl, payload, startOptions)
       }))
       if (!(answer instanceof StartedRun)) return yield* answer

@@ -2,6 +2,7 @@
  * The errors the SDK itself raises. Errors of your workflows and tasks are your own types; these say what
  * happened to a run around them.
  */
+import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import type { ErrorDetails, Json } from "@aiki/contract/Models"
 import { Data, Schema } from "effect"
 
@@ -75,6 +76,19 @@ export class TaskError extends Data.TaggedError("TaskError")<{
     return error
   }
 }
+
+/**
+ * The server failed a task attempt for a timeout: it ran longer than its `timeoutMs` (`start_to_close`) or went
+ * longer than its `heartbeatTimeoutMs` without `heartbeat` (`heartbeat`). The attempt was aborted (its signal, or
+ * interruption) and counts as a failed attempt, retried per the task's policy; once none are left, the workflow
+ * sees it as a `TaskError` whose `errorName` is `TaskTimedOut` and whose `data.kind` says which.
+ */
+export class TaskTimedOut extends Data.TaggedError("TaskTimedOut")<{
+  readonly taskName: string
+  readonly attempt: number
+  readonly kind: TaskTimeoutKind
+  readonly message: string
+}> {}
 
 /** The server refused a write of a run for good (a value too large, a transition the journal does not allow). */
 export class WriteRefused extends Data.TaggedError("WriteRefused")<{

@@ -8,7 +8,8 @@
  *
  * @example
  * ```ts
- * import { Effect, Schema } from "effect"
+ * import { TimeoutMs } from "@aiki/contract/Timeouts"
+import { Effect, Schema } from "effect"
  * import { Task } from "@aiki/sdk/effect"
  *
  * const ChargeCard = Task.make("charge-card", {
@@ -16,10 +17,12 @@
  *   success: Schema.Struct({ chargeId: Schema.String }),
  *   error: CardDeclined,
  *   retry: { type: "exponential", maxAttempts: 5, baseDelayMs: 200 },
+ *   timeoutMs: 30_000,
  *   run: ({ orderId, amount }, { attempt }) => payments.charge(orderId, amount)
  * })
  * ```
  */
+import { TimeoutMs } from "@aiki/contract/Timeouts"
 import { Effect, Schema } from "effect"
 import type { Retry } from "./Retry.ts"
 import { type TaskContext, type TaskDefinition, WorkflowRun } from "./WorkflowRun.ts"
@@ -54,10 +57,24 @@ export interface Options<
   readonly error?: Error
   /** @default no retry */
   readonly retry?: Retry
+  /**
+   * Start-to-close timeout of each attempt, in ms, enforced by the server: an attempt still running this long after
+   * it began is failed (`TaskTimedOut`, kind `start_to_close`), interrupted, and retried per `retry`.
+   * @default none
+   */
+  readonly timeoutMs?: number
+  /**
+   * Heartbeat timeout, in ms, enforced by the server: an attempt that goes this long without
+   * `context.heartbeat()` is failed (`TaskTimedOut`, kind `heartbeat`), even while its worker is alive.
+   * @default none
+   */
+  readonly heartbeatTimeoutMs?: number
   readonly run: (payload: Payload["Type"], context: TaskContext) => Effect.Effect<Success["Type"], Error["Type"], R>
 }
 
-/** Defines a task. Its name must stay the same for as long as runs that used it may be replayed. */
+const checkTimeout = Schema.decodeUnknownSync(Schema.UndefinedOr(TimeoutMs))
+
+/** Defines a task. Throws at definition time for a timeout that is not a positive integer of ms. Its name must stay the same for as long as runs that used it may be replayed. */
 export const make = <
   Payload extends Schema.Top,
   Success extends Schema.Top,
@@ -71,6 +88,8 @@ export const make = <
     successSchema: options.success,
     errorSchema: (options.error ?? Schema.Never) as Error,
     retry: options.retry,
+    timeoutMs: checkTimeout(options.timeoutMs),
+    heartbeatTimeoutMs: checkTimeout(options.heartbeatTimeoutMs),
     run: options.run,
     start: (payload) => Effect.flatMap(WorkflowRun, (run) => run.task(task, payload))
   }

@@ -16,12 +16,13 @@
  * ```
  */
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
-import type { Json, Lease } from "@aiki/contract/Models"
+import type { Json, Lease, WorkerSignal } from "@aiki/contract/Models"
 import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
 import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
 import { policyOf, scheduleOf } from "./FlowControl.ts"
+import { AttemptTimeouts } from "./internal/AttemptTimeouts.ts"
 import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -94,6 +95,8 @@ interface Actor {
   readonly fiber: Deferred.Deferred<Fiber.Fiber<void>>
   /** By this worker's clock, until when its lease surely holds (the request granting or extending it + leaseMs). */
   leaseHoldsUntil: number
+  /** Where the server's word that an attempt of the run timed out reaches the attempt. */
+  readonly timeouts: AttemptTimeouts
 }
 
 /**
@@ -159,7 +162,8 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
         ...optionalSchema("payloadSchema", w.payloadSchema),
         ...optionalSchema("resultSchema", w.successSchema),
         ...(policy !== undefined ? { flowControl: policy } : {}),
-        ...(w.trigger !== undefined ? { trigger: yield* scheduleOf(w, w.trigger) } : {})
+        ...(w.trigger !== undefined ? { trigger: yield* scheduleOf(w, w.trigger) } : {}),
+        ...(w.executionTimeoutMs !== undefined ? { executionTimeoutMs: w.executionTimeoutMs } : {})
       }
     })).pipe(Effect.orDie)
   const registration = yield* link.retrying(api.execution.register({
@@ -207,7 +211,8 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
         entry,
         stopReason: undefined,
         fiber: yield* Deferred.make<Fiber.Fiber<void>>(),
-        leaseHoldsUntil: requestedAt + leaseMs
+        leaseHoldsUntil: requestedAt + leaseMs,
+        timeouts: new AttemptTimeouts()
       }
       actors.set(runId, actor)
       // The run's execution continues the trace of the request that started it, whichever worker runs it.
@@ -217,7 +222,8 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
       const fiber = yield* execute(workflow, lease, writes, {
         suspendAfterMs,
         maxPayloadBytes: registration.maxPayloadBytes,
-        leaseHolds: leaseHolds(actor)
+        leaseHolds: leaseHolds(actor),
+        attemptTimeouts: actor.timeouts
       }).pipe(
         Effect.flatMap((end) => Effect.andThen(Effect.annotateCurrentSpan("run.end", end), Effect.logDebug(`Run ${end}`))),
         Effect.withSpan("Worker.executeRun", {
@@ -339,12 +345,25 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
     yield* Deferred.succeed(done, undefined)
   }), supervising, Duration.millis(Math.min(heartbeatIntervalMs, livenessMs / 4)))
 
-  // Cancellations pushed by the server reach the run at once, not at the next heartbeat.
+  /** What the server pushes: cancellations, timeouts and runs it ended reach the run at once. */
+  const onSignal = (signal: WorkerSignal): Effect.Effect<void> => {
+    switch (signal._tag) {
+      case "Connected":
+      case "Ping":
+        return Effect.void
+      case "Cancelled":
+        return stop(signal.runId, "cancelled")
+      case "RunStopped":
+        return stop(signal.runId, "lost")
+      case "TaskTimedOut": {
+        const actor = actors.get(signal.runId)
+        return actor === undefined ? Effect.void : actor.timeouts.fire(signal.address, signal.attempt, signal.kind)
+      }
+    }
+  }
   yield* supervise(
     "Signals",
-    Stream.unwrap(api.execution.signals({ params: { id: workerId } })).pipe(
-      Stream.runForEach((signal) => signal._tag === "Cancelled" ? stop(signal.runId, "cancelled") : Effect.void)
-    ),
+    Stream.unwrap(api.execution.signals({ params: { id: workerId } })).pipe(Stream.runForEach(onSignal)),
     supervising,
     "1 second"
   )

@@ -25,6 +25,7 @@
 import { FlowPolicy } from "@aiki/contract/FlowControl"
 import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { ScheduleSpec } from "@aiki/contract/Schedules"
+import { TimeoutMs } from "@aiki/contract/Timeouts"
 import { Duration, Effect, Option, Schema } from "effect"
 import * as Event from "./Event.ts"
 import { type FlowControlOptions, policyOf, type ScheduleOptions, specOf } from "./FlowControl.ts"
@@ -47,6 +48,8 @@ export interface Workflow<Payload extends Schema.Top, Success extends Schema.Top
   readonly flowControl: FlowControlOptions<Payload["Type"]>
   /** The schedule it declares, if any. */
   readonly trigger: ScheduleOptions<Payload["Type"]> | undefined
+  /** Its runs' execution timeout unless a start says otherwise (registered with the version). */
+  readonly executionTimeoutMs: number | undefined
 }
 
 /** Any workflow, whatever its types (for registries and lists). */
@@ -62,6 +65,7 @@ export interface Any {
   readonly retry: Retry | undefined
   readonly flowControl: FlowControlOptions<never>
   readonly trigger: ScheduleOptions<unknown> | undefined
+  readonly executionTimeoutMs: number | undefined
 }
 
 /** The services a workflow's code needs besides `WorkflowRun` (to be provided to the worker). */
@@ -88,12 +92,19 @@ export interface Options<Payload extends Schema.Top, Success extends Schema.Top,
    * one owns it); pause or resume it with the client or `aiki schedules`. @default none
    */
   readonly trigger?: ScheduleOptions<Payload["Type"]>
+  /**
+   * Execution timeout of its runs, in ms from their start, enforced by the server: a run not finished by then
+   * fails with `failureReason: "timed_out"` (its running task is aborted). A start's `executionTimeoutMs` overrides
+   * it. Registered with the version, so it applies to runs started by the CLI or the API too. @default none
+   */
+  readonly executionTimeoutMs?: number
 }
 
 const decodeName = Schema.decodeUnknownSync(WorkflowName)
 const decodeVersion = Schema.decodeUnknownSync(WorkflowVersion)
 const checkPolicy = Schema.decodeUnknownSync(Schema.UndefinedOr(FlowPolicy))
 const checkSpec = Schema.decodeUnknownSync(ScheduleSpec)
+const checkTimeout = Schema.decodeUnknownSync(Schema.UndefinedOr(TimeoutMs))
 
 /**
  * Defines a version of a workflow. Throws at definition time for a malformed name or version, a limit or priority
@@ -113,7 +124,8 @@ export const make = <Payload extends Schema.Top, Success extends Schema.Top, R, 
   run: options.run as Workflow<Payload, Success, Error, Exclude<R, WorkflowRun>>["run"],
   retry: options.retry,
   flowControl: checked(options),
-  trigger: options.trigger === undefined ? undefined : (checkSpec(specOf(options.trigger)), options.trigger)
+  trigger: options.trigger === undefined ? undefined : (checkSpec(specOf(options.trigger)), options.trigger),
+  executionTimeoutMs: checkTimeout(options.executionTimeoutMs)
 })
 
 const checked = <P>(options: FlowControlOptions<P>): FlowControlOptions<P> => {

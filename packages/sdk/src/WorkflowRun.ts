@@ -14,6 +14,10 @@ export interface TaskDefinition<P, A, E, R> {
   readonly successSchema: Schema.Top & { readonly Type: A }
   readonly errorSchema: Schema.Top & { readonly Type: E }
   readonly retry: Retry | undefined
+  /** The server fails an attempt still running this long after it began (`TaskTimedOut`). */
+  readonly timeoutMs?: number | undefined
+  /** The server fails an attempt that goes this long without `context.heartbeat` (`TaskTimedOut`). */
+  readonly heartbeatTimeoutMs?: number | undefined
   readonly run: (payload: P, context: TaskContext) => Effect.Effect<A, E, R>
 }
 
@@ -26,6 +30,12 @@ export interface TaskContext {
   readonly workflowVersion: WorkflowVersion
   /** What the run was started with, as stored (JSON, before the workflow's payload schema decodes it). */
   readonly workflowPayload: Json
+  /**
+   * Tells the server the attempt is alive, with optional progress details (kept on the attempt, JSON): its
+   * heartbeat timeout starts over. Call it regularly in long tasks with `heartbeatTimeoutMs`. Sent in the
+   * background, at most a few times per heartbeat timeout (a call in between keeps only its details for the next).
+   */
+  readonly heartbeat: (details?: Json) => Effect.Effect<void>
 }
 
 export class WorkflowRun extends Context.Service<WorkflowRun, {

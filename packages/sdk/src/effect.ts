@@ -14,7 +14,8 @@ export {
   type RedisOptions,
   type RunHandle,
   type Schedules,
-  type StartOptions
+  type StartOptions,
+  type StartTimeoutOptions
 } from "./AikiClient.ts"
 export * as Errors from "./Errors.ts"
 export * as Event from "./Event.ts"

@@ -34,7 +34,14 @@ import type { RunId } from "@aiki/contract/Ids"
 import type { WorkflowRun as RunRecord, StartedRun } from "@aiki/contract/Models"
 import type { BackfillResult, Schedule } from "@aiki/contract/Schedules"
 import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Option, Schema } from "effect"
-import { AikiClient, type ClientOptions, type CreateScheduleOptions, type RedisOptions, type RunHandle } from "./AikiClient.ts"
+import {
+  AikiClient,
+  type ClientOptions,
+  type CreateScheduleOptions,
+  type RedisOptions,
+  type RunHandle,
+  type StartTimeoutOptions
+} from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
 import type { FlowControlOptions, ScheduleOptions, StartFlowOptions } from "./FlowControl.ts"
 import * as Options from "./internal/options.ts"
@@ -45,8 +52,8 @@ import * as EffectWorker from "./Worker.ts"
 import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
-export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, WaitTimeout } from "./Errors.ts"
-export type { CreateScheduleOptions }
+export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, TaskTimedOut, WaitTimeout } from "./Errors.ts"
+export type { CreateScheduleOptions, StartTimeoutOptions }
 export type {
   DebounceOptions,
   FlowControlOptions,
@@ -83,8 +90,16 @@ export interface TaskRunContext<Payload> {
   readonly payload: Payload
   /** 1 for the first attempt, 2 for the first retry, … */
   readonly attempt: number
-  /** Aborted when the run is cancelled, its lease is lost or the worker shuts down: stop and clean up. */
+  /**
+   * Aborted when the run is cancelled, its lease is lost, the worker shuts down or the server timed the attempt
+   * out: stop and clean up.
+   */
   readonly signal: AbortSignal
+  /**
+   * Tells the server the attempt is alive (for `heartbeatTimeoutMs`), with optional JSON progress details kept on
+   * the attempt. Cheap to call often: sent at most every third of the heartbeat timeout.
+   */
+  readonly heartbeat: (details?: unknown) => void
   /** The run the task is a step of; `params.payload` is what the run was started with. */
   readonly workflowRun: {
     readonly id: RunId
@@ -105,6 +120,16 @@ export interface TaskOptions<Payload, Result> {
   readonly run: (context: TaskRunContext<Payload>) => Promise<Result> | Result
   /** @default no retry */
   readonly retry?: RetryPolicy
+  /**
+   * Each attempt's start-to-close timeout (ms), enforced by the server: an attempt still running then is failed
+   * (`TaskTimedOut`), its `signal` aborted, and it is retried per `retry`. @default none
+   */
+  readonly timeoutMs?: number
+  /**
+   * The attempt must call `heartbeat()` at least this often (ms), or the server fails it (`TaskTimedOut`), even
+   * while its worker is alive. @default none
+   */
+  readonly heartbeatTimeoutMs?: number
 }
 
 /** `ctx`, or `ctx.workflowRun`: what places a task call in the run whose code makes it. */
@@ -133,7 +158,10 @@ const retryShape: Options.Shape = {
     exponential: { known: ["type", "maxAttempts", "baseDelayMs", "maxDelayMs"] }
   }
 }
-const taskShape: Options.Shape = { known: ["name", "run", "retry"], nested: { retry: retryShape } }
+const taskShape: Options.Shape = {
+  known: ["name", "run", "retry", "timeoutMs", "heartbeatTimeoutMs"],
+  nested: { retry: retryShape }
+}
 const taskRequestShape: Options.Shape = { known: ["payload"] }
 
 /**
@@ -156,6 +184,8 @@ export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<P
     payload: Schema.Json,
     success: Schema.Json,
     ...(options.retry !== undefined ? { retry: options.retry } : {}),
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    ...(options.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: options.heartbeatTimeoutMs } : {}),
     run: (payload, context) =>
       Effect.tryPromise({
         try: async (signal) =>
@@ -164,6 +194,8 @@ export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<P
               payload: payload as Payload,
               attempt: context.attempt,
               signal,
+              heartbeat: (details) =>
+                void Effect.runFork(context.heartbeat(details === undefined ? undefined : toJson(details))),
               workflowRun: {
                 id: context.runId,
                 name: context.workflowName,
@@ -269,6 +301,11 @@ export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payl
    * `{ every: "15 minutes" }` (the schedule `<name>:trigger`). @default none
    */
   readonly trigger?: ScheduleOptions<Payload>
+  /**
+   * Runs fail (`failureReason: "timed_out"`) this long (ms) after their start unless finished; enforced by the
+   * server. A start's `executionTimeoutMs` overrides it. @default none
+   */
+  readonly executionTimeoutMs?: number
 }
 
 /** One version of a workflow in one call, as the seeds' Core Concepts write it. */
@@ -279,7 +316,7 @@ export interface WorkflowVersionOptions<Payload, Result> extends VersionOptions<
 }
 
 /** How a run is started: idempotently, with a priority, keys over the version's, or debounced. */
-export interface StartRequest<Payload> extends StartFlowOptions {
+export interface StartRequest<Payload> extends StartFlowOptions, StartTimeoutOptions {
   readonly payload: Payload
   /** Starting again with the same key and payload returns the same run (a different payload is refused). */
   readonly idempotencyKey?: string
@@ -324,14 +361,25 @@ const flowShapes: { readonly [name: string]: Options.Shape } = {
   rateLimit: { known: ["key", "limit", "period"] },
   trigger: { known: ["cron", "timezone", "every", "payload", "overlap", "catchUpWindow", "jitter", "priority"] }
 }
-const flowOptions = ["priority", ...Object.keys(flowShapes)]
+const flowOptions = ["priority", "executionTimeoutMs", ...Object.keys(flowShapes)]
 const workflowShape: Options.Shape = {
   known: ["name", "version", "run", "retry", ...flowOptions],
   nested: { retry: retryShape, ...flowShapes }
 }
 const versionShape: Options.Shape = { known: ["run", "retry", ...flowOptions], nested: { retry: retryShape, ...flowShapes } }
 const startShape: Options.Shape = {
-  known: ["payload", "idempotencyKey", "priority", "concurrencyKey", "concurrencyLimit", "orderingKey", "rateLimitKey", "debounce"],
+  known: [
+    "payload",
+    "idempotencyKey",
+    "priority",
+    "concurrencyKey",
+    "concurrencyLimit",
+    "orderingKey",
+    "rateLimitKey",
+    "debounce",
+    "executionTimeoutMs",
+    "scheduleToStartTimeoutMs"
+  ],
   nested: { debounce: { known: ["key", "delay", "maxDelay"] } }
 }
 
@@ -362,11 +410,12 @@ export const workflow = ((
     Options.requireKind(where, "version", version, "string")
     Options.check(where, definition, versionShape)
     Options.requireKind(where, "run", definition.run, "function")
-    const { concurrency, ordering, priority, rateLimit, retry, trigger } = definition
+    const { concurrency, executionTimeoutMs, ordering, priority, rateLimit, retry, trigger } = definition
     const effect = EffectWorkflow.make(options.name, version, {
       payload: Schema.Json,
       success: Schema.Json,
       ...(retry !== undefined ? { retry } : {}),
+      ...(executionTimeoutMs !== undefined ? { executionTimeoutMs } : {}),
       // Payloads are JSON: the key functions see the payload as stored.
       ...({ concurrency, ordering, priority, rateLimit } as FlowControlOptions<Schema.Json>),
       ...(trigger !== undefined ? { trigger: { ...trigger, payload: toJson(trigger.payload) } as ScheduleOptions<Schema.Json> } : {}),

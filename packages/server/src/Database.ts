@@ -20,6 +20,7 @@ import retention from "./migrations/0007_retention.ts"
 import metricsLeader from "./migrations/0008_metrics_leader.ts"
 import schedulesAndFlowControl from "./migrations/0009_schedules_and_flow_control.ts"
 import eventIds from "./migrations/0010_event_ids.ts"
+import timeoutsAndPoisonRuns from "./migrations/0011_timeouts_and_poison_runs.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -32,7 +33,8 @@ export const migrations = PgMigrator.fromRecord({
   "0007_retention": retention,
   "0008_metrics_leader": metricsLeader,
   "0009_schedules_and_flow_control": schedulesAndFlowControl,
-  "0010_event_ids": eventIds
+  "0010_event_ids": eventIds,
+  "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

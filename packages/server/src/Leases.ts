@@ -1,14 +1,14 @@
 /**
  * Leases: how runs are handed to exactly one worker at a time. A worker claims the runs it received (in one
  * request), or long-polls for pending ones when there is no Redis; it renews its liveness and extends the leases it
- * holds with one heartbeat; cancellations of its runs are pushed to it. Every grant and extension is a transition
- * decided by `RunTransitions`.
+ * holds with one heartbeat; cancellations of its runs, attempts the server timed out and runs it ended are pushed
+ * to it. Every grant and extension is a transition decided by `RunTransitions`.
  */
-import type { RunId, WorkerId } from "@aiki/contract/Ids"
+import type { RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import type { Claims, HeartbeatReply, HeldRun, Lease, PollRuns, WorkerSignal } from "@aiki/contract/Models"
 import { WaitingReason } from "@aiki/contract/FlowControl"
 import type { WorkerNotFound } from "@aiki/contract/Errors"
-import { Clock, Context, Effect, Layer, PubSub, Schema, Stream } from "effect"
+import { Clock, Context, Effect, Layer, PubSub, Result, Schema, Stream } from "effect"
 import { SqlClient } from "effect/sql"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunTransitions } from "./RunTransitions.ts"
@@ -35,7 +35,10 @@ export class Leases extends Context.Service<Leases, {
     runs: ReadonlyArray<HeldRun>,
     options: { readonly leaseMs?: number | undefined; readonly livenessMs?: number | undefined }
   ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
-  /** Cancellations of the worker's runs, as they commit on any replica, and a ping now and then. */
+  /**
+   * Cancellations of the worker's runs, attempts of them the server timed out and runs it ended (timeouts, poison), as
+   * they commit on any replica, and a ping now and then.
+   */
   readonly signals: (workerId: WorkerId) => Stream.Stream<WorkerSignal>
 }>()("@aiki/server/Leases") {
   static readonly layer = Layer.effect(
@@ -108,16 +111,41 @@ export class Leases extends Context.Service<Leases, {
       const signals = (workerId: WorkerId) =>
         Stream.unwrap(Effect.gen(function*() {
           const subscription = yield* notifications.subscribe
-          const cancelled = Stream.fromSubscription(subscription).pipe(
-            Stream.filter((change) => change.task === null && change.state === "cancelled"),
-            Stream.filterEffect((change) =>
-              sql<{ readonly lease_owner: string | null }>`SELECT lease_owner FROM workflow_runs WHERE id = ${change.runId}`
-                .pipe(Effect.map((rows) => rows[0]?.lease_owner === workerId), Effect.orDie)
-            ),
-            Stream.map((change): WorkerSignal => ({ _tag: "Cancelled", runId: change.runId as RunId }))
+          // One reader of the subscription (two would split its messages between them). Timeout notices name the
+          // worker holding the run, so they need no query to be routed; a cancellation asks who holds the run.
+          const pushed = Stream.fromSubscription(subscription).pipe(
+            Stream.filterMapEffect((change): Effect.Effect<Result.Result<WorkerSignal, void>> => {
+              if (change.owner !== undefined) {
+                if (change.owner !== workerId) return Effect.succeed(Result.failVoid)
+                if (change.timedOut !== undefined && change.task !== null) {
+                  return Effect.succeed(Result.succeed({
+                    _tag: "TaskTimedOut",
+                    runId: change.runId as RunId,
+                    address: change.task as TaskAddress,
+                    attempt: change.timedOut.attempt,
+                    kind: change.timedOut.kind
+                  }))
+                }
+                return Effect.succeed(
+                  change.stopped !== undefined
+                    ? Result.succeed({ _tag: "RunStopped", runId: change.runId as RunId, reason: change.stopped })
+                    : Result.failVoid
+                )
+              }
+              if (change.task !== null || change.state !== "cancelled") return Effect.succeed(Result.failVoid)
+              return sql<{ readonly lease_owner: string | null }>`SELECT lease_owner FROM workflow_runs WHERE id = ${change.runId}`
+                .pipe(
+                  Effect.map((rows) =>
+                    rows[0]?.lease_owner === workerId
+                      ? Result.succeed<WorkerSignal>({ _tag: "Cancelled", runId: change.runId as RunId })
+                      : Result.failVoid
+                  ),
+                  Effect.orDie
+                )
+            })
           )
           const pings = Stream.tick("15 seconds").pipe(Stream.drop(1), Stream.map((): WorkerSignal => ({ _tag: "Ping" })))
-          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(cancelled, pings)))
+          return Stream.make({ _tag: "Connected" } as WorkerSignal).pipe(Stream.concat(Stream.merge(pushed, pings)))
         }))
 
       return Leases.of({ claim: Effect.fn("Leases.claim")(claim), poll, heartbeat: Effect.fn("Leases.heartbeat")(heartbeat), signals })

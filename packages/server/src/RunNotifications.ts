@@ -6,6 +6,7 @@
  */
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Layer, PubSub, Queue, Schema, type Scope } from "effect"
+import { FailureReason, TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import { background } from "./DatabaseReady.ts"
 
 /** The channel every transition is announced on. */
@@ -14,7 +15,11 @@ export const channel = "aiki_runs"
 export const RunChange = Schema.Struct({
   runId: Schema.String,
   task: Schema.NullOr(Schema.String),
-  state: Schema.String
+  state: Schema.String,
+  /** A notice for the worker holding the run (see `Ledger.Notice`): an attempt timed out, or the run was ended. */
+  owner: Schema.optionalKey(Schema.String),
+  timedOut: Schema.optionalKey(Schema.Struct({ attempt: Schema.Int, kind: TaskTimeoutKind })),
+  stopped: Schema.optionalKey(FailureReason)
 })
 export type RunChange = typeof RunChange.Type
 

@@ -57,6 +57,8 @@ import {
   type RunChange,
   runOf,
   SendEvent,
+  TimeOutAttempt,
+  TimeOutRun,
   Wake,
   WorkerWrite
 } from "./internal/decisions.ts"
@@ -88,6 +90,10 @@ export interface StartRunInput {
   readonly debounce?: DebounceInput | undefined
   /** The schedule starting the run, and the fire time (ISO) it starts it for. */
   readonly schedule?: { readonly id: ScheduleId; readonly fireTime: string } | undefined
+  /** The run fails (`timed_out`) this long after its start. @default the version's declared timeout, else none */
+  readonly executionTimeoutMs?: number | undefined
+  /** The run fails (`schedule_to_start_timed_out`) when no worker claimed it this long after its start. */
+  readonly scheduleToStartTimeoutMs?: number | undefined
 }
 
 /**
@@ -130,7 +136,9 @@ const runColumns = (start: Start) => ({
   ordering_key: start.input.orderingKey ?? null,
   rate_limit_key: start.input.rateLimitKey ?? null,
   schedule_id: start.input.schedule?.id ?? null,
-  scheduled_for: start.input.schedule?.fireTime ?? null
+  scheduled_for: start.input.schedule?.fireTime ?? null,
+  execution_timeout_ms: start.input.executionTimeoutMs ?? null,
+  schedule_to_start_timeout_ms: start.input.scheduleToStartTimeoutMs ?? null
 })
 
 const debounceMessage = (debounce: DebounceInput) =>
@@ -175,6 +183,12 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   readonly wakeDue: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
   /** Offers again those of `runIds` that wait under flow control (and may be offered now); returns how many. */
   readonly offer: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
+  /** Fails those of `attempts` still open past a deadline (`TaskTimedOut`); returns how many. */
+  readonly timeOutAttempts: (
+    attempts: ReadonlyArray<{ readonly runId: RunId; readonly address: string; readonly attempt: number }>
+  ) => Effect.Effect<number>
+  /** Fails those of `runIds` past their execution or schedule-to-start deadline; returns how many. */
+  readonly timeOutRuns: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
 }>()("@aiki/server/RunTransitions") {
   static readonly layer = Layer.effect(RunTransitions, Effect.suspend(() => make))
 }
@@ -204,12 +218,17 @@ const make = Effect.gen(function*() {
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
             stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text,
-            schedule_id text, scheduled_for timestamptz)
+            schedule_id text, scheduled_for timestamptz, execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent,
-            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for)
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
+            deadline_at, start_deadline_at)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent,
-            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for FROM input
+            priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
+            now() + make_interval(secs => COALESCE(i.execution_timeout_ms, (SELECT v.execution_timeout_ms FROM workflow_versions v
+              WHERE v.workflow_name = i.workflow_name AND v.version = i.workflow_version)) / 1000.0),
+            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0)
+          FROM input i
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
         ), recorded AS (
@@ -280,15 +299,19 @@ const make = Effect.gen(function*() {
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, trace_parent text, debounce_key text,
             delay_ms double precision, message text, priority int, concurrency_key text, concurrency_limit int,
-            ordering_key text, rate_limit_key text, schedule_id text, scheduled_for timestamptz)
+            ordering_key text, rate_limit_key text, schedule_id text, scheduled_for timestamptz,
+            execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, trace_parent, priority,
             concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key,
-            waiting_reason, waiting_message, waiting_until)
+            waiting_reason, waiting_message, waiting_until, deadline_at, start_deadline_at)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, trace_parent, priority, concurrency_key,
             concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key, 'debounce', message,
-            now() + make_interval(secs => delay_ms / 1000.0)
-          FROM input
+            now() + make_interval(secs => delay_ms / 1000.0),
+            now() + make_interval(secs => COALESCE(i.execution_timeout_ms, (SELECT v.execution_timeout_ms FROM workflow_versions v
+              WHERE v.workflow_name = i.workflow_name AND v.version = i.workflow_version)) / 1000.0),
+            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0)
+          FROM input i
           ON CONFLICT (workflow_name, debounce_key) WHERE debounce_key IS NOT NULL AND state = 'pending' AND started_at IS NULL
           DO NOTHING
           RETURNING id
@@ -347,7 +370,12 @@ const make = Effect.gen(function*() {
       const changes = group.flatMap((unit) => unit.changes)
       const beats = group.flatMap((unit) => unit.beats)
       const ledger = new Ledger()
-      const context = { ledger, leasesMayLapse: yield* grace.leasesMayLapse, maxPayloadBytes: config.maxPayloadBytes }
+      const context = {
+        ledger,
+        leasesMayLapse: yield* grace.leasesMayLapse,
+        maxPayloadBytes: config.maxPayloadBytes,
+        poisonAfterLapses: config.poisonAfterLapses
+      }
       const debounced = starts.filter((s) => s.input.debounce !== undefined)
       const plain = starts.filter((s) => s.input.debounce === undefined)
       // Only starts: their insert is one statement (run, audit trail, outbox row and announcement together), so it
@@ -563,10 +591,20 @@ const make = Effect.gen(function*() {
     return new SentEvent({ eventId: outcome.eventId, runState: outcome.runState, ...(outcome.duplicate ? { duplicate: true } : {}) })
   })
 
-  const count = <C extends Requeue | Wake | Offer>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>
+  const count = <C extends Requeue | Wake | Offer | TimeOutRun>(make: (id: RunId) => C) => (runIds: ReadonlyArray<RunId>) =>
     Effect.gen(function*() {
       if (runIds.length === 0) return 0
       const changes = runIds.map(make)
+      yield* submit({ changes })
+      return changes.filter((c) => c.outcome === true).length
+    })
+
+  const timeOutAttempts = (
+    attempts: ReadonlyArray<{ readonly runId: RunId; readonly address: string; readonly attempt: number }>
+  ) =>
+    Effect.gen(function*() {
+      if (attempts.length === 0) return 0
+      const changes = attempts.map((a) => TimeOutAttempt(a.runId, a.address, a.attempt))
       yield* submit({ changes })
       return changes.filter((c) => c.outcome === true).length
     })
@@ -581,6 +619,8 @@ const make = Effect.gen(function*() {
     sendEvent,
     requeueLapsed: count((id) => Requeue(id)),
     wakeDue: count((id) => Wake(id)),
-    offer: count((id) => Offer(id))
+    offer: count((id) => Offer(id)),
+    timeOutAttempts,
+    timeOutRuns: count((id) => TimeOutRun(id))
   })
 })

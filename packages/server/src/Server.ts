@@ -18,6 +18,7 @@ import { Leases } from "./Leases.ts"
 import { Outbox } from "./Outbox.ts"
 import * as OutboxPublisher from "./OutboxPublisher.ts"
 import * as Reaper from "./Reaper.ts"
+import * as Timeouts from "./Timeouts.ts"
 import * as Retention from "./Retention.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunQueries } from "./RunQueries.ts"
@@ -56,6 +57,7 @@ const layerStores = (database: DatabaseLayer) =>
 const layerBackground = Layer.mergeAll(
   OutboxPublisher.layer,
   Reaper.layer,
+  Timeouts.layer,
   Metrics.layer,
   Retention.layer,
   Scheduler.layer,

@@ -93,6 +93,13 @@ export interface ServerConfigShape {
   readonly reaperIntervalMs: number
   /** How long a pending run may wait before the reaper checks that its stream entry still exists. @default 30_000 */
   readonly republishAfterMs: number
+  /** How often overdue task attempts and runs past their deadlines are failed (`Timeouts`). @default 1_000 */
+  readonly timeoutSweepIntervalMs: number
+  /**
+   * A run whose lease lapsed this many times in a row without progress (its worker died or hung each time) is
+   * failed as `poisoned` instead of being handed to another worker. @default 3
+   */
+  readonly poisonAfterLapses: number
   /**
    * How often runs held back by flow control are offered again when their wait ran out (debounce delays, rate-limit
    * windows) or when a crash lost the offer their freed slot made. @default 1_000
@@ -153,6 +160,8 @@ export const defaults = {
   commitConcurrency: 2,
   reaperIntervalMs: 5_000,
   republishAfterMs: 30_000,
+  timeoutSweepIntervalMs: 1_000,
+  poisonAfterLapses: 3,
   flowSweepIntervalMs: 1_000,
   schedulerIntervalMs: 500,
   retentionDays: 30,
@@ -315,6 +324,8 @@ export const fromEnv: Config.Config<ServerConfigShape> = Config.all({
   commitConcurrency: positiveInt("COMMIT_CONCURRENCY", defaults.commitConcurrency),
   reaperIntervalMs: positiveInt("REAPER_INTERVAL_MS", defaults.reaperIntervalMs),
   republishAfterMs: positiveInt("REPUBLISH_AFTER_MS", defaults.republishAfterMs),
+  timeoutSweepIntervalMs: positiveInt("TIMEOUT_SWEEP_INTERVAL_MS", defaults.timeoutSweepIntervalMs),
+  poisonAfterLapses: positiveInt("POISON_AFTER_LAPSES", defaults.poisonAfterLapses),
   flowSweepIntervalMs: positiveInt("FLOW_SWEEP_INTERVAL_MS", defaults.flowSweepIntervalMs),
   schedulerIntervalMs: positiveInt("SCHEDULER_INTERVAL_MS", defaults.schedulerIntervalMs),
   retentionDays: Config.Int("RETENTION_DAYS").pipe(

@@ -114,7 +114,8 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
             version: w.version,
             payload_schema: w.payloadSchema ?? null,
             result_schema: w.resultSchema ?? null,
-            flow_control: w.flowControl ?? null
+            flow_control: w.flowControl ?? null,
+            execution_timeout_ms: w.executionTimeoutMs ?? null
           })))
           yield* sql.withTransaction(Effect.gen(function*() {
             yield* sql`
@@ -126,14 +127,16 @@ export class WorkerRegistry extends Context.Service<WorkerRegistry, {
             yield* sql`
               WITH defs AS (
                 SELECT DISTINCT ON (name, version) * FROM jsonb_to_recordset(${definitions}::jsonb)
-                  AS d(name text, version text, payload_schema jsonb, result_schema jsonb, flow_control jsonb)
+                  AS d(name text, version text, payload_schema jsonb, result_schema jsonb, flow_control jsonb,
+                    execution_timeout_ms bigint)
               ), versions AS (
-                INSERT INTO workflow_versions (workflow_name, version, payload_schema, result_schema, flow_control)
-                SELECT name, version, payload_schema, result_schema, flow_control FROM defs
+                INSERT INTO workflow_versions (workflow_name, version, payload_schema, result_schema, flow_control,
+                  execution_timeout_ms)
+                SELECT name, version, payload_schema, result_schema, flow_control, execution_timeout_ms FROM defs
                 ON CONFLICT (workflow_name, version) DO UPDATE SET last_registered_at = now(),
                   payload_schema = COALESCE(EXCLUDED.payload_schema, workflow_versions.payload_schema),
                   result_schema = COALESCE(EXCLUDED.result_schema, workflow_versions.result_schema),
-                  flow_control = EXCLUDED.flow_control
+                  flow_control = EXCLUDED.flow_control, execution_timeout_ms = EXCLUDED.execution_timeout_ms
               )
               INSERT INTO worker_workflows (worker_id, workflow_name, workflow_version)
               SELECT ${workerId}, name, version FROM defs`

@@ -33,7 +33,13 @@ const list = Command.make("list", {
       if (page.runs.length === 0) return yield* Console.log(Output.dim(`No runs of ${flags.workflow}`))
       yield* Console.log(Output.table(
         ["ID", "VERSION", "STATE", "CREATED", "FINISHED"],
-        page.runs.map((run) => [run.id, run.workflowVersion, Output.state(run.state), Output.time(run.createdAt), Output.time(run.finishedAt)])
+        page.runs.map((run) => [
+          run.id,
+          run.workflowVersion,
+          `${Output.state(run.state)}${run.failureReason !== undefined ? ` (${run.failureReason})` : ""}`,
+          Output.time(run.createdAt),
+          Output.time(run.finishedAt)
+        ])
       ))
       if (page.nextCursor !== undefined) yield* Console.log(Output.dim(`more: --cursor ${page.nextCursor}`))
     })

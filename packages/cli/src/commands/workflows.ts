@@ -34,6 +34,14 @@ const start = Command.make("start", {
   orderingKey: Flag.String("ordering-key").pipe(
     Flag.withDescription("Runs with this key run one at a time, in start order"),
     Flag.optional
+  ),
+  timeout: Flag.Int("timeout").pipe(
+    Flag.withDescription("Execution timeout in ms: the run fails (timed_out) if not finished by then; default the version's"),
+    Flag.optional
+  ),
+  scheduleToStartTimeout: Flag.Int("schedule-to-start-timeout").pipe(
+    Flag.withDescription("The run fails (schedule_to_start_timed_out) if no worker claimed it within this many ms"),
+    Flag.optional
   )
 }, (flags) =>
   Effect.gen(function*() {
@@ -49,7 +57,12 @@ const start = Command.make("start", {
           ...Option.match(flags.idempotencyKey, { onNone: () => ({}), onSome: (k) => ({ idempotencyKey: k as IdempotencyKey }) }),
           ...Option.match(flags.priority, { onNone: () => ({}), onSome: (priority) => ({ priority }) }),
           ...Option.match(flags.concurrencyKey, { onNone: () => ({}), onSome: (concurrencyKey) => ({ concurrencyKey }) }),
-          ...Option.match(flags.orderingKey, { onNone: () => ({}), onSome: (orderingKey) => ({ orderingKey }) })
+          ...Option.match(flags.orderingKey, { onNone: () => ({}), onSome: (orderingKey) => ({ orderingKey }) }),
+          ...Option.match(flags.timeout, { onNone: () => ({}), onSome: (executionTimeoutMs) => ({ executionTimeoutMs }) }),
+          ...Option.match(flags.scheduleToStartTimeout, {
+            onNone: () => ({}),
+            onSome: (scheduleToStartTimeoutMs) => ({ scheduleToStartTimeoutMs })
+          })
         }
       })
       started = run.id

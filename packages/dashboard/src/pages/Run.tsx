@@ -8,6 +8,7 @@ import { EventName, type RunId } from "@aiki/contract/Ids"
 import type { Task, Transition, WorkflowRun } from "@aiki/contract/Models"
 import { mayCall } from "@aiki/contract/Permissions"
 import { isTerminal } from "@aiki/contract/RunState"
+import type { FailureReason } from "@aiki/contract/Timeouts"
 import { Option, Schema } from "effect"
 import type { FunctionComponent } from "preact"
 import { useEffect, useState } from "preact/hooks"
@@ -15,6 +16,13 @@ import { type Failure, follow, request } from "../Api.ts"
 import { FailureNote, JsonBlock, StateBadge, Table } from "../components/Bits.tsx"
 import { duration, errorSummary, millis, time, traceId } from "../format.ts"
 import { href } from "../Router.ts"
+
+/** Why the server failed a run, said for a person. */
+const failureReasonText: { readonly [R in FailureReason]: string } = {
+  timed_out: "timed out (execution timeout)",
+  poisoned: "poisoned (its lease lapsed too often without progress)",
+  schedule_to_start_timed_out: "no worker claimed it in time (schedule-to-start timeout)"
+}
 
 const decodeEventName = Schema.decodeUnknownOption(EventName)
 
@@ -199,6 +207,10 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
         {run.finishedAt !== undefined && <Field label="Finished">{time(run.finishedAt)}</Field>}
         <Field label="Duration">{duration(end - millis(run.createdAt))}</Field>
         {run.wakeAt !== undefined && <Field label="Wakes at">{time(run.wakeAt)}</Field>}
+        {run.failureReason !== undefined && <Field label="Failed by the server">{failureReasonText[run.failureReason]}</Field>}
+        {run.deadlineAt !== undefined && run.finishedAt === undefined && <Field label="Times out at">{time(run.deadlineAt)}</Field>}
+        {run.startDeadlineAt !== undefined && <Field label="Must start by">{time(run.startDeadlineAt)}</Field>}
+        {run.lapses !== undefined && run.finishedAt === undefined && <Field label="Lease lapses in a row">{run.lapses}</Field>}
         {run.waitingFor !== undefined && <Field label="Waiting for">{run.waitingFor.message}</Field>}
         {run.priority !== undefined && run.priority !== 5 && <Field label="Priority">{run.priority}</Field>}
         {run.concurrencyKey !== undefined && <Field label="Concurrency key"><span class="mono">{run.concurrencyKey}</span></Field>}

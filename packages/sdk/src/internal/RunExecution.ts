@@ -21,10 +21,11 @@ import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/
 import type { ErrorDetails, Json, Lease, ParkRun, Write, WriteResult } from "@aiki/contract/Models"
 import type { ParkedState } from "@aiki/contract/RunState"
 import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler } from "effect"
-import { NonDeterminismError, TaskError, WriteRefused } from "../Errors.ts"
+import { NonDeterminismError, TaskError, TaskTimedOut, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
 import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
+import { AttemptTimeouts } from "./AttemptTimeouts.ts"
 import { type Entry, Journal, type Outcome, patchMarker, replayVersion } from "./Journal.ts"
 import * as JsonCodec from "./json.ts"
 import { RunScheduler } from "./RunScheduler.ts"
@@ -49,6 +50,8 @@ export interface ExecutionOptions {
    * was frozen past its lease does not run a task before it learns whether it still holds the run.
    */
   readonly leaseHolds?: Effect.Effect<void>
+  /** Where the worker hands the server's word that an attempt of this run timed out. */
+  readonly attemptTimeouts?: AttemptTimeouts
 }
 
 /** How a run's execution ended (`waiting`: a replay-only execution delivered every recorded outcome). */
@@ -139,6 +142,7 @@ export const execute = Effect.fnUntraced(function*(
       case "EventReceived":
       case "NoEvent":
       case "EventWaiting":
+      case "AttemptTimedOut":
         return
       case "LeaseLost":
       case "RunNotFound":
@@ -155,6 +159,49 @@ export const execute = Effect.fnUntraced(function*(
     Effect.map(writes.submit(w, watch(w)), (answer) => (lastWrite = answer))
 
   const held = { runId, leaseEpoch }
+  const timeouts = options.attemptTimeouts ?? new AttemptTimeouts()
+
+  /**
+   * `context.heartbeat` of one attempt: a `HeartbeatTask` write, sent at most every third of the heartbeat timeout
+   * (a second at most; calls in between are dropped). Its answer may be the server's word that the attempt timed
+   * out. It is not a barrier for later calls (it does not go through `write`).
+   */
+  const heartbeatOf = (address: TaskAddress, attempt: number, heartbeatTimeoutMs: number | undefined) => {
+    const every = Math.max(50, Math.min(1_000, (heartbeatTimeoutMs ?? 3_000) / 3))
+    let sentAt = Number.NEGATIVE_INFINITY
+    return (details?: Json): Effect.Effect<void> =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        if (now - sentAt < every) return
+        sentAt = now
+        yield* writes.submit(
+          { _tag: "HeartbeatTask", ...held, address, attempt, ...(details !== undefined ? { details } : {}) },
+          (answer) => {
+            if (Exit.isSuccess(answer) && answer.value._tag === "AttemptTimedOut") {
+              timeouts.fireUnsafe(address, attempt, answer.value.kind)
+            }
+          }
+        )
+      })
+  }
+
+  /**
+   * Once the attempt's first deadline (and a second more) passed, asks the server now and then (every half
+   * deadline, a second at least) whether it timed the attempt out: the answer to a probe tells the worker even if
+   * the signal was missed (a reconnecting signals stream). Never completes by itself.
+   */
+  const probe = (address: TaskAddress, attempt: number, firstDeadlineMs: number): Effect.Effect<never> =>
+    Effect.gen(function*() {
+      yield* Effect.sleep(Duration.millis(firstDeadlineMs + 1_000))
+      while (true) {
+        yield* writes.submit({ _tag: "HeartbeatTask", ...held, address, attempt, probe: true }, (answer) => {
+          if (Exit.isSuccess(answer) && answer.value._tag === "AttemptTimedOut") {
+            timeouts.fireUnsafe(address, attempt, answer.value.kind)
+          }
+        })
+        yield* Effect.sleep(Duration.millis(Math.max(1_000, firstDeadlineMs / 2)))
+      }
+    })
 
   // ------------------------------------------------------------------------------------------------------------
   // Durable calls
@@ -256,19 +303,44 @@ export const execute = Effect.fnUntraced(function*(
           sequence: call.sequence,
           name: definition.name as TaskName,
           payload: encoded,
-          attempt
+          attempt,
+          ...(definition.timeoutMs !== undefined ? { timeoutMs: definition.timeoutMs } : {}),
+          ...(definition.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: definition.heartbeatTimeoutMs } : {})
         })
         const started = yield* Clock.currentTimeMillis
-        const exit = yield* definition.run(payload, {
+        const running = definition.run(payload, {
           attempt,
           runId,
           workflowName: run.workflowName,
           workflowVersion: run.workflowVersion,
-          workflowPayload: run.payload
-        }).pipe(
+          workflowPayload: run.payload,
+          heartbeat: heartbeatOf(call.address, attempt, definition.heartbeatTimeoutMs)
+        })
+        // The server decides timeouts: told that it failed the attempt, the attempt is interrupted (a promise
+        // task's signal aborts) and fails with `TaskTimedOut`, which the retry policy sees like any failure.
+        const timedOut = timeouts.timedOut(call.address, attempt).pipe(
+          Effect.flatMap((kind) =>
+            Effect.die(
+              new TaskTimedOut({
+                taskName: definition.name,
+                attempt,
+                kind,
+                message: kind === "start_to_close"
+                  ? `Attempt ${attempt} of task ${definition.name} did not finish within its timeout (${definition.timeoutMs} ms)`
+                  : `Attempt ${attempt} of task ${definition.name} did not heartbeat within ${definition.heartbeatTimeoutMs} ms`
+              })
+            )
+          )
+        )
+        const limits = [definition.timeoutMs, definition.heartbeatTimeoutMs].filter((ms) => ms !== undefined)
+        const limited = limits.length === 0
+          ? running
+          : Effect.raceFirst(running, Effect.raceFirst(timedOut, probe(call.address, attempt, Math.min(...limits))))
+        const exit = yield* limited.pipe(
           // One span per attempt, under the run's (its parent is the workflow code's span, the run's execution).
           Effect.withSpan(`Task ${definition.name}`, { attributes: { runId, task: definition.name, attempt } }),
-          Effect.exit
+          Effect.exit,
+          Effect.ensuring(Effect.sync(() => timeouts.forget(call.address, attempt)))
         ) as Effect.Effect<Exit.Exit<A, E>>
         const elapsedMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isSuccess(exit)) {

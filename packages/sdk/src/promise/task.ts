@@ -12,4 +12,13 @@
  * })
  * ```
  */
-export { type InWorkflowRun, type RetryPolicy, task, type Task, type TaskOptions, type TaskRequest, type TaskRunContext } from "../index.ts"
+export {
+  type InWorkflowRun,
+  type RetryPolicy,
+  task,
+  type Task,
+  type TaskOptions,
+  type TaskRequest,
+  type TaskRunContext,
+  TaskTimedOut
+} from "../index.ts"

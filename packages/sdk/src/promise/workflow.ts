@@ -17,6 +17,7 @@
  */
 export {
   type StartRequest,
+  type StartTimeoutOptions,
   type VersionedWorkflow,
   type VersionOptions,
   workflow,

@@ -80,7 +80,9 @@ export const WorkflowsHandlers = HttpApiBuilder.group(AikiApi, "workflows", Effe
         concurrencyLimit: payload.concurrencyLimit,
         orderingKey: payload.orderingKey,
         rateLimitKey: payload.rateLimitKey,
-        debounce: payload.debounce
+        debounce: payload.debounce,
+        executionTimeoutMs: payload.executionTimeoutMs,
+        scheduleToStartTimeoutMs: payload.scheduleToStartTimeoutMs
       }),
     startMany: ({ payload }) => Effect.map(runs.startMany(payload.runs), (results) => new StartedRuns({ results })),
     runs: ({ params, query }) =>

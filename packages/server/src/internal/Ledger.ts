@@ -8,6 +8,7 @@
 import type { Json } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
+import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import { FlowLedger, flowOf, type RunFlow, type RunFlowRow } from "./flowControl.ts"
@@ -24,6 +25,12 @@ export interface LedgerRun {
   readonly ownerGone: boolean
   /** A parked run whose wake-up time has come. */
   readonly due: boolean
+  /** Its execution deadline passed (by the database's clock). */
+  readonly deadlinePassed: boolean
+  /** It was never claimed and its schedule-to-start deadline passed. */
+  readonly startDeadlinePassed: boolean
+  /** How many times in a row its lease lapsed without progress. */
+  lapses: number
   state: RunState
   leaseEpoch: number
   leaseOwner: string | null
@@ -43,6 +50,8 @@ export interface RunPatch {
   wakeAt?: string | null
   result?: Json
   error?: Json
+  /** Why the server failed the run (`Timeouts.FailureReason`). */
+  failureReason?: string
   started?: true
   finished?: true
 }
@@ -51,6 +60,10 @@ export interface LedgerAttempt {
   readonly attempt: number
   readonly leaseEpoch: number
   finished: boolean
+  /** The server closed it for a timeout: which one. */
+  timedOut: TaskTimeoutKind | null
+  /** Open and past one of its deadlines (by the database's clock), and which. */
+  readonly overdue: TaskTimeoutKind | null
 }
 
 /** A journal entry as its group sees it. */
@@ -86,6 +99,32 @@ export interface AttemptWrite {
   startedAgoMs: number
   finished: boolean
   error: Json | null
+  /** A new attempt's deadlines. */
+  timeoutMs?: number | undefined
+  heartbeatTimeoutMs?: number | undefined
+  /** A new attempt that heartbeat in the same group (its row is inserted with the beat). */
+  beat?: { readonly details: Json | undefined } | undefined
+}
+
+/** A heartbeat of an open attempt: its heartbeat timeout starts over. */
+export interface AttemptBeat {
+  readonly runId: string
+  readonly address: string
+  readonly attempt: number
+  readonly details: Json | undefined
+}
+
+/**
+ * An announcement for a worker beside the state changes: an attempt of its run timed out, or the server ended its
+ * run. Carried on the same channel (`RunNotifications`), naming the worker, so its signals stream needs no query.
+ */
+export interface Notice {
+  readonly runId: string
+  readonly task: string | null
+  readonly state: string
+  readonly owner: string
+  readonly timedOut?: { readonly attempt: number; readonly kind: TaskTimeoutKind }
+  readonly stopped?: string
 }
 
 export interface TransitionRecord {
@@ -127,6 +166,8 @@ export class Ledger {
   readonly runs = new Map<string, LedgerRun>()
   readonly entries = new Map<string, LedgerEntry>()
   readonly attempts = new Map<string, AttemptWrite>()
+  readonly attemptBeats: Array<AttemptBeat> = []
+  readonly notices: Array<Notice> = []
   readonly transitions: Array<TransitionRecord> = []
   /** Runs that became runnable: an outbox row each (when streams are on). */
   readonly runnable = new Set<string>()
@@ -176,6 +217,9 @@ interface LockedRow extends RunFlowRow {
   readonly lease_lapsed: boolean
   readonly owner_gone: boolean
   readonly due: boolean
+  readonly deadline_passed: boolean
+  readonly start_deadline_passed: boolean
+  readonly lapses: number
   readonly awaiting_events: ReadonlyArray<string> | null
   readonly replay_version: number | null
 }
@@ -187,6 +231,8 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.lease_expires_at < now(), false) AS lease_lapsed,
       COALESCE(w.alive_until < now(), false) AS owner_gone,
       COALESCE(r.wake_at <= now(), false) AS due,
+      COALESCE(r.deadline_at <= now(), false) AS deadline_passed,
+      COALESCE(r.start_deadline_at <= now() AND r.started_at IS NULL, false) AS start_deadline_passed, r.lapses,
       r.awaiting_events, r.replay_version,
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
@@ -204,6 +250,9 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           leaseLapsed: row.lease_lapsed,
           ownerGone: row.owner_gone,
           due: row.due,
+          deadlinePassed: row.deadline_passed,
+          startDeadlinePassed: row.start_deadline_passed,
+          lapses: row.lapses,
           state: row.state,
           leaseEpoch: row.lease_epoch,
           leaseOwner: row.lease_owner,
@@ -225,7 +274,7 @@ interface EntryRow {
   readonly outcome_order: number | null
   readonly not_before: Date | null
   readonly due: boolean
-  readonly attempts: ReadonlyArray<readonly [number, number, boolean]>
+  readonly attempts: ReadonlyArray<readonly [number, number, boolean, TaskTimeoutKind | null, TaskTimeoutKind | null]>
 }
 
 /** Reads the entries at `keys` (their runs locked already) into the ledger. */
@@ -238,7 +287,12 @@ export const loadEntries = (
     SELECT t.run_id, t.address, t.sequence, t.name, t.state, t.outcome_order, t.not_before,
       COALESCE(t.not_before <= now(), false) AS due,
       COALESCE((
-        SELECT jsonb_agg(jsonb_build_array(a.attempt, a.lease_epoch, a.finished_at IS NOT NULL) ORDER BY a.attempt)
+        SELECT jsonb_agg(jsonb_build_array(a.attempt, a.lease_epoch, a.finished_at IS NOT NULL,
+          CASE WHEN a.error->>'name' = 'TaskTimedOut' THEN a.error->'data'->>'kind' END,
+          CASE WHEN a.finished_at IS NOT NULL THEN NULL
+            WHEN a.timeout_at <= now() THEN 'start_to_close'
+            WHEN COALESCE(a.heartbeat_at, a.started_at) + make_interval(secs => a.heartbeat_timeout_ms / 1000.0) <= now()
+              THEN 'heartbeat' END) ORDER BY a.attempt)
         FROM task_attempts a WHERE a.run_id = t.run_id AND a.address = t.address
       ), '[]'::jsonb) AS attempts
     FROM tasks t
@@ -255,7 +309,13 @@ export const loadEntries = (
           outcomeOrder: row.outcome_order,
           notBefore: row.not_before === null ? null : row.not_before.toISOString(),
           due: row.due,
-          attempts: row.attempts.map(([attempt, leaseEpoch, finished]) => ({ attempt, leaseEpoch, finished })),
+          attempts: row.attempts.map(([attempt, leaseEpoch, finished, timedOut, overdue]) => ({
+            attempt,
+            leaseEpoch,
+            finished,
+            timedOut,
+            overdue
+          })),
           isNew: false,
           changed: false,
           result: undefined,
@@ -337,10 +397,12 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
   // Entries first: a follower stops at a run's final state, so it must have seen the run's tasks by then.
   const announcements = [
     ...entries.map((entry) => ({ runId: entry.runId, task: entry.address, state: entry.state })),
-    ...runs.filter((run) => moved.has(run.id)).map((run) => ({ runId: run.id, task: null, state: run.state }))
+    ...runs.filter((run) => moved.has(run.id)).map((run) => ({ runId: run.id, task: null, state: run.state })),
+    ...ledger.notices
   ]
   if (
-    runs.length + entries.length + attempts.length + events.length + ledger.transitions.length + ledger.beats.size === 0
+    runs.length + entries.length + attempts.length + events.length + ledger.transitions.length + ledger.beats.size +
+        ledger.attemptBeats.length === 0
   ) {
     return Effect.succeed<Written>({ outbox: [], beaten: [] })
   }
@@ -351,6 +413,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       state: run.state,
       lease_epoch: run.leaseEpoch,
       lease_owner: run.leaseOwner,
+      lapses: run.lapses,
+      failure_reason: patch.failureReason ?? null,
       awaiting_events: run.awaitingEvents,
       replay_version: run.replayVersion,
       set_lease: patch.leaseMs !== undefined,
@@ -385,7 +449,11 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     lease_epoch: a.leaseEpoch,
     started_ago_ms: a.startedAgoMs,
     finished: a.finished,
-    error: a.error === null ? null : json(a.error)
+    error: a.error === null ? null : json(a.error),
+    timeout_ms: a.timeoutMs ?? null,
+    heartbeat_timeout_ms: a.heartbeatTimeoutMs ?? null,
+    beat: a.beat !== undefined,
+    beat_details: a.beat?.details === undefined ? null : json(a.beat.details)
   })
   return sql<{
     readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
@@ -393,7 +461,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
   }>`
     WITH run_updates AS (
       UPDATE workflow_runs r SET
-        state = u.state, lease_epoch = u.lease_epoch, lease_owner = u.lease_owner,
+        state = u.state, lease_epoch = u.lease_epoch, lease_owner = u.lease_owner, lapses = u.lapses,
+        failure_reason = COALESCE(u.failure_reason, r.failure_reason),
         awaiting_events = u.awaiting_events, replay_version = u.replay_version,
         lease_expires_at = CASE WHEN NOT u.set_lease THEN r.lease_expires_at
           WHEN u.lease_ms IS NULL THEN NULL ELSE now() + make_interval(secs => u.lease_ms / 1000.0) END,
@@ -404,7 +473,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         finished_at = CASE WHEN u.finished THEN now() ELSE r.finished_at END,
         updated_at = now()
       FROM jsonb_to_recordset(${json(runRows)}::jsonb) AS u(
-        id uuid, state text, lease_epoch int, lease_owner text, awaiting_events text[], replay_version int,
+        id uuid, state text, lease_epoch int, lease_owner text, lapses int, failure_reason text, awaiting_events text[],
+        replay_version int,
         set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
         set_error boolean, error text, started boolean, finished boolean)
       WHERE r.id = u.id
@@ -427,11 +497,27 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       WHERE t.run_id = e.run_id AND t.address = e.address
       RETURNING 1
     ), attempt_inserts AS (
-      INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error)
+      INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error, timeout_at,
+        heartbeat_timeout_ms, heartbeat_at, heartbeat_details)
       SELECT a.run_id, a.address, a.attempt, a.lease_epoch,
-        now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::json
+        now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::json,
+        now() - make_interval(secs => a.started_ago_ms / 1000.0) + make_interval(secs => a.timeout_ms / 1000.0),
+        a.heartbeat_timeout_ms, CASE WHEN a.beat THEN now() END, a.beat_details::json
       FROM jsonb_to_recordset(${json(attempts.filter((a) => a.isNew).map(attemptRow))}::jsonb) AS a(
-        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
+        run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text,
+        timeout_ms bigint, heartbeat_timeout_ms int, beat boolean, beat_details text)
+      RETURNING 1
+    ), attempt_beats AS (
+      UPDATE task_attempts t SET heartbeat_at = now(), heartbeat_details = COALESCE(b.details::json, t.heartbeat_details)
+      FROM jsonb_to_recordset(${
+    json(ledger.attemptBeats.map((b) => ({
+      run_id: b.runId,
+      address: b.address,
+      attempt: b.attempt,
+      details: b.details === undefined ? null : json(b.details)
+    })))
+  }::jsonb) AS b(run_id uuid, address text, attempt int, details text)
+      WHERE t.run_id = b.run_id AND t.address = b.address AND t.attempt = b.attempt AND t.finished_at IS NULL
       RETURNING 1
     ), attempt_updates AS (
       UPDATE task_attempts t SET finished_at = now(), error = a.error::json

@@ -13,9 +13,23 @@ import {
   TaskNotFound
 } from "@aiki/contract/Errors"
 import type { EventName, LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
-import type { ClaimRefusal, ErrorDetails, FinishTask, Json, Lease, ParkRun, ReceiveEvent, StartTask, WorkflowRun, Write, WriteResult } from "@aiki/contract/Models"
+import type {
+  ClaimRefusal,
+  ErrorDetails,
+  FinishTask,
+  HeartbeatTask,
+  Json,
+  Lease,
+  ParkRun,
+  ReceiveEvent,
+  StartTask,
+  WorkflowRun,
+  Write,
+  WriteResult
+} from "@aiki/contract/Models"
 import { canTransition as canRunTransition, isSuspended, isTerminal, type RunState } from "@aiki/contract/RunState"
 import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
+import { failureErrorName, type FailureReason, type TaskTimeoutKind, taskTimedOutName } from "@aiki/contract/Timeouts"
 import { DateTime } from "effect"
 import { admit, Debounce, debounce, holdBack, Offer, offer } from "./flowControl.ts"
 import type { Ledger, LedgerEntry, LedgerEvent, LedgerRun } from "./Ledger.ts"
@@ -42,6 +56,8 @@ export type Reason =
   | "task_retrying"
   | "workflow_retry"
   | "attempt_abandoned"
+  | "task_timed_out"
+  | FailureReason
 
 /** What a decision needs besides the ledger. */
 export interface DecisionContext {
@@ -53,6 +69,8 @@ export interface DecisionContext {
   readonly leasesMayLapse: boolean
   /** The largest payload, result or error stored (`MAX_PAYLOAD_BYTES`). */
   readonly maxPayloadBytes: number
+  /** A run whose lease lapsed this many times in a row without progress is failed as poisoned. */
+  readonly poisonAfterLapses: number
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -151,8 +169,43 @@ export const SendEvent = (runId: RunId, name: EventName, payload: Json, key?: st
   outcome: undefined
 })
 
+/** The server's sweep found an open attempt past a deadline: it fails it (if it still is, under the lock). */
+export interface TimeOutAttempt {
+  readonly _tag: "TimeOutAttempt"
+  readonly runId: RunId
+  readonly address: string
+  readonly attempt: number
+  outcome: boolean | undefined
+}
+export const TimeOutAttempt = (runId: RunId, address: string, attempt: number): TimeOutAttempt => ({
+  _tag: "TimeOutAttempt",
+  runId,
+  address,
+  attempt,
+  outcome: undefined
+})
+
+/** The server's sweep found a run past its execution (or schedule-to-start) deadline: it fails it. */
+export interface TimeOutRun {
+  readonly _tag: "TimeOutRun"
+  readonly runId: RunId
+  outcome: boolean | undefined
+}
+export const TimeOutRun = (runId: RunId): TimeOutRun => ({ _tag: "TimeOutRun", runId, outcome: undefined })
+
 /** A change to an existing run (starts are inserts, see `RunTransitions`). */
-export type RunChange = Claim | Extend | WorkerWrite | Requeue | Wake | Cancel | SendEvent | Offer | Debounce
+export type RunChange =
+  | Claim
+  | Extend
+  | WorkerWrite
+  | Requeue
+  | Wake
+  | Cancel
+  | SendEvent
+  | Offer
+  | Debounce
+  | TimeOutAttempt
+  | TimeOutRun
 
 /** The run a change is about. */
 export const runOf = (change: RunChange): RunId => change._tag === "WorkerWrite" ? change.write.runId : change.runId
@@ -269,10 +322,15 @@ export const decide = (context: DecisionContext, change: RunChange): void => {
       return offer(context.ledger, change)
     case "Debounce":
       return debounce(context.ledger, change)
+    case "TimeOutAttempt":
+      return timeOutAttempt(context.ledger, change)
+    case "TimeOutRun":
+      return timeOutRun(context.ledger, change)
   }
 }
 
-const claim = ({ ledger, leasesMayLapse }: DecisionContext, change: Claim) => {
+const claim = (context: DecisionContext, change: Claim) => {
+  const { ledger, leasesMayLapse } = context
   const refuse = (reason: ClaimRefusal, message: string) => {
     change.outcome = { granted: false, reason, message }
   }
@@ -288,6 +346,8 @@ const claim = ({ ledger, leasesMayLapse }: DecisionContext, change: Claim) => {
   if (run.state === "running" && !(leasesMayLapse && (run.leaseLapsed || run.ownerGone))) {
     return refuse("held", `Run ${run.id} is held by ${run.leaseOwner} under lease ${run.leaseEpoch}`)
   }
+  // A takeover is a lapse too: the run may have poisoned every worker that took it.
+  if (run.state === "running" && poisoned(context, run)) return refuse("finished", `Run ${run.id} is failed (poisoned)`)
   // A takeover keeps the places the run holds; a pending run must find room under its limits first.
   const fresh = run.state === "pending"
   const hold = fresh ? holdBack(ledger, run) : undefined
@@ -316,14 +376,113 @@ const extend = (ledger: Ledger, change: Extend) => {
   change.outcome = run?.state === "cancelled" ? "cancelled" : "lost"
 }
 
-const requeueLapsed = ({ ledger, leasesMayLapse }: DecisionContext, change: Requeue) => {
+const requeueLapsed = (context: DecisionContext, change: Requeue) => {
+  const { ledger, leasesMayLapse } = context
   const run = ledger.runs.get(change.runId)
   change.outcome = false
   if (run === undefined || run.state !== "running" || !leasesMayLapse || !(run.leaseLapsed || run.ownerGone)) return
+  if (poisoned(context, run)) {
+    change.outcome = true
+    return
+  }
   change.outcome = requeue(ledger, run, run.ownerGone ? "worker_gone" : "lease_expired", {
     leaseEpoch: run.leaseEpoch,
     workerId: run.leaseOwner
   }) === undefined
+}
+
+/**
+ * Counts a lapse of `run`'s lease (its worker died or hung: it neither finished nor handed the run back). The run
+ * fails as poisoned once it lapsed `poisonAfterLapses` times in a row without progress, instead of taking down one
+ * worker after another; true when it did.
+ */
+const poisoned = ({ ledger, poisonAfterLapses }: DecisionContext, run: LedgerRun): boolean => {
+  run.lapses += 1
+  ledger.patch(run, {})
+  if (run.lapses < poisonAfterLapses) return false
+  return failByServer(ledger, run, "poisoned",
+    `The lease of run ${run.id} lapsed ${run.lapses} times in a row without progress (its worker died or hung each ` +
+      `time); it was failed instead of handed to another worker (POISON_AFTER_LAPSES=${poisonAfterLapses})`)
+}
+
+/** Progress: the run's counter of lapses in a row starts over. */
+const progressed = (ledger: Ledger, run: LedgerRun) => {
+  if (run.lapses === 0) return
+  run.lapses = 0
+  ledger.patch(run, {})
+}
+
+/**
+ * Fails `run` for `reason`, the server's decision (a timeout, a poisoned run). Its worker, if it has one, keeps its
+ * epoch (its next write or heartbeat finds the run failed) and is told at once over its signals stream.
+ */
+const failByServer = (ledger: Ledger, run: LedgerRun, reason: FailureReason, message: string): boolean => {
+  const owner = run.state === "running" ? run.leaseOwner : null
+  if (moveRun(ledger, run, "failed", reason, { leaseEpoch: run.leaseEpoch, workerId: owner }) !== undefined) return false
+  ledger.patch(run, {
+    error: { name: failureErrorName(reason), message, data: { reason } },
+    failureReason: reason,
+    leaseMs: null,
+    wakeAt: null,
+    finished: true
+  })
+  if (owner !== null) ledger.notices.push({ runId: run.id, task: null, state: "failed", owner, stopped: reason })
+  return true
+}
+
+const timeOutRun = (ledger: Ledger, change: TimeOutRun) => {
+  const run = ledger.runs.get(change.runId)
+  change.outcome = false
+  if (run === undefined || isTerminal(run.state)) return
+  if (run.deadlinePassed) {
+    change.outcome = failByServer(ledger, run, "timed_out", `Run ${run.id} ran out of its execution timeout`)
+  } else if (run.startDeadlinePassed && run.state === "pending") {
+    change.outcome = failByServer(ledger, run, "schedule_to_start_timed_out",
+      `No worker claimed run ${run.id} within its schedule-to-start timeout`)
+  }
+}
+
+const timeOutMessage = (kind: TaskTimeoutKind, address: string, attempt: number) =>
+  kind === "start_to_close"
+    ? `Attempt ${attempt} of task ${address} did not finish within its timeout (timeoutMs)`
+    : `Attempt ${attempt} of task ${address} did not heartbeat within its heartbeat timeout (heartbeatTimeoutMs)`
+
+/**
+ * Closes an open attempt past its deadline with a `TaskTimedOut` error; the entry stays `running` for the worker
+ * holding the run, told at once, to abort the attempt and decide per its retry policy (it assigns outcome orders).
+ * A worker that is gone leaves the run to lapse: the next one starts the next attempt.
+ */
+const timeOutAttempt = (ledger: Ledger, change: TimeOutAttempt) => {
+  change.outcome = false
+  const run = ledger.runs.get(change.runId)
+  const entry = ledger.entry(change.runId, change.address)
+  const attempt = entry?.attempts.find((a) => a.attempt === change.attempt)
+  if (run === undefined || run.state !== "running" || entry === undefined || entry.state !== "running") return
+  if (attempt === undefined || attempt.finished || attempt.overdue === null) return
+  const kind = attempt.overdue
+  if (moveEntry(ledger, run, entry, "running", "task_timed_out") !== undefined) return
+  attempt.finished = true
+  attempt.timedOut = kind
+  ledger.writeAttempt({
+    runId: run.id,
+    address: entry.address,
+    attempt: attempt.attempt,
+    leaseEpoch: attempt.leaseEpoch,
+    isNew: false,
+    startedAgoMs: 0,
+    finished: true,
+    error: { name: taskTimedOutName, message: timeOutMessage(kind, entry.address, attempt.attempt), data: { kind } }
+  })
+  if (run.leaseOwner !== null) {
+    ledger.notices.push({
+      runId: run.id,
+      task: entry.address,
+      state: entry.state,
+      owner: run.leaseOwner,
+      timedOut: { attempt: attempt.attempt, kind }
+    })
+  }
+  change.outcome = true
 }
 
 const wake = (ledger: Ledger, change: Wake) => {
@@ -474,7 +633,32 @@ const write = (context: DecisionContext, write: Write): WriteResult => {
       if (!isRun(run)) return run
       return requeue(ledger, run, "released", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner }) ?? written
     }
+    case "HeartbeatTask":
+      return heartbeatTask(ledger, write)
   }
+}
+
+/** An attempt's heartbeat: its heartbeat timeout starts over, unless the server already timed it out. */
+const heartbeatTask = (ledger: Ledger, write: HeartbeatTask): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const attempt = ledger.entry(run.id, write.address)?.attempts.find((a) => a.attempt === write.attempt)
+  if (attempt === undefined) {
+    return new TaskNotFound({
+      runId: write.runId,
+      address: write.address,
+      message: `Run ${write.runId} has no attempt ${write.attempt} of task ${write.address}`
+    })
+  }
+  if (attempt.timedOut !== null) return { _tag: "AttemptTimedOut", kind: attempt.timedOut }
+  if (attempt.finished || write.probe === true) return written
+  // A heartbeat is the worker alive and the task moving: progress.
+  progressed(ledger, run)
+  const started = ledger.attempt(run.id, write.address, write.attempt)
+  // An attempt started in this same group is inserted with its beat (the statement's update would not see it).
+  if (started?.isNew === true) started.beat = { details: write.details ?? started.beat?.details }
+  else ledger.attemptBeats.push({ runId: run.id, address: write.address, attempt: write.attempt, details: write.details })
+  return written
 }
 
 const isRun = (value: LedgerRun | RunNotFound | LeaseLost): value is LedgerRun =>
@@ -499,7 +683,7 @@ const startTask = (ledger: Ledger, write: StartTask): WriteResult => {
   if (!isRun(run)) return run
   const existing = ledger.entry(run.id, write.address)
   const open = (entry: LedgerEntry) => {
-    entry.attempts.push({ attempt: write.attempt, leaseEpoch: write.leaseEpoch, finished: false })
+    entry.attempts.push({ attempt: write.attempt, leaseEpoch: write.leaseEpoch, finished: false, timedOut: null, overdue: null })
     entry.notBefore = write.notBefore === undefined ? null : DateTime.formatIso(write.notBefore)
     ledger.writeAttempt({
       runId: run.id,
@@ -509,7 +693,9 @@ const startTask = (ledger: Ledger, write: StartTask): WriteResult => {
       isNew: true,
       startedAgoMs: 0,
       finished: false,
-      error: null
+      error: null,
+      timeoutMs: write.timeoutMs,
+      heartbeatTimeoutMs: write.heartbeatTimeoutMs
     })
   }
   if (existing === undefined) {
@@ -607,13 +793,17 @@ const finishTask = (ledger: Ledger, write: FinishTask): WriteResult => {
   const to: TaskState = write.outcome._tag === "Completed" ? "completed" : "failed"
   // The lease holding the run may end its open attempt, even one begun under an earlier lease: a durable wait (a
   // sleep, an event) started before the run was parked ends after it was woken. The run's fence is the guard.
-  if (attempt === undefined || attempt.finished || entry.state !== "running") {
+  // An attempt the server timed out is closed already (its error says so); the worker's outcome still moves the
+  // entry: a failure per its retry policy, or a completion that crossed the timeout on the wire.
+  const timedOut = attempt !== undefined && attempt.timedOut !== null && entry.state === "running"
+  if (attempt === undefined || (attempt.finished && !timedOut) || entry.state !== "running") {
     return invalidEntry(entry, entry.state, to, `attempt ${write.attempt} is not the one running`)
   }
+  progressed(ledger, run)
   attempt.finished = true
   const attemptWrite = ledger.attempt(run.id, entry.address, write.attempt)
   const error = write.outcome._tag === "Failed" ? write.outcome.error : null
-  ledger.writeAttempt({
+  if (!timedOut) ledger.writeAttempt({
     runId: run.id,
     address: entry.address,
     attempt: write.attempt,
@@ -686,6 +876,7 @@ const park = (ledger: Ledger, write: ParkRun): WriteResult => {
   if (waiting.length > 0) return { _tag: "EventWaiting", names: waiting }
   const refused = moveRun(ledger, run, write.state, "suspended", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
   if (refused !== undefined) return refused
+  progressed(ledger, run)
   run.leaseOwner = null
   run.awaitingEvents = write.events.length > 0 ? write.events : null
   ledger.patch(run, { leaseMs: null, wakeAt: write.wakeAt === undefined ? null : DateTime.formatIso(write.wakeAt) })
@@ -694,12 +885,14 @@ const park = (ledger: Ledger, write: ParkRun): WriteResult => {
 
 /** The entries a group must read before deciding its writes. */
 export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: string; readonly address: string }> => {
+  if (change._tag === "TimeOutAttempt") return [{ runId: change.runId, address: change.address }]
   if (change._tag !== "WorkerWrite") return []
   const write = change.write
   switch (write._tag) {
     case "StartTask":
     case "FinishTask":
     case "ReceiveEvent":
+    case "HeartbeatTask":
       return [{ runId: write.runId, address: write.address }]
     case "ParkRun":
     case "CompleteRun":

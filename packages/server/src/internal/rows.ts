@@ -16,6 +16,7 @@ import type {
 import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
+import type { FailureReason } from "@aiki/contract/Timeouts"
 import { DateTime } from "effect"
 import type { FlowColumns } from "./flowControl.ts"
 
@@ -43,6 +44,10 @@ export interface RunRow extends FlowColumns {
   readonly waiting_message: string | null
   readonly schedule_id: string | null
   readonly scheduled_for: Date | null
+  readonly deadline_at: Date | null
+  readonly start_deadline_at: Date | null
+  readonly failure_reason: FailureReason | null
+  readonly lapses: number
 }
 
 export interface ErrorDetailsRow {
@@ -74,6 +79,10 @@ interface AttemptRow {
   readonly started_at: string
   readonly finished_at: string | null
   readonly error: ErrorDetailsRow | null
+  readonly timeout_at?: string | null
+  readonly heartbeat_timeout_ms?: number | null
+  readonly heartbeat_at?: string | null
+  readonly heartbeat_details?: Json | null
 }
 
 export interface TransitionRow {
@@ -130,7 +139,11 @@ export const toRun = (row: RunRow): WorkflowRun =>
       }
       : {}),
     ...(row.schedule_id !== null ? { scheduleId: row.schedule_id as ScheduleId } : {}),
-    ...(row.scheduled_for !== null ? { scheduledFor: utc(row.scheduled_for) } : {})
+    ...(row.scheduled_for !== null ? { scheduledFor: utc(row.scheduled_for) } : {}),
+    ...(row.deadline_at != null ? { deadlineAt: utc(row.deadline_at) } : {}),
+    ...(row.start_deadline_at != null && row.started_at === null ? { startDeadlineAt: utc(row.start_deadline_at) } : {}),
+    ...(row.failure_reason != null ? { failureReason: row.failure_reason } : {}),
+    ...(row.lapses > 0 ? { lapses: row.lapses } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
@@ -148,7 +161,11 @@ export const toTask = (row: TaskRow): Task =>
         leaseEpoch: a.lease_epoch,
         startedAt: utcString(a.started_at),
         ...(a.finished_at !== null ? { finishedAt: utcString(a.finished_at) } : {}),
-        ...(a.error !== null ? { error: errorDetails(a.error) } : {})
+        ...(a.error !== null ? { error: errorDetails(a.error) } : {}),
+        ...(a.timeout_at != null ? { timeoutAt: utcString(a.timeout_at) } : {}),
+        ...(a.heartbeat_timeout_ms != null ? { heartbeatTimeoutMs: a.heartbeat_timeout_ms } : {}),
+        ...(a.heartbeat_at != null ? { heartbeatAt: utcString(a.heartbeat_at) } : {}),
+        ...(a.heartbeat_details != null ? { heartbeatDetails: a.heartbeat_details } : {})
       }, { disableChecks: true })
     ),
     ...(row.outcome_order !== null ? { outcomeOrder: row.outcome_order } : {}),

@@ -14,7 +14,9 @@ export const attemptsJson = (sql: SqlClient.SqlClient, runId: Fragment | string,
   sql`COALESCE((
     SELECT json_agg(json_build_object(
       'attempt', a.attempt, 'lease_epoch', a.lease_epoch, 'started_at', a.started_at,
-      'finished_at', a.finished_at, 'error', a.error) ORDER BY a.attempt)
+      'finished_at', a.finished_at, 'error', a.error, 'timeout_at', a.timeout_at,
+      'heartbeat_timeout_ms', a.heartbeat_timeout_ms, 'heartbeat_at', a.heartbeat_at,
+      'heartbeat_details', a.heartbeat_details) ORDER BY a.attempt)
     FROM task_attempts a WHERE a.run_id = ${runId} AND a.address = ${address}
   ), '[]'::json)`
 
