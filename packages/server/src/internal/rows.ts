@@ -48,6 +48,9 @@ export interface RunRow extends FlowColumns {
   readonly start_deadline_at: Date | null
   readonly failure_reason: FailureReason | null
   readonly lapses: number
+  readonly attempt: number
+  readonly policy_attempt: number
+  readonly start_warning: string | null
 }
 
 export interface ErrorDetailsRow {
@@ -143,7 +146,10 @@ export const toRun = (row: RunRow): WorkflowRun =>
     ...(row.deadline_at != null ? { deadlineAt: utc(row.deadline_at) } : {}),
     ...(row.start_deadline_at != null && row.started_at === null ? { startDeadlineAt: utc(row.start_deadline_at) } : {}),
     ...(row.failure_reason != null ? { failureReason: row.failure_reason } : {}),
-    ...(row.lapses > 0 ? { lapses: row.lapses } : {})
+    ...(row.lapses > 0 ? { lapses: row.lapses } : {}),
+    attempt: row.attempt,
+    policyAttempt: row.policy_attempt,
+    ...(row.start_warning !== null ? { startWarning: row.start_warning } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
