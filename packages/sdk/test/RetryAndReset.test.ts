@@ -9,6 +9,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { AikiClient } from "../src/AikiClient.ts"
+import { client } from "../src/index.ts"
 import * as Retries from "./fixtures/retries.ts"
 import * as AikiServer from "./support/AikiServer.ts"
 import * as WorkerProcess from "./support/WorkerProcess.ts"
@@ -85,7 +86,14 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("retry and rese
       yield* run.cancel
       assert.strictEqual((yield* run.result().pipe(Effect.flip))._tag, "RunCancelled")
       yield* open(gate)
-      yield* run.retry
+      // The promise API's handle, over the same implementation.
+      const server = yield* Server
+      const promiseClient = yield* Effect.acquireRelease(
+        Effect.promise(() => client({ baseUrl: server.baseUrl })),
+        (c) => Effect.promise(() => c.close())
+      )
+      const retried = yield* Effect.promise(() => Retries.gatedSteps.getHandle(promiseClient, run.id).retry())
+      assert.strictEqual(retried.attempt, 2)
       assert.strictEqual(yield* run.result({ timeoutMs: 30_000 }), "prepared passed")
       assert.deepStrictEqual((yield* sideEffects(run.id)).map(([what]) => what), ["prepare", "pass-gate", "pass-gate"])
     }).pipe(Effect.scoped))
