@@ -5,12 +5,12 @@
 import type { EventConflict, IdempotencyConflict, InvalidTransition, PayloadTooLarge } from "@aiki/contract/Errors"
 import { InvalidRequest, RunNotFound } from "@aiki/contract/Errors"
 import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { DiscardedTask, type Json, type ResetRun, RunPage, StartedRun, type RunUpdate, type SentEvent, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import { type DiscardedTask, type Json, type ResetRun, RunPage, StartedRun, type RunUpdate, type SentEvent, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
-import { Context, DateTime, Effect, Layer, Stream } from "effect"
+import { Context, Effect, Layer, Stream } from "effect"
 import { HttpTraceContext } from "effect/http"
 import { SqlClient } from "effect/sql"
-import { type RunRow, type TaskRow, toRun, toTask, toTransition, type TransitionRow } from "./internal/rows.ts"
+import { type DiscardedRow, type RunRow, toDiscarded, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
 import { selectTasks } from "./internal/sql.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunTransitions, type StartRunInput } from "./RunTransitions.ts"
@@ -113,28 +113,17 @@ export class RunStore extends Context.Service<RunStore, {
         })
       })
 
-      const retry = Effect.fn("RunStore.retry")((id: RunId) => engine.reopen(id) as Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>)
+      const retry = Effect.fn("RunStore.retry")((id: RunId) => engine.retry(id))
 
       const reset = Effect.fn("RunStore.reset")((id: RunId, to: ResetRun) =>
-        engine.reopen(id, to.sequence !== undefined ? { sequence: to.sequence } : { task: to.task!, occurrence: to.occurrence ?? 0 })
+        engine.reset(id, to.task !== undefined ? { task: to.task, occurrence: to.occurrence ?? 0 } : { sequence: to.sequence ?? 0 })
       )
 
       const discarded = Effect.fn("RunStore.discarded")(function*(id: RunId) {
         yield* exists(id)
-        const rows = yield* sql<{ readonly reset: number; readonly discarded_at: Date; readonly entry: Omit<TaskRow, "created_at" | "updated_at"> & { readonly created_at: string; readonly updated_at: string; readonly not_before: string | null } }>`
+        const rows = yield* sql<DiscardedRow>`
           SELECT reset, discarded_at, entry FROM discarded_tasks WHERE run_id = ${id} ORDER BY id`.pipe(Effect.orDie)
-        return rows.map((row) =>
-          new DiscardedTask({
-            reset: row.reset,
-            discardedAt: DateTime.fromDateUnsafe(row.discarded_at),
-            task: toTask({
-              ...row.entry,
-              created_at: new Date(row.entry.created_at),
-              updated_at: new Date(row.entry.updated_at),
-              not_before: row.entry.not_before === null ? null : new Date(row.entry.not_before)
-            })
-          }, { disableChecks: true })
-        )
+        return rows.map(toDiscarded)
       })
 
       const list = Effect.fn("RunStore.list")(function*(input: ListRunsInput) {

@@ -183,14 +183,10 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
-  /**
-   * Runs a failed or cancelled run again as the same run (pending, its workflow attempt counted); with `target`, its
-   * journal from that entry on is discarded first (a reset).
-   */
-  readonly reopen: (
-    runId: RunId,
-    target?: ResetTarget
-  ) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition | InvalidRequest>
+  /** Runs a failed or cancelled run again as the same run: pending, its journal kept, its workflow attempt counted. */
+  readonly retry: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** A retry that first discards the run's journal from `target` on (`InvalidRequest` when no entry is there). */
+  readonly reset: (runId: RunId, target: ResetTarget) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition | InvalidRequest>
   /** Keeps an event for the run's next wait for `name`, waking the run when it waits for that name. */
   readonly sendEvent: (
     runId: RunId,
@@ -605,12 +601,20 @@ const make = Effect.gen(function*() {
     return outcome === "cancelled" ? change.run! : yield* outcome
   })
 
-  const reopen = Effect.fn("RunTransitions.reopen")(function*(runId: RunId, target?: ResetTarget) {
-    const change = Reopen(runId, target)
-    yield* submit({ changes: [change] })
-    const outcome = change.outcome!
-    return outcome === "reopened" ? change.run! : yield* outcome
-  })
+  const reopen = (runId: RunId, target: ResetTarget | undefined) =>
+    Effect.gen(function*() {
+      const change = Reopen(runId, target)
+      yield* submit({ changes: [change] })
+      const outcome = change.outcome!
+      return outcome === "reopened" ? change.run! : yield* outcome
+    })
+
+  const retry = Effect.fn("RunTransitions.retry")((runId: RunId) =>
+    // Only a target can be missing from the journal: a retry has none.
+    reopen(runId, undefined).pipe(Effect.catchTag("InvalidRequest", Effect.die))
+  )
+
+  const reset = Effect.fn("RunTransitions.reset")((runId: RunId, target: ResetTarget) => reopen(runId, target))
 
   const sendEvent = Effect.fn("RunTransitions.sendEvent")(function*(runId: RunId, name: EventName, payload: Json, eventId?: string) {
     const change = SendEvent(runId, name, payload, eventId)
@@ -645,7 +649,8 @@ const make = Effect.gen(function*() {
     write: writeAll,
     heartbeat,
     cancel,
-    reopen,
+    retry,
+    reset,
     sendEvent,
     requeueLapsed: count((id) => Requeue(id)),
     wakeDue: count((id) => Wake(id)),

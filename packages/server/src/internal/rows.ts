@@ -13,7 +13,7 @@ import type {
   WorkflowName,
   WorkflowVersion
 } from "@aiki/contract/Ids"
-import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
+import { DiscardedTask, type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import type { FailureReason } from "@aiki/contract/Timeouts"
@@ -195,3 +195,26 @@ export const toTransition = (row: TransitionRow): Transition =>
 
 /** Encodes a value for a `${…}::jsonb` parameter. */
 export const jsonb = (value: unknown): string => JSON.stringify(value)
+
+/** A discarded entry: the task row as JSON (`Ledger.write` builds it with `TaskRow`'s keys; its times as text). */
+export interface DiscardedRow {
+  readonly reset: number
+  readonly discarded_at: Date
+  readonly entry: Omit<TaskRow, "created_at" | "updated_at" | "not_before"> & {
+    readonly created_at: string
+    readonly updated_at: string
+    readonly not_before: string | null
+  }
+}
+
+export const toDiscarded = (row: DiscardedRow): DiscardedTask =>
+  new DiscardedTask({
+    reset: row.reset,
+    discardedAt: utc(row.discarded_at),
+    task: toTask({
+      ...row.entry,
+      created_at: new Date(row.entry.created_at),
+      updated_at: new Date(row.entry.updated_at),
+      not_before: row.entry.not_before === null ? null : new Date(row.entry.not_before)
+    })
+  }, { disableChecks: true })
