@@ -212,7 +212,8 @@ export class SchedulesApi extends HttpApiGroup.make("schedules").add(
     query: { workflow: Schema.optionalKey(WorkflowName) },
     success: Schema.Array(Schedule)
   }),
-  HttpApiEndpoint.post("create", "/schedules", { payload: CreateSchedule, success: Schedule, error: ScheduleExists }),
+  /** `InvalidRequest` when the payload violates the JSON Schema registered for the version. */
+  HttpApiEndpoint.post("create", "/schedules", { payload: CreateSchedule, success: Schedule, error: [ScheduleExists, InvalidRequest] }),
   HttpApiEndpoint.get("get", "/schedules/:id", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),
   /** No fire time starts a run until it is resumed. */
   HttpApiEndpoint.post("pause", "/schedules/:id/pause", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),

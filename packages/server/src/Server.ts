@@ -46,8 +46,8 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 /** The stores, over the one transition engine every change goes through. */
 const layerStores = (database: DatabaseLayer) =>
   Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer, BearerTokens.layer).pipe(
-    Layer.provideMerge(StartChecks.layer),
     Layer.provideMerge(Schedules.layer),
+    Layer.provideMerge(StartChecks.layer),
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )

@@ -65,7 +65,9 @@ export const issuesOf = (errors: ReadonlyArray<OutputUnit>): Array<RequestIssue>
     if (!entry.messages.includes(e.error)) entry.messages.push(e.error)
     byPath.set(key(e.path), entry)
   }
-  return [...byPath.values()].map((e) => new RequestIssue({ path: ["payload", ...e.path], message: e.messages.join("; ") }))
+  // In the order of their paths, whichever order the validator met them in.
+  return [...byPath.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+    .map(([, e]) => new RequestIssue({ path: ["payload", ...e.path], message: e.messages.join("; ") }))
 }
 
 const make = Effect.gen(function*() {

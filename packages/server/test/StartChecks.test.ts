@@ -57,6 +57,14 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`start chec
       assert.deepStrictEqual((results[0] as InvalidRequest).issues.map((i) => i.path), [["payload", "customer"]])
       assert.instanceOf(results[1], StartedRun)
       assert.strictEqual((yield* api.workflows.runs({ params: { name }, query: {} })).runs.length, 2)
+
+      // A schedule whose payload every fire would start is checked when it is created.
+      const schedule = yield* api.schedules.create({
+        payload: { workflowName: name, workflowVersion: version, spec: { everyMs: 60_000 }, payload: { amount: "no" } }
+      }).pipe(Effect.flip)
+      assert.strictEqual(schedule._tag, "InvalidRequest")
+      if (schedule._tag === "InvalidRequest") assert.deepStrictEqual(schedule.issues.map((i) => i.path), [["payload", "amount"], ["payload", "customer"]])
+      assert.strictEqual((yield* api.schedules.list({ query: {} })).length, 0)
     }))
 
   it.effect("a version no worker registered is started, flagged in the answer and in the run's status", () =>
