@@ -108,7 +108,7 @@ describe("aiki", () => {
         assert.strictEqual(reset.code, 1)
         assert.include(reset.stderr, "has no journal entry at sequence 0")
         const flagged = yield* aiki(["workflows", "start", "nobody-serves-this", "1.0.0"], env)
-        assert.include(flagged.stderr, "warning: No worker has registered nobody-serves-this version 1.0.0")
+        assert.include(flagged.stderr, "warning: No worker had registered nobody-serves-this version 1.0.0")
 
         // Schedules: created paused, triggered, backfilled, shown, listed and deleted; a bad cron is one line.
         const routine = "{\"song\":\"la\",\"cups\":1}"

@@ -34,9 +34,9 @@ export class StartChecks extends Context.Service<StartChecks, {
   static readonly layer = Layer.effect(StartChecks, Effect.suspend(() => make))
 }
 
-/** The message a start of an unregistered version is flagged with. */
+/** The message a start of an unregistered version is flagged with: a fact about the start, true for good. */
 export const unregisteredWarning = (name: string, version: string) =>
-  `No worker has registered ${name} version ${version}: the run waits until one does (check the name and version)`
+  `No worker had registered ${name} version ${version} when this run was started: it waits for one (check the name and version)`
 
 /** `#/a/0/b` → `["a", 0, "b"]` (JSON Pointer, unescaped). */
 const pointerPath = (location: string): Array<string | number> =>

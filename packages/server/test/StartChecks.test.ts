@@ -75,7 +75,7 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`start chec
         payload: { payload: {} }
       })
       assert.isTrue(started.created)
-      assert.include(started.warning, "No worker has registered nope version 9.9.9")
+      assert.include(started.warning, "No worker had registered nope version 9.9.9")
       const run = yield* api.runs.status({ params: { id: started.id } })
       assert.strictEqual(run.state, "pending")
       assert.strictEqual(run.startWarning, started.warning)
