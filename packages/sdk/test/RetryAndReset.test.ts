@@ -4,12 +4,13 @@
  */
 import { assert, layer } from "@effect/vitest"
 import { eventually } from "@aiki/testing/eventually"
-import { Context, Effect, Layer } from "effect"
+import { Context, Effect, Layer, Schema } from "effect"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { AikiClient } from "../src/AikiClient.ts"
 import { client } from "../src/index.ts"
+import * as Workflow from "../src/Workflow.ts"
 import * as Retries from "./fixtures/retries.ts"
 import * as AikiServer from "./support/AikiServer.ts"
 import * as WorkerProcess from "./support/WorkerProcess.ts"
@@ -41,6 +42,9 @@ const worker = (id: string, env: Record<string, string> = {}) =>
 /** What the run's tasks did, in order (`[what, worker]`). */
 const sideEffects = (runId: string) =>
   Effect.map(Server, (server) => WorkerProcess.sideEffects(join(server.dir, "side-effects.log"), runId))
+
+/** A version no worker serves. */
+const neverServed = Workflow.make("never-served", "1.0.0", { payload: Schema.Null, success: Schema.Null, run: () => Effect.succeed(null) })
 
 const gateFile = (name: string) => Effect.map(Server, (server) => join(server.dir, name))
 const open = (file: string) => Effect.sync(() => writeFileSync(file, "open"))
@@ -126,6 +130,14 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("retry and rese
       const trail = yield* aiki.api.runs.transitions({ params: { id: run.id } })
       assert.isTrue(trail.some((t) => t.fromState === "failed" && t.toState === "pending" && t.reason === "reset"))
     }).pipe(Effect.scoped))
+
+  it.effect("a start of a version no worker registered is flagged on the handle and in the run's status", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const run = yield* aiki.start(neverServed, null)
+      assert.include(run.warning, "No worker had registered never-served version 1.0.0")
+      assert.strictEqual((yield* run.status).startWarning, run.warning)
+    }))
 
   it.effect("workflow attempts are counted by the server: a takeover goes on from the attempt it was in", () =>
     Effect.gen(function*() {
