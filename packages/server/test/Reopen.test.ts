@@ -9,6 +9,7 @@ import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, Wor
 import type { Write } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { SqlClient } from "effect/sql"
 import * as TestServer from "./support/TestServer.ts"
 
 const name = "reopened" as WorkflowName
@@ -106,6 +107,26 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`reopen (${
         trail.filter((t) => t.taskAddress === undefined && t.toState === "pending").map((t) => `${t.fromState ?? ""}>${t.reason}`),
         [">started", "failed>retried", "failed>reset"]
       )
+    }))
+
+  it.effect("a reopened run's timeouts start again, as long as they were, and its failure reason is cleared", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const sql = yield* SqlClient.SqlClient
+      const { id } = yield* api.workflows.start({
+        params: { name, version },
+        payload: { payload: {}, executionTimeoutMs: 60_000, scheduleToStartTimeoutMs: 30_000 }
+      })
+      yield* api.runs.cancel({ params: { id } })
+      // As if it had been cancelled long after its deadlines passed, by the server.
+      yield* sql`UPDATE workflow_runs SET created_at = created_at - interval '1 hour', deadline_at = deadline_at - interval '1 hour',
+        start_deadline_at = start_deadline_at - interval '1 hour', failure_reason = 'timed_out' WHERE id = ${id}`
+      const retried = yield* api.runs.retry({ params: { id } })
+      assert.isUndefined(retried.failureReason)
+      const now = Date.now()
+      const inMs = (at: typeof retried.deadlineAt) => Number(at!.epochMilliseconds) - now
+      assert.approximately(inMs(retried.deadlineAt), 60_000, 10_000)
+      assert.approximately(inMs(retried.startDeadlineAt), 30_000, 10_000)
     }))
 })
 }
