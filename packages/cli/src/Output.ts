@@ -11,7 +11,7 @@ export const bold = paint(1)
 export const dim = paint(2)
 const red = paint(31)
 const green = paint(32)
-const yellow = paint(33)
+export const yellow = paint(33)
 const blue = paint(34)
 
 /** A state, coloured by what it means. */
@@ -54,6 +54,8 @@ export const runSummary = (run: WorkflowRun) =>
     ...(run.waitingFor !== undefined ? [`${bold("Waiting")}    ${yellow(run.waitingFor.message)}`] : []),
     ...(run.priority !== undefined && run.priority !== 5 ? [`${bold("Priority")}   ${run.priority}`] : []),
     ...(run.scheduleId !== undefined ? [`${bold("Schedule")}   ${run.scheduleId} (for ${time(run.scheduledFor)})`] : []),
+    ...(run.attempt !== undefined && run.attempt > 1 ? [`${bold("Attempt")}    ${run.attempt}`] : []),
+    ...(run.startWarning !== undefined ? [`${bold("Warning")}    ${yellow(run.startWarning)}`] : []),
     `${bold("Created")}    ${time(run.createdAt)}`,
     ...(run.finishedAt !== undefined ? [`${bold("Finished")}   ${time(run.finishedAt)}`] : []),
     `${bold("Payload")}    ${JSON.stringify(run.payload)}`,

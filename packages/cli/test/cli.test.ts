@@ -95,6 +95,20 @@ describe("aiki", () => {
         assert.include(cancelled.stdout, "cancelled")
         const watchCancelled = yield* aiki(["runs", "watch", pendingId], env)
         assert.strictEqual(watchCancelled.code, 1)
+        // Retried by hand it is pending again, as the same run; a run that is not failed or cancelled is refused,
+        // and a reset names what is not in the journal.
+        const retried = yield* aiki(["runs", "retry", pendingId], env)
+        assert.strictEqual(retried.code, 0, retried.stderr)
+        assert.include(retried.stdout, "pending again (attempt 2)")
+        const retriedTwice = yield* aiki(["runs", "retry", pendingId], env)
+        assert.strictEqual(retriedTwice.code, 1)
+        assert.include(retriedTwice.stderr, "only a failed or cancelled run can be retried")
+        yield* aiki(["runs", "cancel", pendingId], env)
+        const reset = yield* aiki(["runs", "reset", pendingId, "--sequence", "0"], env)
+        assert.strictEqual(reset.code, 1)
+        assert.include(reset.stderr, "has no journal entry at sequence 0")
+        const flagged = yield* aiki(["workflows", "start", "nobody-serves-this", "1.0.0"], env)
+        assert.include(flagged.stderr, "warning: No worker had registered nobody-serves-this version 1.0.0")
 
         // Schedules: created paused, triggered, backfilled, shown, listed and deleted; a bad cron is one line.
         const routine = "{\"song\":\"la\",\"cups\":1}"

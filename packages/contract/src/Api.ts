@@ -30,6 +30,8 @@ import {
   PollRuns,
   RegisteredWorkflow,
   RegisterWorker,
+  ResetRun,
+  DiscardedTask,
   Registration,
   RunActivity,
   RunCounts,
@@ -84,7 +86,8 @@ export class WorkflowsApi extends HttpApiGroup.make("workflows").add(
     params: { name: WorkflowName, version: WorkflowVersion },
     payload: StartRun,
     success: StartedRun,
-    error: IdempotencyConflict
+    /** `InvalidRequest`: the payload violates the JSON Schema registered for the version (the issue names the field). */
+    error: [IdempotencyConflict, InvalidRequest]
   }),
   /** Starts several runs in one request (each answered on its own, in order); the SDK's client sends its starts so. */
   HttpApiEndpoint.post("startMany", "/workflow-runs/start", {
@@ -138,6 +141,32 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
     success: WorkflowRun,
     error: [RunNotFound, InvalidTransition]
   }),
+  /**
+   * Runs a failed or cancelled run again, as the same run: completed tasks are replayed from its journal, failed
+   * and unfinished ones run again, and its workflow attempt goes up by one. `InvalidTransition` (409) for a run in
+   * any other state.
+   */
+  HttpApiEndpoint.post("retry", "/workflow-runs/:id/retry", {
+    params: runParams,
+    success: WorkflowRun,
+    error: [RunNotFound, InvalidTransition]
+  }),
+  /**
+   * Runs a failed or cancelled run again from a journal entry: that entry and every one after it are discarded
+   * (kept in `/workflow-runs/:id/discarded`, no longer replayed), events they received are kept for the next waits.
+   */
+  HttpApiEndpoint.post("reset", "/workflow-runs/:id/reset", {
+    params: runParams,
+    payload: ResetRun,
+    success: WorkflowRun,
+    error: [RunNotFound, InvalidTransition, InvalidRequest]
+  }),
+  /** The journal entries resets discarded, oldest reset first. */
+  HttpApiEndpoint.get("discarded", "/workflow-runs/:id/discarded", {
+    params: runParams,
+    success: Schema.Array(DiscardedTask),
+    error: RunNotFound
+  }),
   HttpApiEndpoint.get("tasks", "/workflow-runs/:id/tasks", {
     params: runParams,
     success: Schema.Array(Task),
@@ -183,7 +212,8 @@ export class SchedulesApi extends HttpApiGroup.make("schedules").add(
     query: { workflow: Schema.optionalKey(WorkflowName) },
     success: Schema.Array(Schedule)
   }),
-  HttpApiEndpoint.post("create", "/schedules", { payload: CreateSchedule, success: Schedule, error: ScheduleExists }),
+  /** `InvalidRequest` when the payload violates the JSON Schema registered for the version. */
+  HttpApiEndpoint.post("create", "/schedules", { payload: CreateSchedule, success: Schedule, error: [ScheduleExists, InvalidRequest] }),
   HttpApiEndpoint.get("get", "/schedules/:id", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),
   /** No fire time starts a run until it is resumed. */
   HttpApiEndpoint.post("pause", "/schedules/:id/pause", { params: scheduleParams, success: Schedule, error: ScheduleNotFound }),

@@ -16,7 +16,7 @@ import {
   WorkflowName,
   WorkflowVersion
 } from "./Ids.ts"
-import { IdempotencyConflict, InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
+import { IdempotencyConflict, InvalidRequest, InvalidTransition, LeaseLost, PayloadTooLarge, RunNotFound, TaskNotFound } from "./Errors.ts"
 import { Debounce, FlowPolicy, Limit, Priority, StartFlow, WaitingFor, WaitingReason } from "./FlowControl.ts"
 import { ParkedState, RunState } from "./RunState.ts"
 import { Trigger } from "./Schedules.ts"
@@ -90,7 +90,16 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** Set when the server failed the run (a timeout, a poisoned run); its `error` says more. */
   failureReason: Schema.optionalKey(FailureReason),
   /** How many times in a row its lease lapsed without progress (see `Timeouts.ts`). */
-  lapses: Schema.optionalKey(Schema.Int)
+  lapses: Schema.optionalKey(Schema.Int),
+  /**
+   * The workflow attempt, counted by the server over the run's life: 1, then one more for each workflow-level retry
+   * (the workflow's `retry` policy) and each retry or reset by hand. Absent from runs recorded before it (1).
+   */
+  attempt: Schema.optionalKey(Schema.Int),
+  /** The attempt as the workflow's retry policy counts it: 1 again after each retry or reset by hand. */
+  policyAttempt: Schema.optionalKey(Schema.Int),
+  /** Why the start was flagged: e.g. no worker had registered its version yet (it waits for one). */
+  startWarning: Schema.optionalKey(Schema.String)
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -220,7 +229,9 @@ export class StartedRun extends Schema.Class<StartedRun>("StartedRun")({
   /** False when an idempotency key matched an existing run, which is returned instead. */
   created: Schema.Boolean,
   /** True when the start replaced the payload of a run waiting under the same debounce key. */
-  debounced: Schema.optionalKey(Schema.Boolean)
+  debounced: Schema.optionalKey(Schema.Boolean),
+  /** The start was accepted but flagged: e.g. no worker has registered this version yet (also in the run's status). */
+  warning: Schema.optionalKey(Schema.String)
 }) {}
 
 /**
@@ -242,8 +253,31 @@ export const StartRuns = Schema.Struct({
 })
 export type StartRuns = typeof StartRuns.Type
 
+/** A journal entry a reset discarded: the entry as it was, and which reset of the run discarded it (1 first). */
+export class DiscardedTask extends Schema.Class<DiscardedTask>("DiscardedTask")({
+  reset: Schema.Int,
+  discardedAt: Timestamp,
+  task: Task
+}) {}
+
+/**
+ * Where a reset goes back to: the journal entry at `sequence`, or the `occurrence`-th call (0 first) of the task
+ * `task`. That entry and every one after it are discarded (kept in the run's history, no longer replayed).
+ */
+export const ResetRun = Schema.Struct({
+  sequence: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))),
+  task: Schema.optionalKey(TaskName),
+  /** @default 0 */
+  occurrence: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)))
+}).check(Schema.makeFilter((reset: { readonly sequence?: number; readonly task?: string }) =>
+  (reset.sequence === undefined) === (reset.task === undefined)
+    ? { path: ["sequence"], issue: "give either sequence or task (with an optional occurrence)" }
+    : undefined
+))
+export type ResetRun = typeof ResetRun.Type
+
 export class StartedRuns extends Schema.Class<StartedRuns>("StartedRuns")({
-  results: Schema.Array(Schema.Union([StartedRun, IdempotencyConflict, PayloadTooLarge]))
+  results: Schema.Array(Schema.Union([StartedRun, IdempotencyConflict, PayloadTooLarge, InvalidRequest]))
 }) {}
 
 export const RegisterWorker = Schema.Struct({
@@ -430,8 +464,19 @@ export type HeartbeatTask = typeof HeartbeatTask.Type
 export const ReleaseRun = Schema.TaggedStruct("ReleaseRun", held)
 export type ReleaseRun = typeof ReleaseRun.Type
 
+/**
+ * The workflow failed and its retry policy runs it again: the server counts the attempt (`WorkflowRun.attempt`),
+ * so a worker taking the run over goes on from it instead of starting the count over. Idempotent.
+ */
+export const BeginAttempt = Schema.TaggedStruct("BeginAttempt", {
+  ...held,
+  /** The attempt beginning, as the retry policy counts it (`WorkflowRun.policyAttempt`). */
+  attempt: Attempt
+})
+export type BeginAttempt = typeof BeginAttempt.Type
+
 /** One thing a worker reports about a run it holds. Every write is fenced by the lease epoch it carries. */
-export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun, HeartbeatTask])
+export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun, HeartbeatTask, BeginAttempt])
 export type Write = typeof Write.Type
 
 /**

@@ -6,6 +6,8 @@
  * run whose lease lapsed goes back to `pending` (requeued), or straight to `running` under a new lease (taken
  * over). Any non-terminal state may become `cancelled`, and `failed` by the server (a run timeout, a
  * schedule-to-start timeout, a poisoned run: see `Timeouts.ts`).
+ * A `failed` or `cancelled` run goes back to `pending` only when it is retried or reset by hand
+ * (`POST /workflow-runs/:id/retry|reset`): terminal means no worker or timer ever changes it again.
  *
  * The server derives every guard of its writes from `sourcesOf`, so this table is the only place the machine is
  * written down.
@@ -32,7 +34,7 @@ export type ParkedState = typeof ParkedState.Type
 export const terminalStates: ReadonlyArray<RunState> = ["completed", "failed", "cancelled"]
 export const suspendedStates: ReadonlyArray<ParkedState> = ParkedState.literals
 
-/** A run that can never change again. */
+/** A run that no worker, timer or event changes again (only a retry or reset by hand reopens it). */
 export const isTerminal = (state: RunState): boolean => {
   switch (state) {
     case "completed":
@@ -62,12 +64,16 @@ const next: { readonly [S in RunState]: ReadonlyArray<RunState> } = {
   awaiting_child: ["pending", "cancelled", "failed"],
   awaiting_retry: ["pending", "cancelled", "failed"],
   completed: [],
-  failed: [],
-  cancelled: []
+  // Retried or reset by hand: the same run runs again (its idempotency key keeps meaning this run).
+  failed: ["pending"],
+  cancelled: ["pending"]
 }
 
 /** Whether a run may go from one state to another. */
 export const canTransition = (from: RunState, to: RunState): boolean => next[from].includes(to)
+
+/** A run that may be retried or reset by hand. */
+export const isRetryable = (state: RunState): boolean => state === "failed" || state === "cancelled"
 
 /** The states from which `to` can be reached. */
 export const sourcesOf = (to: RunState): ReadonlyArray<RunState> =>

@@ -172,6 +172,14 @@ describe("dashboard", () => {
       })
       assert.strictEqual(yield* stateOf(long), "cancelled")
 
+      // Retrying it from its page: the same run runs again (its attempt counted), and the page follows it again.
+      yield* Effect.promise(async () => {
+        await page.getByRole("button", { name: "Retry run" }).click()
+        await page.locator("h1 .state-running, h1 .state-pending").first().waitFor()
+        await page.locator(".trail td", { hasText: "retried" }).waitFor()
+      })
+      assert.include(["pending", "running"], yield* stateOf(long))
+
       // Admin pages: the fleet and the workflows with their schemas.
       yield* Effect.promise(async () => {
         await page.getByRole("link", { name: "Workers" }).click()

@@ -12,7 +12,7 @@
  * ```
  */
 import * as Client from "@aiki/contract/Client"
-import type { EventName, IdempotencyKey, RunId, ScheduleId, WorkflowName } from "@aiki/contract/Ids"
+import type { EventName, IdempotencyKey, RunId, ScheduleId, TaskName, WorkflowName } from "@aiki/contract/Ids"
 import { type RunUpdate, type SentEvent, StartedRun, type StartRuns, type WorkflowRun } from "@aiki/contract/Models"
 import type { BackfillResult, Schedule as ScheduleRecord } from "@aiki/contract/Schedules"
 import { isTerminal } from "@aiki/contract/RunState"
@@ -98,6 +98,18 @@ export interface RunHandle<A, E> {
   readonly updates: Stream.Stream<RunUpdate, ClientError>
   readonly cancel: Effect.Effect<WorkflowRun, ClientError>
   /**
+   * Runs a failed or cancelled run again, as the same run: completed tasks are replayed from its journal, failed
+   * and unfinished ones run again. `InvalidTransition` when the run is in any other state.
+   */
+  readonly retry: Effect.Effect<WorkflowRun, ClientError>
+  /**
+   * Runs a failed or cancelled run again from a journal entry — its `sequence`, or the `occurrence`-th call (0 the
+   * first) of the task named `task` — discarding that entry and every one after it.
+   */
+  readonly reset: (to: ResetTarget) => Effect.Effect<WorkflowRun, ClientError>
+  /** Set when the start was flagged: e.g. no worker has registered the workflow's version yet. */
+  readonly warning?: string | undefined
+  /**
    * Sends an event to the run (for its `waitForEvent`): by name with a JSON payload, or as an `Event` whose Schema
    * encodes the payload. Kept until the run waits for that name; with `eventId`, sending again stores nothing.
    */
@@ -110,6 +122,11 @@ export interface RunHandle<A, E> {
     (name: string, payload: unknown, options?: Event.SendOptions): Effect.Effect<SentEvent, ClientError | SerializationError>
   }
 }
+
+/** Where a reset goes back to: an entry's sequence, or a task's name (or definition) and which call of it. */
+export type ResetTarget =
+  | { readonly sequence: number }
+  | { readonly task: string | { readonly name: string }; readonly occurrence?: number }
 
 /** How to start a run: idempotently, and with flow control over what its version declares. */
 export interface StartOptions extends StartFlowOptions, StartTimeoutOptions {
@@ -235,7 +252,7 @@ const make = (options: ClientOptions) =>
   Effect.gen(function*() {
     const api = yield* Client.make(options)
 
-    const handle = (workflow: AnyWorkflow, id: RunId): RunHandle<unknown, unknown> => {
+    const handle = (workflow: AnyWorkflow, id: RunId, warning?: string): RunHandle<unknown, unknown> => {
       const updates: Stream.Stream<RunUpdate, ClientError> = Stream.unwrap(retryTransient(api.runs.events({ params: { id } })))
       const final = updates.pipe(
         Stream.filter((update) => update._tag === "Run" && isTerminal(update.run.state)),
@@ -283,6 +300,18 @@ const make = (options: ClientOptions) =>
         result: result as RunHandle<unknown, unknown>["result"],
         updates,
         cancel: api.runs.cancel({ params: { id } }),
+        retry: api.runs.retry({ params: { id } }),
+        reset: (to) =>
+          api.runs.reset({
+            params: { id },
+            payload: "sequence" in to
+              ? { sequence: to.sequence }
+              : {
+                task: (typeof to.task === "string" ? to.task : to.task.name) as TaskName,
+                ...(to.occurrence !== undefined ? { occurrence: to.occurrence } : {})
+              }
+          }),
+        ...(warning !== undefined ? { warning } : {}),
         sendEvent: (event: string | Event.Any, payload: unknown, options?: Event.SendOptions) => {
           const name = typeof event === "string" ? event : event.name
           const schema: Schema.Top = typeof event === "string" ? Schema.Json : event.schema
@@ -331,7 +360,8 @@ const make = (options: ClientOptions) =>
         ...startFlowOf(workflow.flowControl, payload, startOptions)
       }))
       if (!(answer instanceof StartedRun)) return yield* answer
-      return handle(workflow, answer.id)
+      if (answer.warning !== undefined) yield* Effect.logWarning(`Run ${answer.id} of ${workflow.name}: ${answer.warning}`)
+      return handle(workflow, answer.id, answer.warning)
     })
 
     const id = (scheduleId: string) => ({ params: { id: scheduleId as ScheduleId } })

@@ -39,6 +39,7 @@ import {
   type ClientOptions,
   type CreateScheduleOptions,
   type RedisOptions,
+  type ResetTarget,
   type RunHandle,
   type StartTimeoutOptions
 } from "./AikiClient.ts"
@@ -53,7 +54,7 @@ import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
 export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, TaskTimedOut, WaitTimeout } from "./Errors.ts"
-export type { CreateScheduleOptions, StartTimeoutOptions }
+export type { CreateScheduleOptions, ResetTarget, StartTimeoutOptions }
 export type {
   DebounceOptions,
   FlowControlOptions,
@@ -497,6 +498,24 @@ export interface WorkflowRunHandle<Result> {
   readonly waitForCompletion: (options?: { readonly timeoutMs?: number }) => Promise<Result>
   readonly cancel: () => Promise<RunRecord>
   /**
+   * Runs a failed or cancelled run again, as the same run: completed tasks are replayed, failed and unfinished ones
+   * run again. Rejects with `InvalidTransition` when the run is in any other state.
+   *
+   * @example
+   * ```ts
+   * const run = await orderV1.start(client, { id: "o-1" })
+   * await run.waitForCompletion().catch(() => run.retry())
+   * ```
+   */
+  readonly retry: () => Promise<RunRecord>
+  /**
+   * Runs a failed or cancelled run again from a journal entry — `{ sequence }`, or `{ task, occurrence }` (a task's
+   * name or definition, 0 its first call) — discarding that entry and every one after it.
+   */
+  readonly reset: (to: ResetTarget) => Promise<RunRecord>
+  /** Set when the start was flagged: e.g. no worker has registered the workflow's version yet. */
+  readonly warning?: string | undefined
+  /**
    * Sends an event to the run, for its `ctx.waitForEvent(name)` (kept until a wait of that name receives it). With
    * `eventId`, sending again with the same id stores nothing and resolves with `duplicate: true`.
    */
@@ -513,6 +532,9 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
   getStatus: () => client.runtime.runPromise(handle.status),
   waitForCompletion: (options) => client.runtime.runPromise(handle.result(options)) as Promise<Result>,
   cancel: () => client.runtime.runPromise(handle.cancel),
+  retry: () => client.runtime.runPromise(handle.retry),
+  reset: (to) => client.runtime.runPromise(handle.reset(to)),
+  ...(handle.warning !== undefined ? { warning: handle.warning } : {}),
   sendEvent: (name, payload, options) => {
     if (options !== undefined) Options.check("sendEvent()", options, { known: ["eventId"] })
     return client.runtime.runPromise(handle.sendEvent(name, toJson(payload), options)).then((sent) => ({

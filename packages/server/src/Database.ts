@@ -21,6 +21,7 @@ import metricsLeader from "./migrations/0008_metrics_leader.ts"
 import schedulesAndFlowControl from "./migrations/0009_schedules_and_flow_control.ts"
 import eventIds from "./migrations/0010_event_ids.ts"
 import timeoutsAndPoisonRuns from "./migrations/0011_timeouts_and_poison_runs.ts"
+import retryAndReset from "./migrations/0012_retry_and_reset.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -34,7 +35,8 @@ export const migrations = PgMigrator.fromRecord({
   "0008_metrics_leader": metricsLeader,
   "0009_schedules_and_flow_control": schedulesAndFlowControl,
   "0010_event_ids": eventIds,
-  "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns
+  "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns,
+  "0012_retry_and_reset": retryAndReset
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

@@ -3,17 +3,18 @@
  * tasks and audit trail, follow it live, cancel it, send it an event. Every change goes through `RunTransitions`.
  */
 import type { EventConflict, IdempotencyConflict, InvalidTransition, PayloadTooLarge } from "@aiki/contract/Errors"
-import { RunNotFound } from "@aiki/contract/Errors"
+import { InvalidRequest, RunNotFound } from "@aiki/contract/Errors"
 import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import { type Json, RunPage, type RunUpdate, type SentEvent, type StartedRun, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
+import { type DiscardedTask, type Json, type ResetRun, RunPage, StartedRun, type RunUpdate, type SentEvent, type Task, type Transition, type WorkflowRun } from "@aiki/contract/Models"
 import { isTerminal, type RunState } from "@aiki/contract/RunState"
 import { Context, Effect, Layer, Stream } from "effect"
 import { HttpTraceContext } from "effect/http"
 import { SqlClient } from "effect/sql"
-import { type RunRow, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
+import { type DiscardedRow, type RunRow, toDiscarded, toRun, toTransition, type TransitionRow } from "./internal/rows.ts"
 import { selectTasks } from "./internal/sql.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunTransitions, type StartRunInput } from "./RunTransitions.ts"
+import { StartChecks } from "./StartChecks.ts"
 
 export type { StartRunInput }
 
@@ -27,11 +28,21 @@ export interface ListRunsInput {
 }
 
 export class RunStore extends Context.Service<RunStore, {
-  readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict>
-  /** Starts several runs, each answered on its own. */
+  /**
+   * Starts a run once its payload matches the schema registered for its version (`InvalidRequest` otherwise,
+   * nothing written); a version no worker registered is started with a warning.
+   */
+  readonly start: (input: StartRunInput) => Effect.Effect<StartedRun, IdempotencyConflict | InvalidRequest>
+  /** Starts several runs, each checked and answered on its own. */
   readonly startMany: (
     inputs: ReadonlyArray<StartRunInput>
-  ) => Effect.Effect<ReadonlyArray<StartedRun | IdempotencyConflict | PayloadTooLarge>>
+  ) => Effect.Effect<ReadonlyArray<StartedRun | IdempotencyConflict | PayloadTooLarge | InvalidRequest>>
+  /** Runs a failed or cancelled run again as the same run; completed tasks are replayed, the rest run again. */
+  readonly retry: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** Runs a failed or cancelled run again from a journal entry, discarding it and every entry after it. */
+  readonly reset: (id: RunId, to: ResetRun) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition | InvalidRequest>
+  /** The journal entries resets discarded from the run, oldest reset first. */
+  readonly discarded: (id: RunId) => Effect.Effect<ReadonlyArray<DiscardedTask>, RunNotFound>
   readonly get: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound>
   readonly list: (input: ListRunsInput) => Effect.Effect<RunPage>
   readonly tasks: (id: RunId) => Effect.Effect<ReadonlyArray<Task>, RunNotFound>
@@ -57,6 +68,7 @@ export class RunStore extends Context.Service<RunStore, {
       const sql = yield* SqlClient.SqlClient
       const engine = yield* RunTransitions
       const notifications = yield* RunNotifications
+      const checks = yield* StartChecks
 
       const find = (id: string) =>
         sql<RunRow>`SELECT * FROM workflow_runs WHERE id = ${id}`.pipe(Effect.map((rows) => rows[0]))
@@ -73,13 +85,45 @@ export class RunStore extends Context.Service<RunStore, {
         Effect.orElseSucceed(() => undefined)
       )
 
+      /** The answer to a start, with the warning it was flagged with. */
+      const flagged = (started: StartedRun, warning: string | undefined) =>
+        warning === undefined ? started : new StartedRun({ ...started, warning })
+
       const start = Effect.fn("RunStore.start")(function*(input: StartRunInput) {
-        return yield* engine.start({ ...input, traceParent: input.traceParent ?? (yield* requestTrace) })
+        const [checked] = yield* checks.check([input])
+        if (checked instanceof InvalidRequest) return yield* checked
+        const warning = checked?.warning
+        const started = yield* engine.start({ ...input, startWarning: warning, traceParent: input.traceParent ?? (yield* requestTrace) })
+        return flagged(started, warning)
       })
 
       const startMany = Effect.fn("RunStore.startMany")(function*(inputs: ReadonlyArray<StartRunInput>) {
         const traceParent = yield* requestTrace
-        return yield* engine.startMany(inputs.map((input) => ({ ...input, traceParent: input.traceParent ?? traceParent })))
+        const checked = yield* checks.check(inputs)
+        const accepted = inputs.flatMap((input, i) => {
+          const check = checked[i]!
+          return check instanceof InvalidRequest ? [] : [{ ...input, startWarning: check.warning, traceParent: input.traceParent ?? traceParent }]
+        })
+        const results = yield* engine.startMany(accepted)
+        let next = 0
+        return checked.map((check) => {
+          if (check instanceof InvalidRequest) return check
+          const result = results[next++]!
+          return result instanceof StartedRun ? flagged(result, check.warning) : result
+        })
+      })
+
+      const retry = Effect.fn("RunStore.retry")((id: RunId) => engine.retry(id))
+
+      const reset = Effect.fn("RunStore.reset")((id: RunId, to: ResetRun) =>
+        engine.reset(id, to.task !== undefined ? { task: to.task, occurrence: to.occurrence ?? 0 } : { sequence: to.sequence ?? 0 })
+      )
+
+      const discarded = Effect.fn("RunStore.discarded")(function*(id: RunId) {
+        yield* exists(id)
+        const rows = yield* sql<DiscardedRow>`
+          SELECT reset, discarded_at, entry FROM discarded_tasks WHERE run_id = ${id} ORDER BY id`.pipe(Effect.orDie)
+        return rows.map(toDiscarded)
       })
 
       const list = Effect.fn("RunStore.list")(function*(input: ListRunsInput) {
@@ -156,7 +200,7 @@ export class RunStore extends Context.Service<RunStore, {
         engine.sendEvent(id, name, payload, eventId)
       )
 
-      return RunStore.of({ start, startMany, get, list, tasks, transitions, cancel, sendEvent, follow })
+      return RunStore.of({ start, startMany, retry, reset, discarded, get, list, tasks, transitions, cancel, sendEvent, follow })
     })
   )
 }

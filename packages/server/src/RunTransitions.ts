@@ -17,7 +17,15 @@
  * the new outbox rows to the publisher so a runnable run reaches Redis at once, and handing the slots runs gave back
  * to `FlowOffers` (flow control). It is the one post-commit hook.
  */
-import { type EventConflict, IdempotencyConflict, type InvalidTransition, PayloadTooLarge, type RunNotFound, WorkerNotFound } from "@aiki/contract/Errors"
+import {
+  type EventConflict,
+  IdempotencyConflict,
+  type InvalidRequest,
+  type InvalidTransition,
+  PayloadTooLarge,
+  type RunNotFound,
+  WorkerNotFound
+} from "@aiki/contract/Errors"
 import { defaultPriority, type Debounce as DebounceInput, type FlowPolicy } from "@aiki/contract/FlowControl"
 import type {
   EventName,
@@ -54,6 +62,8 @@ import {
   Extend,
   Requeue,
   Offer,
+  Reopen,
+  type ResetTarget,
   type RunChange,
   runOf,
   SendEvent,
@@ -64,7 +74,7 @@ import {
 } from "./internal/decisions.ts"
 import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
 import { FlowControl } from "./FlowControl.ts"
-import { Ledger, loadEntries, loadEvents, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
+import { Ledger, loadEntries, loadEvents, loadJournalHeads, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
 import { selectJournals } from "./internal/sql.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
@@ -94,6 +104,8 @@ export interface StartRunInput {
   readonly executionTimeoutMs?: number | undefined
   /** The run fails (`schedule_to_start_timed_out`) when no worker claimed it this long after its start. */
   readonly scheduleToStartTimeoutMs?: number | undefined
+  /** Why the start is flagged (kept on the run): e.g. no worker has registered its version. */
+  readonly startWarning?: string | undefined
 }
 
 /**
@@ -138,7 +150,8 @@ const runColumns = (start: Start) => ({
   schedule_id: start.input.schedule?.id ?? null,
   scheduled_for: start.input.schedule?.fireTime ?? null,
   execution_timeout_ms: start.input.executionTimeoutMs ?? null,
-  schedule_to_start_timeout_ms: start.input.scheduleToStartTimeoutMs ?? null
+  schedule_to_start_timeout_ms: start.input.scheduleToStartTimeoutMs ?? null,
+  start_warning: start.input.startWarning ?? null
 })
 
 const debounceMessage = (debounce: DebounceInput) =>
@@ -170,6 +183,10 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   ) => Effect.Effect<HeartbeatReply, WorkerNotFound>
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** Runs a failed or cancelled run again as the same run: pending, its journal kept, its workflow attempt counted. */
+  readonly retry: (runId: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
+  /** A retry that first discards the run's journal from `target` on (`InvalidRequest` when no entry is there). */
+  readonly reset: (runId: RunId, target: ResetTarget) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition | InvalidRequest>
   /** Keeps an event for the run's next wait for `name`, waking the run when it waits for that name. */
   readonly sendEvent: (
     runId: RunId,
@@ -218,16 +235,16 @@ const make = Effect.gen(function*() {
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
             stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text,
-            schedule_id text, scheduled_for timestamptz, execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint)
+            schedule_id text, scheduled_for timestamptz, execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint, start_warning text)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent,
             priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
-            deadline_at, start_deadline_at)
+            deadline_at, start_deadline_at, start_warning)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent,
             priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
             now() + make_interval(secs => COALESCE(i.execution_timeout_ms, (SELECT v.execution_timeout_ms FROM workflow_versions v
               WHERE v.workflow_name = i.workflow_name AND v.version = i.workflow_version)) / 1000.0),
-            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0)
+            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0), i.start_warning
           FROM input i
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
@@ -300,17 +317,17 @@ const make = Effect.gen(function*() {
             id uuid, workflow_name text, workflow_version text, payload text, trace_parent text, debounce_key text,
             delay_ms double precision, message text, priority int, concurrency_key text, concurrency_limit int,
             ordering_key text, rate_limit_key text, schedule_id text, scheduled_for timestamptz,
-            execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint)
+            execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint, start_warning text)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, trace_parent, priority,
             concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key,
-            waiting_reason, waiting_message, waiting_until, deadline_at, start_deadline_at)
+            waiting_reason, waiting_message, waiting_until, deadline_at, start_deadline_at, start_warning)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, trace_parent, priority, concurrency_key,
             concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for, debounce_key, 'debounce', message,
             now() + make_interval(secs => delay_ms / 1000.0),
             now() + make_interval(secs => COALESCE(i.execution_timeout_ms, (SELECT v.execution_timeout_ms FROM workflow_versions v
               WHERE v.workflow_name = i.workflow_name AND v.version = i.workflow_version)) / 1000.0),
-            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0)
+            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0), i.start_warning
           FROM input i
           ON CONFLICT (workflow_name, debounce_key) WHERE debounce_key IS NOT NULL AND state = 'pending' AND started_at IS NULL
           DO NOTHING
@@ -351,16 +368,16 @@ const make = Effect.gen(function*() {
       }
     })
 
-  /** A cancellation answers with the run as it now is. */
-  const readCancelled = (cancels: ReadonlyArray<Cancel>) =>
+  /** A cancellation, a retry or a reset answers with the run as it now is. */
+  const readChanged = (changes: ReadonlyArray<Cancel | Reopen>) =>
     Effect.gen(function*() {
-      const done = cancels.filter((c) => c.outcome === "cancelled")
+      const done = changes.filter((c) => c.outcome === "cancelled" || c.outcome === "reopened")
       if (done.length === 0) return
       const rows = yield* sql<RunRow>`
         SELECT * FROM workflow_runs
         WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(done.map((c) => c.runId))}::jsonb))`
       const byId = new Map(rows.map((row) => [row.id, toRun(row)]))
-      for (const cancel of done) cancel.run = byId.get(cancel.runId)
+      for (const change of done) change.run = byId.get(change.runId)
     })
 
   /** Decides and writes one group of units in one transaction; returns what the post-commit hook needs. */
@@ -403,6 +420,7 @@ const make = Effect.gen(function*() {
           yield* loadFlow(sql, ledger, claimed)
         }
         yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
+        yield* loadJournalHeads(sql, ledger, changes.flatMap((c) => c._tag === "Reopen" && c.target !== undefined ? [c.runId] : []))
         const eventNeeds = changes.flatMap((c) => eventsOf(c) ?? [])
         yield* loadEvents(
           sql,
@@ -420,7 +438,7 @@ const make = Effect.gen(function*() {
         const alive = new Set(written.beaten)
         for (const beat of beats) beat.alive = alive.has(beat.workerId)
         yield* readLeases(changes.filter((c): c is Claim => c._tag === "Claim"))
-        yield* readCancelled(changes.filter((c): c is Cancel => c._tag === "Cancel"))
+        yield* readChanged(changes.filter((c): c is Cancel | Reopen => c._tag === "Cancel" || c._tag === "Reopen"))
         return [...started, ...written.outbox]
       }))
       yield* afterCommit(ledger.transitions, starts, outboxRows, freedBy(ledger, ledger.transitions))
@@ -583,6 +601,21 @@ const make = Effect.gen(function*() {
     return outcome === "cancelled" ? change.run! : yield* outcome
   })
 
+  const reopen = (runId: RunId, target: ResetTarget | undefined) =>
+    Effect.gen(function*() {
+      const change = Reopen(runId, target)
+      yield* submit({ changes: [change] })
+      const outcome = change.outcome!
+      return outcome === "reopened" ? change.run! : yield* outcome
+    })
+
+  const retry = Effect.fn("RunTransitions.retry")((runId: RunId) =>
+    // Only a target can be missing from the journal: a retry has none.
+    reopen(runId, undefined).pipe(Effect.catchTag("InvalidRequest", Effect.die))
+  )
+
+  const reset = Effect.fn("RunTransitions.reset")((runId: RunId, target: ResetTarget) => reopen(runId, target))
+
   const sendEvent = Effect.fn("RunTransitions.sendEvent")(function*(runId: RunId, name: EventName, payload: Json, eventId?: string) {
     const change = SendEvent(runId, name, payload, eventId)
     yield* submit({ changes: [change] })
@@ -616,6 +649,8 @@ const make = Effect.gen(function*() {
     write: writeAll,
     heartbeat,
     cancel,
+    retry,
+    reset,
     sendEvent,
     requeueLapsed: count((id) => Requeue(id)),
     wakeDue: count((id) => Wake(id)),

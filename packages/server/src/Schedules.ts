@@ -31,6 +31,7 @@ import type { Fragment } from "effect/sql/Statement"
 import { v7 as uuidv7 } from "uuid"
 import { countFireTimes, fireTimesBetween, firstFireTimeFrom, jitterOf, nextFireTime } from "./internal/fireTimes.ts"
 import { RunTransitions } from "./RunTransitions.ts"
+import { StartChecks } from "./StartChecks.ts"
 
 /** How long a replica may take to handle a schedule's fire times before another one may. */
 const leaseSeconds = 30
@@ -128,7 +129,8 @@ const sameSettings = (row: ScheduleRow, version: string, settings: Settings) =>
   row.catch_up_window_ms === settings.catchUpWindowMs && row.jitter_ms === settings.jitterMs
 
 export class Schedules extends Context.Service<Schedules, {
-  readonly create: (input: CreateSchedule) => Effect.Effect<Schedule, ScheduleExists>
+  /** `InvalidRequest` when its payload violates the schema registered for its version (every fire would). */
+  readonly create: (input: CreateSchedule) => Effect.Effect<Schedule, ScheduleExists | InvalidRequest>
   /** Every schedule (or those of `workflowName`), by id. */
   readonly list: (workflowName?: WorkflowName) => Effect.Effect<ReadonlyArray<Schedule>>
   readonly get: (id: ScheduleId) => Effect.Effect<Schedule, ScheduleNotFound>
@@ -154,6 +156,7 @@ export class Schedules extends Context.Service<Schedules, {
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const transitions = yield* RunTransitions
+      const checks = yield* StartChecks
 
       const columns = sql`s.id, s.workflow_name, s.workflow_version, s.spec, s.payload, s.run_options, s.overlap,
         s.catch_up_window_ms::float8 AS catch_up_window_ms, s.jitter_ms, s.paused, s.declared, s.next_fire_at,
@@ -225,7 +228,10 @@ export class Schedules extends Context.Service<Schedules, {
 
       const create = Effect.fn("Schedules.create")(function*(input: CreateSchedule) {
         const id = input.id ?? `s-${uuidv7({ msecs: yield* Clock.currentTimeMillis })}`
-        const inserted = yield* insert(id, input.workflowName, input.workflowVersion, settingsOf(input), {
+        const settings = settingsOf(input)
+        const [checked] = yield* checks.check([{ workflowName: input.workflowName, workflowVersion: input.workflowVersion, payload: settings.payload }])
+        if (checked instanceof InvalidRequest) return yield* checked
+        const inserted = yield* insert(id, input.workflowName, input.workflowVersion, settings, {
           paused: input.paused ?? false,
           declared: false
         })

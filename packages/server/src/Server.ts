@@ -23,6 +23,7 @@ import * as Retention from "./Retention.ts"
 import { RunNotifications } from "./RunNotifications.ts"
 import { RunQueries } from "./RunQueries.ts"
 import { RunStore } from "./RunStore.ts"
+import { StartChecks } from "./StartChecks.ts"
 import { RunStreams } from "./RunStreams.ts"
 import { RunTransitions } from "./RunTransitions.ts"
 import * as Scheduler from "./Scheduler.ts"
@@ -46,6 +47,7 @@ const layerInfrastructure = (database: DatabaseLayer) =>
 const layerStores = (database: DatabaseLayer) =>
   Layer.mergeAll(RunStore.layer, Leases.layer, WorkerRegistry.layer, RunQueries.layer, ApiKeys.layer, BearerTokens.layer).pipe(
     Layer.provideMerge(Schedules.layer),
+    Layer.provideMerge(StartChecks.layer),
     Layer.provideMerge(RunTransitions.layer),
     Layer.provideMerge(layerInfrastructure(database))
   )

@@ -1,7 +1,7 @@
 /**
- * `aiki runs list | get | cancel | watch`: read and manage runs through the API.
+ * `aiki runs list | get | cancel | retry | reset | watch`: read and manage runs through the API.
  */
-import type { EventName, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { EventName, RunId, TaskName, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { Json, RunUpdate, Task, WorkflowRun } from "@aiki/contract/Models"
 import { RunState } from "@aiki/contract/RunState"
 import { Console, Effect, Option, Stream } from "effect"
@@ -65,6 +65,32 @@ const cancel = Command.make("cancel", { id: runId }, ({ id }) =>
       yield* json ? Output.json(run) : Console.log(`Run ${run.id} is ${Output.state(run.state)}`)
     })
   )).pipe(Command.withDescription("Cancel a run that has not finished"))
+
+const retry = Command.make("retry", { id: runId }, ({ id }) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const run = yield* api.runs.retry({ params: { id: id as RunId } })
+      yield* json ? Output.json(run) : Console.log(`Run ${run.id} is ${Output.state(run.state)} again (attempt ${run.attempt ?? 1})`)
+    })
+  )).pipe(Command.withDescription("Run a failed or cancelled run again: completed tasks are kept, the rest run again"))
+
+const reset = Command.make("reset", {
+  id: runId,
+  sequence: Flag.Int("sequence").pipe(Flag.withDescription("The journal entry to go back to, by its sequence"), Flag.optional),
+  task: Flag.String("task").pipe(Flag.withDescription("The task to go back to, by name"), Flag.optional),
+  occurrence: Flag.Int("occurrence").pipe(Flag.withDescription("Which call of --task (0 the first)"), Flag.withDefault(0))
+}, ({ id, occurrence, sequence, task }) =>
+  withClient((api, json) =>
+    Effect.gen(function*() {
+      const to = Option.isSome(sequence)
+        ? { sequence: sequence.value }
+        : Option.isSome(task)
+        ? { task: task.value as TaskName, occurrence }
+        : {}
+      const run = yield* api.runs.reset({ params: { id: id as RunId }, payload: to })
+      yield* json ? Output.json(run) : Console.log(`Run ${run.id} is ${Output.state(run.state)} again from that entry (attempt ${run.attempt ?? 1})`)
+    })
+  )).pipe(Command.withDescription("Run a failed or cancelled run again from a task: it and every entry after it run again"))
 
 const sendEvent = Command.make("send-event", {
   id: runId,
@@ -142,6 +168,6 @@ const watch = Command.make("watch", { id: runId }, ({ id }) => follow(id as RunI
 )
 
 export const runs = Command.make("runs").pipe(
-  Command.withDescription("List, inspect, follow and cancel runs"),
-  Command.withSubcommands([list, get, cancel, watch, sendEvent])
+  Command.withDescription("List, inspect, follow, cancel, retry and reset runs"),
+  Command.withSubcommands([list, get, cancel, retry, reset, watch, sendEvent])
 )

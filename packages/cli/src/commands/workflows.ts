@@ -70,6 +70,7 @@ const start = Command.make("start", {
       // log the id would otherwise only show at the end, if at all.
       if (!flags.wait || (!json && process.stdout.isTTY !== true)) {
         yield* json ? Output.json(run) : Console.log(`Started run ${run.id} (${run.created ? "new" : "existing"}, ${run.state})`)
+        if (!json && run.warning !== undefined) yield* Console.error(Output.yellow(`warning: ${run.warning}`))
       }
     }))
     if (flags.wait && started !== undefined) yield* follow(started)

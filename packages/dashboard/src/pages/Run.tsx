@@ -7,7 +7,7 @@ import type { Role } from "@aiki/contract/Access"
 import { EventName, type RunId } from "@aiki/contract/Ids"
 import type { Task, Transition, WorkflowRun } from "@aiki/contract/Models"
 import { mayCall } from "@aiki/contract/Permissions"
-import { isTerminal } from "@aiki/contract/RunState"
+import { isRetryable, isTerminal } from "@aiki/contract/RunState"
 import type { FailureReason } from "@aiki/contract/Timeouts"
 import { Option, Schema } from "effect"
 import type { FunctionComponent } from "preact"
@@ -75,6 +75,26 @@ const CancelAction = ({ id, onDone }: { readonly id: RunId; readonly onDone: (fa
   )
 }
 
+/** Runs a failed or cancelled run again (the same run): completed tasks are replayed, the rest run again. */
+const RetryAction = ({ id, onDone }: { readonly id: RunId; readonly onDone: (failure?: Failure) => void }) => {
+  const [busy, setBusy] = useState(false)
+  return (
+    <button
+      type="button"
+      disabled={busy}
+      title="Run it again as the same run: completed tasks are kept, failed and unfinished ones run again"
+      onClick={async () => {
+        setBusy(true)
+        const outcome = await request((api) => api.runs.retry({ params: { id } }))
+        setBusy(false)
+        onDone(outcome.ok ? undefined : outcome.failure)
+      }}
+    >
+      Retry run
+    </button>
+  )
+}
+
 const SendEventForm = ({ id }: { readonly id: RunId }) => {
   const [name, setName] = useState("")
   const [payload, setPayload] = useState("{}")
@@ -119,6 +139,8 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
   const [loaded, setLoaded] = useState<Loaded | undefined>()
   const [failure, setFailure] = useState<Failure | undefined>()
   const [now, setNow] = useState(() => Date.now())
+  // Bumped after a retry: the run is followed again from its new state (the stream ended when it was final).
+  const [generation, setGeneration] = useState(0)
   const runId = id as RunId
 
   const loadTrail = async () => {
@@ -156,7 +178,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
       cancelled = true
       stop()
     }
-  }, [id])
+  }, [id, generation])
 
   const going = loaded !== undefined && !isTerminal(loaded.run.state)
   useEffect(() => {
@@ -178,6 +200,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
   const end = run.finishedAt !== undefined ? millis(run.finishedAt) : now
   const canCancel = mayCall(role, { group: "runs", endpoint: "cancel" }) && !isTerminal(run.state)
   const canSend = mayCall(role, { group: "runs", endpoint: "sendEvent" }) && !isTerminal(run.state)
+  const canRetry = mayCall(role, { group: "runs", endpoint: "retry" }) && isRetryable(run.state)
 
   return (
     <section aria-labelledby="run-title" class="run">
@@ -197,6 +220,15 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
               }}
             />
           )}
+          {canRetry && (
+            <RetryAction
+              id={run.id}
+              onDone={(f) => {
+                setFailure(f)
+                if (f === undefined) setGeneration((g) => g + 1)
+              }}
+            />
+          )}
         </div>
       </div>
       <FailureNote failure={failure} />
@@ -212,6 +244,8 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
         {run.startDeadlineAt !== undefined && <Field label="Must start by">{time(run.startDeadlineAt)}</Field>}
         {run.lapses !== undefined && run.finishedAt === undefined && <Field label="Lease lapses in a row">{run.lapses}</Field>}
         {run.waitingFor !== undefined && <Field label="Waiting for">{run.waitingFor.message}</Field>}
+        {run.attempt !== undefined && run.attempt > 1 && <Field label="Workflow attempt">{run.attempt}</Field>}
+        {run.startWarning !== undefined && <Field label="Warning"><span class="warning">{run.startWarning}</span></Field>}
         {run.priority !== undefined && run.priority !== 5 && <Field label="Priority">{run.priority}</Field>}
         {run.concurrencyKey !== undefined && <Field label="Concurrency key"><span class="mono">{run.concurrencyKey}</span></Field>}
         {run.orderingKey !== undefined && <Field label="Ordering key"><span class="mono">{run.orderingKey}</span></Field>}

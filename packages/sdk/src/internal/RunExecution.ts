@@ -126,7 +126,9 @@ export const execute = Effect.fnUntraced(function*(
   const ready: Array<Ready> = []
   let replay: Array<Entry> = []
   let caughtUp = yield* Deferred.make<void>()
-  let rerunFailed = false
+  // A later workflow attempt (a retry by its policy, or by hand) runs again what failed for good; the attempt is
+  // counted by the server, so a worker taking the run over goes on from it.
+  let rerunFailed = (run.attempt ?? 1) > 1
   /** The code has returned or failed: calls still pending (a promise race's loser) must not park the run. */
   let finishing = false
   let lastWrite: Deferred.Deferred<WriteResult> | undefined
@@ -657,7 +659,7 @@ export const execute = Effect.fnUntraced(function*(
   const workflowRetrier = yield* Retry.make(workflow.retry)
   const attempts = (payload: unknown): Effect.Effect<unknown, unknown> =>
     Effect.gen(function*() {
-      for (let attempt = 1;; attempt++) {
+      for (let attempt = run.policyAttempt ?? 1;; attempt++) {
         yield* restart
         const exit = yield* Effect.exit(workflow.run(payload as never) as Effect.Effect<unknown, unknown, WorkflowRun>).pipe(
           Effect.provideService(WorkflowRun, context)
@@ -668,6 +670,9 @@ export const execute = Effect.fnUntraced(function*(
         const delay = yield* workflowRetrier.next(attempt, failure.value.error)
         if (Option.isNone(delay)) return yield* exit
         yield* Effect.logInfo(`Workflow attempt ${attempt} failed; retrying`, { runId, error: String(failure.value.error) })
+        // Counted before the delay: a worker taking the run over during it goes on with the next attempt.
+        const counted = yield* Deferred.await(yield* write({ _tag: "BeginAttempt", ...held, attempt: attempt + 1 }))
+        if (counted._tag !== "Written") return yield* Effect.interrupt
         rerunFailed = true
         yield* Effect.sleep(delay.value)
       }

@@ -12,6 +12,7 @@ import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import { FlowLedger, flowOf, type RunFlow, type RunFlowRow } from "./flowControl.ts"
+import { attemptsJson } from "./sql.ts"
 
 /** A run as its group sees it: the columns decisions read and change. */
 export interface LedgerRun {
@@ -36,6 +37,11 @@ export interface LedgerRun {
   leaseOwner: string | null
   awaitingEvents: ReadonlyArray<string> | null
   replayVersion: number | null
+  /** The workflow attempt (over the run's life) and the attempt its retry policy counts (see migration 0012). */
+  attempt: number
+  policyAttempt: number
+  /** How many times the run was reset (a reset's discarded entries carry its number). */
+  resets: number
   /** Its priority, the keys it shares limits under, and what it waits for (see `flowControl.ts`). */
   readonly flow: RunFlow
   /** What `write` must change, when anything. */
@@ -54,6 +60,8 @@ export interface RunPatch {
   failureReason?: string
   started?: true
   finished?: true
+  /** Retried or reset by hand: its result, error, end and failure reason are cleared, its timeouts start again. */
+  reopened?: true
 }
 
 export interface LedgerAttempt {
@@ -156,6 +164,19 @@ export interface LedgerEvent {
   changed: boolean
 }
 
+/** A reset: the run's journal entries from `fromSequence` on move to `discarded_tasks` under reset number `reset`. */
+export interface Discard {
+  readonly runId: string
+  readonly fromSequence: number
+  readonly reset: number
+}
+
+/** A journal entry's place and name: what a reset finds its target among. */
+export interface JournalHead {
+  readonly sequence: number
+  readonly name: string
+}
+
 export interface OutboxRow {
   readonly id: string
   readonly runId: string
@@ -178,6 +199,10 @@ export class Ledger {
   readonly beats = new Map<string, number>()
   /** Flow control: the counts claims are decided against, and the waits the group sets or clears. */
   readonly flow = new FlowLedger()
+  /** The journal heads of runs being reset (`loadJournalHeads`), in call order. */
+  readonly journals = new Map<string, ReadonlyArray<JournalHead>>()
+  /** Resets: entries the group discards. */
+  readonly discards: Array<Discard> = []
 
   entry(runId: string, address: string): LedgerEntry | undefined {
     return this.entries.get(entryKey(runId, address))
@@ -222,6 +247,9 @@ interface LockedRow extends RunFlowRow {
   readonly lapses: number
   readonly awaiting_events: ReadonlyArray<string> | null
   readonly replay_version: number | null
+  readonly attempt: number
+  readonly policy_attempt: number
+  readonly resets: number
 }
 
 /** Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger. */
@@ -233,7 +261,7 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.wake_at <= now(), false) AS due,
       COALESCE(r.deadline_at <= now(), false) AS deadline_passed,
       COALESCE(r.start_deadline_at <= now() AND r.started_at IS NULL, false) AS start_deadline_passed, r.lapses,
-      r.awaiting_events, r.replay_version,
+      r.awaiting_events, r.replay_version, r.attempt, r.policy_attempt, r.resets,
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
@@ -258,10 +286,24 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           leaseOwner: row.lease_owner,
           awaitingEvents: row.awaiting_events,
           replayVersion: row.replay_version,
+          attempt: row.attempt,
+          policyAttempt: row.policy_attempt,
+          resets: row.resets,
           flow: flowOf(row),
           patch: undefined
         })
       }
+    })
+  )
+
+/** Reads the journal heads (place and name of each entry) of runs being reset, their runs locked already. */
+export const loadJournalHeads = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: ReadonlyArray<string>) =>
+  runIds.length === 0 ? Effect.void : sql<{ readonly run_id: string; readonly sequence: number; readonly name: string }>`
+    SELECT run_id, sequence, name FROM tasks
+    WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    ORDER BY run_id, sequence, seq`.pipe(
+    Effect.map((rows) => {
+      for (const runId of runIds) ledger.journals.set(runId, rows.filter((r) => r.run_id === runId))
     })
   )
 
@@ -402,7 +444,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
   ]
   if (
     runs.length + entries.length + attempts.length + events.length + ledger.transitions.length + ledger.beats.size +
-        ledger.attemptBeats.length === 0
+        ledger.attemptBeats.length +
+        ledger.discards.length === 0
   ) {
     return Effect.succeed<Written>({ outbox: [], beaten: [] })
   }
@@ -417,6 +460,10 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       failure_reason: patch.failureReason ?? null,
       awaiting_events: run.awaitingEvents,
       replay_version: run.replayVersion,
+      attempt: run.attempt,
+      policy_attempt: run.policyAttempt,
+      resets: run.resets,
+      reopened: patch.reopened === true,
       set_lease: patch.leaseMs !== undefined,
       lease_ms: patch.leaseMs ?? null,
       set_wake: patch.wakeAt !== undefined,
@@ -462,19 +509,25 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     WITH run_updates AS (
       UPDATE workflow_runs r SET
         state = u.state, lease_epoch = u.lease_epoch, lease_owner = u.lease_owner, lapses = u.lapses,
-        failure_reason = COALESCE(u.failure_reason, r.failure_reason),
+        failure_reason = CASE WHEN u.reopened THEN NULL ELSE COALESCE(u.failure_reason, r.failure_reason) END,
+        -- A reopened run gets its timeouts again, as long as they were, from now (they were set from its creation).
+        deadline_at = CASE WHEN u.reopened AND r.deadline_at IS NOT NULL THEN now() + (r.deadline_at - r.created_at)
+          ELSE r.deadline_at END,
+        start_deadline_at = CASE WHEN u.reopened AND r.start_deadline_at IS NOT NULL
+          THEN now() + (r.start_deadline_at - r.created_at) ELSE r.start_deadline_at END,
         awaiting_events = u.awaiting_events, replay_version = u.replay_version,
+        attempt = u.attempt, policy_attempt = u.policy_attempt, resets = u.resets,
         lease_expires_at = CASE WHEN NOT u.set_lease THEN r.lease_expires_at
           WHEN u.lease_ms IS NULL THEN NULL ELSE now() + make_interval(secs => u.lease_ms / 1000.0) END,
         wake_at = CASE WHEN u.set_wake THEN u.wake_at ELSE r.wake_at END,
-        result = CASE WHEN u.set_result THEN u.result::json ELSE r.result END,
-        error = CASE WHEN u.set_error THEN u.error::json ELSE r.error END,
+        result = CASE WHEN u.set_result THEN u.result::json WHEN u.reopened THEN NULL ELSE r.result END,
+        error = CASE WHEN u.set_error THEN u.error::json WHEN u.reopened THEN NULL ELSE r.error END,
         started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now()) ELSE r.started_at END,
-        finished_at = CASE WHEN u.finished THEN now() ELSE r.finished_at END,
+        finished_at = CASE WHEN u.finished THEN now() WHEN u.reopened THEN NULL ELSE r.finished_at END,
         updated_at = now()
       FROM jsonb_to_recordset(${json(runRows)}::jsonb) AS u(
         id uuid, state text, lease_epoch int, lease_owner text, lapses int, failure_reason text, awaiting_events text[],
-        replay_version int,
+        replay_version int, attempt int, policy_attempt int, resets int, reopened boolean,
         set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
         set_error boolean, error text, started boolean, finished boolean)
       WHERE r.id = u.id
@@ -566,6 +619,27 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
   }::jsonb) AS e(id bigint, consumed_by text)
       WHERE v.id = e.id
       RETURNING 1
+    ), discarded AS (
+      -- A reset: the entries move to discarded_tasks with their attempts (which the delete cascades to); every part
+      -- of this statement reads the rows as they were before it, so the attempts are still there to copy.
+      DELETE FROM tasks t
+      USING jsonb_to_recordset(${json(ledger.discards.map((d) => ({ run_id: d.runId, from_sequence: d.fromSequence, reset: d.reset })))}::jsonb)
+        AS d(run_id uuid, from_sequence int, reset int)
+      WHERE t.run_id = d.run_id AND t.sequence >= d.from_sequence
+      RETURNING t.*, d.reset
+    ), archived AS (
+      INSERT INTO discarded_tasks (run_id, reset, sequence, address, entry)
+      SELECT d.run_id, d.reset, d.sequence, d.address, json_build_object(
+        'address', d.address, 'sequence', d.sequence, 'name', d.name, 'state', d.state, 'payload', d.payload,
+        'result', d.result, 'error', d.error, 'outcome_order', d.outcome_order, 'not_before', d.not_before,
+        'created_at', d.created_at, 'updated_at', d.updated_at, 'attempts', ${attemptsJson(sql, sql`d.run_id`, sql`d.address`)})
+      FROM discarded d
+      RETURNING 1
+    ), released AS (
+      -- Events the discarded waits received are kept for the waits the run makes again.
+      UPDATE run_events v SET consumed_by = NULL, consumed_at = NULL
+      FROM discarded d WHERE v.run_id = d.run_id AND v.consumed_by = d.address
+      RETURNING 1
     ), beats AS (
       UPDATE workers w SET last_heartbeat_at = now(), alive_until = now() + make_interval(secs => b.liveness_ms / 1000.0)
       FROM jsonb_to_recordset(${
@@ -578,7 +652,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     json(announcements.map((a) => json(a)))
   }::jsonb)
     )
-    SELECT (SELECT count(*) FROM announced) AS announced, (SELECT jsonb_agg(queued) FROM queued) AS outbox,
+    SELECT (SELECT count(*) FROM announced) AS announced, (SELECT count(*) FROM archived) AS archived,
+      (SELECT count(*) FROM released) AS released, (SELECT jsonb_agg(queued) FROM queued) AS outbox,
       (SELECT jsonb_agg(id) FROM beats) AS beaten`.pipe(
     Effect.map(([row]): Written => ({
       outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),

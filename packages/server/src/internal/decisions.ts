@@ -6,14 +6,17 @@
  */
 import {
   EventConflict,
+  InvalidRequest,
   InvalidTransition,
   LeaseLost,
   PayloadTooLarge,
+  RequestIssue,
   RunNotFound,
   TaskNotFound
 } from "@aiki/contract/Errors"
 import type { EventName, LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import type {
+  BeginAttempt,
   ClaimRefusal,
   ErrorDetails,
   FinishTask,
@@ -27,7 +30,7 @@ import type {
   Write,
   WriteResult
 } from "@aiki/contract/Models"
-import { canTransition as canRunTransition, isSuspended, isTerminal, type RunState } from "@aiki/contract/RunState"
+import { canTransition as canRunTransition, isRetryable, isSuspended, isTerminal, type RunState } from "@aiki/contract/RunState"
 import { canTransition as canEntryTransition, type TaskState } from "@aiki/contract/TaskState"
 import { failureErrorName, type FailureReason, type TaskTimeoutKind, taskTimedOutName } from "@aiki/contract/Timeouts"
 import { DateTime } from "effect"
@@ -58,6 +61,8 @@ export type Reason =
   | "attempt_abandoned"
   | "task_timed_out"
   | FailureReason
+  | "retried"
+  | "reset"
 
 /** What a decision needs besides the ledger. */
 export interface DecisionContext {
@@ -193,6 +198,31 @@ export interface TimeOutRun {
 }
 export const TimeOutRun = (runId: RunId): TimeOutRun => ({ _tag: "TimeOutRun", runId, outcome: undefined })
 
+/** Where a reset goes back to: an entry's sequence, or the `occurrence`-th call of a task name. */
+export type ResetTarget =
+  | { readonly sequence: number }
+  | { readonly task: string; readonly occurrence: number }
+
+/**
+ * A retry (`target` undefined) or a reset by hand of a failed or cancelled run: pending again as the same run, its
+ * workflow attempt counted; a reset also discards its journal from the target entry on.
+ */
+export interface Reopen {
+  readonly _tag: "Reopen"
+  readonly runId: RunId
+  readonly target: ResetTarget | undefined
+  outcome: RunNotFound | InvalidTransition | InvalidRequest | "reopened" | undefined
+  /** Once written: the run as it now is. */
+  run: WorkflowRun | undefined
+}
+export const Reopen = (runId: RunId, target?: ResetTarget): Reopen => ({
+  _tag: "Reopen",
+  runId,
+  target,
+  outcome: undefined,
+  run: undefined
+})
+
 /** A change to an existing run (starts are inserts, see `RunTransitions`). */
 export type RunChange =
   | Claim
@@ -206,6 +236,7 @@ export type RunChange =
   | Debounce
   | TimeOutAttempt
   | TimeOutRun
+  | Reopen
 
 /** The run a change is about. */
 export const runOf = (change: RunChange): RunId => change._tag === "WorkerWrite" ? change.write.runId : change.runId
@@ -326,6 +357,8 @@ export const decide = (context: DecisionContext, change: RunChange): void => {
       return timeOutAttempt(context.ledger, change)
     case "TimeOutRun":
       return timeOutRun(context.ledger, change)
+    case "Reopen":
+      return reopen(context.ledger, change)
   }
 }
 
@@ -512,6 +545,54 @@ const cancel = (ledger: Ledger, change: Cancel) => {
   change.outcome = "cancelled"
 }
 
+/** The sequence a reset goes back to, among the run's entries, or the request's issue naming the field. */
+const resetSequence = (ledger: Ledger, run: LedgerRun, target: ResetTarget): number | InvalidRequest => {
+  const heads = ledger.journals.get(run.id) ?? []
+  const found = "sequence" in target
+    ? heads.find((h) => h.sequence === target.sequence)
+    : heads.filter((h) => h.name === target.task)[target.occurrence]
+  if (found !== undefined) return found.sequence
+  const [path, message] = "sequence" in target
+    ? [["sequence"], `Run ${run.id} has no journal entry at sequence ${target.sequence} (it has ${heads.length})`]
+    : [["task"], `Run ${run.id} has no call #${target.occurrence} of task "${target.task}" in its journal`]
+  return new InvalidRequest({ message, issues: [new RequestIssue({ path, message })] })
+}
+
+const reopen = (ledger: Ledger, change: Reopen) => {
+  const run = ledger.runs.get(change.runId)
+  if (run === undefined) {
+    change.outcome = RunNotFound.of(change.runId)
+    return
+  }
+  const what = change.target === undefined ? "retried" : "reset"
+  if (!isRetryable(run.state)) {
+    change.outcome = invalidRun(run, "pending", `Run ${run.id} is ${run.state}; only a failed or cancelled run can be ${what}`)
+    return
+  }
+  const from = change.target === undefined ? undefined : resetSequence(ledger, run, change.target)
+  if (from instanceof InvalidRequest) {
+    change.outcome = from
+    return
+  }
+  const refused = requeue(ledger, run, what)
+  if (refused !== undefined) {
+    change.outcome = refused
+    return
+  }
+  // A new workflow attempt, with its retry policy's count started over. Entries that failed for good run again
+  // (the worker reruns them from attempt 2 on); completed ones are replayed.
+  run.attempt += 1
+  run.policyAttempt = 1
+  // Its lapses without progress count from zero again: a poisoned run retried by hand gets a fresh chance.
+  run.lapses = 0
+  ledger.patch(run, { reopened: true })
+  if (from !== undefined) {
+    run.resets += 1
+    ledger.discards.push({ runId: run.id, fromSequence: from, reset: run.resets })
+  }
+  change.outcome = "reopened"
+}
+
 const sendEvent = (ledger: Ledger, change: SendEvent) => {
   const run = ledger.runs.get(change.runId)
   if (run === undefined) {
@@ -635,7 +716,24 @@ const write = (context: DecisionContext, write: Write): WriteResult => {
     }
     case "HeartbeatTask":
       return heartbeatTask(ledger, write)
+    case "BeginAttempt":
+      return beginAttempt(ledger, write)
   }
+}
+
+/**
+ * The workflow's retry policy runs it again: the attempt is counted on the run (not a state change). A repeated or
+ * older attempt number changes nothing, so the count only goes up.
+ */
+const beginAttempt = (ledger: Ledger, write: BeginAttempt): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const step = write.attempt - run.policyAttempt
+  if (step <= 0) return written
+  run.attempt += step
+  run.policyAttempt = write.attempt
+  ledger.patch(run, {})
+  return written
 }
 
 /** An attempt's heartbeat: its heartbeat timeout starts over, unless the server already timed it out. */
@@ -898,6 +996,7 @@ export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: st
     case "CompleteRun":
     case "FailRun":
     case "ReleaseRun":
+    case "BeginAttempt":
       return []
   }
 }

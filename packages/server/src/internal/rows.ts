@@ -13,7 +13,7 @@ import type {
   WorkflowName,
   WorkflowVersion
 } from "@aiki/contract/Ids"
-import { type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
+import { DiscardedTask, type ErrorDetails, type Json, Task, TaskAttempt, Transition, WorkflowRun } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import type { FailureReason } from "@aiki/contract/Timeouts"
@@ -48,6 +48,9 @@ export interface RunRow extends FlowColumns {
   readonly start_deadline_at: Date | null
   readonly failure_reason: FailureReason | null
   readonly lapses: number
+  readonly attempt: number
+  readonly policy_attempt: number
+  readonly start_warning: string | null
 }
 
 export interface ErrorDetailsRow {
@@ -143,7 +146,10 @@ export const toRun = (row: RunRow): WorkflowRun =>
     ...(row.deadline_at != null ? { deadlineAt: utc(row.deadline_at) } : {}),
     ...(row.start_deadline_at != null && row.started_at === null ? { startDeadlineAt: utc(row.start_deadline_at) } : {}),
     ...(row.failure_reason != null ? { failureReason: row.failure_reason } : {}),
-    ...(row.lapses > 0 ? { lapses: row.lapses } : {})
+    ...(row.lapses > 0 ? { lapses: row.lapses } : {}),
+    attempt: row.attempt,
+    policyAttempt: row.policy_attempt,
+    ...(row.start_warning !== null ? { startWarning: row.start_warning } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
@@ -189,3 +195,26 @@ export const toTransition = (row: TransitionRow): Transition =>
 
 /** Encodes a value for a `${…}::jsonb` parameter. */
 export const jsonb = (value: unknown): string => JSON.stringify(value)
+
+/** A discarded entry: the task row as JSON (`Ledger.write` builds it with `TaskRow`'s keys; its times as text). */
+export interface DiscardedRow {
+  readonly reset: number
+  readonly discarded_at: Date
+  readonly entry: Omit<TaskRow, "created_at" | "updated_at" | "not_before"> & {
+    readonly created_at: string
+    readonly updated_at: string
+    readonly not_before: string | null
+  }
+}
+
+export const toDiscarded = (row: DiscardedRow): DiscardedTask =>
+  new DiscardedTask({
+    reset: row.reset,
+    discardedAt: utc(row.discarded_at),
+    task: toTask({
+      ...row.entry,
+      created_at: new Date(row.entry.created_at),
+      updated_at: new Date(row.entry.updated_at),
+      not_before: row.entry.not_before === null ? null : new Date(row.entry.not_before)
+    })
+  }, { disableChecks: true })
