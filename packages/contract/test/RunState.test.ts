@@ -6,20 +6,25 @@ import * as RunState from "../src/RunState.ts"
 import * as TaskState from "../src/TaskState.ts"
 
 describe("RunState", () => {
-  it("lets every unfinished state be cancelled and nothing leave a final state", () => {
+  it("lets every unfinished state be cancelled or failed, and a final state only be retried by hand", () => {
     for (const state of RunState.RunState.literals) {
       expect(RunState.canTransition(state, "cancelled")).toBe(!RunState.isTerminal(state))
+      // The server fails an unfinished run itself: a run timeout, a schedule-to-start timeout, a poisoned run.
+      expect(RunState.canTransition(state, "failed")).toBe(!RunState.isTerminal(state))
       if (RunState.isTerminal(state)) {
-        for (const to of RunState.RunState.literals) expect(RunState.canTransition(state, to)).toBe(false)
+        // Only a retry or a reset by hand reopens a failed or cancelled run; a completed run stays completed.
+        const reopenable = RunState.isRetryable(state)
+        for (const to of RunState.RunState.literals) expect(RunState.canTransition(state, to)).toBe(reopenable && to === "pending")
       }
     }
     expect(RunState.terminalStates).toEqual(["completed", "failed", "cancelled"])
+    expect(RunState.RunState.literals.filter(RunState.isRetryable)).toEqual(["failed", "cancelled"])
   })
 
   it("only runs a pending run (or takes a running one over), and only a running run finishes or suspends", () => {
     expect(RunState.sourcesOf("running")).toEqual(["pending", "running"])
     expect(RunState.sourcesOf("completed")).toEqual(["running"])
-    expect(RunState.sourcesOf("failed")).toEqual(["running"])
+    expect(RunState.sourcesOf("failed")).toEqual(RunState.RunState.literals.filter((s) => !RunState.isTerminal(s)))
     for (const suspended of RunState.suspendedStates) {
       expect(RunState.isSuspended(suspended)).toBe(true)
       expect(RunState.sourcesOf(suspended)).toEqual(["running"])
