@@ -1,0 +1,162 @@
+/**
+ * Child workflows, end to end: a real server process and real worker processes (promise and Effect workers), over
+ * Postgres and Redis. A child's result and its typed error reach the parent; the parent waits parked
+ * (`awaiting_child`, no worker) and is woken however the child ends; cancelling a parent cascades to its
+ * grandchildren within a second (an abandoned child runs on); a child outlives its parent's worker being SIGKILLed.
+ */
+import type { RunId } from "@aiki/contract/Ids"
+import { eventually } from "@aiki/testing/eventually"
+import { assert, layer } from "@effect/vitest"
+import { Context, Effect, Layer } from "effect"
+import { mkdtempSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { AikiClient } from "../src/AikiClient.ts"
+import * as Children from "./fixtures/children.ts"
+import * as AikiServer from "./support/AikiServer.ts"
+import * as WorkerProcess from "./support/WorkerProcess.ts"
+
+class Server extends Context.Service<Server, AikiServer.AikiServer & { readonly sideEffectsFile: string }>()(
+  "test/Server"
+) {}
+
+const TestLayer = Layer.unwrap(Effect.gen(function*() {
+  const server = yield* AikiServer.make()
+  const sideEffectsFile = join(mkdtempSync(join(tmpdir(), "aiki-children-")), "side-effects.log")
+  return AikiClient.layer({ baseUrl: server.baseUrl }).pipe(
+    Layer.provideMerge(Layer.succeed(Server, { ...server, sideEffectsFile }))
+  )
+}))
+
+const worker = (id: string, env: Record<string, string> = {}) =>
+  Effect.gen(function*() {
+    const server = yield* Server
+    return yield* WorkerProcess.start({
+      AIKI_URL: server.baseUrl,
+      REDIS_URL: AikiServer.redisUrl,
+      WORKER_ID: id,
+      SIDE_EFFECTS_FILE: server.sideEffectsFile,
+      HEARTBEAT_MS: "400",
+      CLAIM_MIN_IDLE_MS: "1500",
+      ...env
+    })
+  })
+
+const sideEffects = (runId: string) => Effect.map(Server, (server) => WorkerProcess.sideEffects(server.sideEffectsFile, runId))
+
+const childrenOf = (id: RunId) => Effect.flatMap(AikiClient, (aiki) => aiki.api.runs.children({ params: { id } }))
+const transitionsOf = (id: RunId) => Effect.flatMap(AikiClient, (aiki) => aiki.api.runs.transitions({ params: { id } }))
+
+/** Waits until `id` has a child in `state` (the only one, or the one of `workflow`), and returns it. */
+const childIn = (id: RunId, state: string, workflow?: string) =>
+  eventually(Effect.gen(function*() {
+    const children = yield* childrenOf(id)
+    const child = children.find((c) => workflow === undefined || c.workflowName === workflow)
+    assert.strictEqual(child?.state, state, `no child of ${id} is ${state} yet`)
+    return child!
+  }))
+
+layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflows", (it) => {
+  it.effect("a child's result reaches its parent, which waited parked in awaiting_child and was woken by the child's end", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* worker("children-a")
+      const parent = yield* aiki.start(Children.doublingParent.effect, { value: 21, ms: 1_500 })
+      assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 42 })
+      const [child, ...others] = yield* childrenOf(parent.id)
+      assert.lengthOf(others, 0)
+      assert.strictEqual(child!.parentRunId, parent.id)
+      assert.strictEqual(child!.workflowName, "doubling-child")
+      assert.strictEqual(child!.parentClosePolicy, "cancel")
+      assert.strictEqual(child!.state, "completed")
+      const moves = (yield* transitionsOf(parent.id)).filter((t) => t.taskAddress === undefined)
+      assert.isTrue(moves.some((t) => t.toState === "awaiting_child"), "the parent parked awaiting its child")
+      assert.isTrue(moves.some((t) => t.fromState === "awaiting_child" && t.reason === "child_ended"), "the child's end woke it")
+      // The journal holds the child's start and its end; the status names nothing awaited any more.
+      const journal = yield* aiki.api.runs.tasks({ params: { id: parent.id } })
+      assert.deepStrictEqual(journal.map((t) => [t.name, t.state]), [["aiki.child", "completed"], ["aiki.child.result", "completed"]])
+      assert.deepStrictEqual(journal[0]!.result, { runId: child!.id })
+      assert.isUndefined((yield* parent.status).awaitingChildren)
+    }).pipe(Effect.scoped))
+
+  it.effect("a child's typed error reaches an Effect parent decoded; a promise child's failure wakes its parent with its details", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* worker("children-b")
+      const rejected = yield* aiki.start(Children.EffectParent, -5)
+      const accepted = yield* aiki.start(Children.EffectParent, 7)
+      const caught = yield* aiki.start(Children.catchingParent.effect, { ms: 1_000 })
+      assert.strictEqual(yield* rejected.result({ timeoutMs: 60_000 }), "rejected negative -5 true")
+      assert.strictEqual(yield* accepted.result({ timeoutMs: 60_000 }), "accepted 7")
+      assert.deepStrictEqual(yield* caught.result({ timeoutMs: 60_000 }), {
+        state: "failed",
+        name: "RangeError",
+        message: "the child gave up",
+        data: { code: "E_CHILD" }
+      })
+      const [child] = yield* childrenOf(caught.id)
+      assert.strictEqual(child!.state, "failed")
+      const moves = (yield* transitionsOf(caught.id)).filter((t) => t.taskAddress === undefined)
+      assert.isTrue(moves.some((t) => t.fromState === "awaiting_child" && t.reason === "child_ended"))
+    }).pipe(Effect.scoped))
+
+  it.effect("cancelling a child wakes its parked parent, which sees it cancelled", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* worker("children-c")
+      const parent = yield* aiki.start(Children.patientParent.effect, null)
+      const child = yield* childIn(parent.id, "awaiting_event")
+      yield* eventually(Effect.gen(function*() {
+        const status = yield* parent.status
+        assert.strictEqual(status.state, "awaiting_child")
+        assert.deepStrictEqual(status.awaitingChildren, [child.id])
+      }))
+      yield* aiki.handle(Children.waitingChild.effect, child.id).cancel
+      assert.strictEqual(yield* parent.result({ timeoutMs: 60_000 }), "child cancelled")
+    }).pipe(Effect.scoped))
+
+  it.effect("cancelling a parent cancels its child and grandchild within a second; an abandoned child runs on", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      yield* worker("children-d")
+      const top = yield* aiki.start(Children.cascadeTop.effect, null)
+      const middle = yield* childIn(top.id, "awaiting_child", "cascade-middle")
+      const grandchild = yield* childIn(middle.id, "awaiting_event")
+      const abandoned = yield* childIn(top.id, "awaiting_event", "waiting-child")
+      assert.strictEqual(abandoned.parentClosePolicy, "abandon")
+      yield* top.cancel
+      const cancelledAt = (yield* transitionsOf(top.id)).find((t) => t.toState === "cancelled")!.at
+      const grandchildCancelled = yield* eventually(Effect.gen(function*() {
+        const moves = yield* transitionsOf(grandchild.id)
+        const cancelled = moves.find((t) => t.toState === "cancelled")
+        assert.isDefined(cancelled, "the grandchild is not cancelled yet")
+        return cancelled!
+      }))
+      assert.strictEqual(grandchildCancelled.reason, "parent_cancelled")
+      const lag = Number(grandchildCancelled.at.epochMilliseconds) - Number(cancelledAt.epochMilliseconds)
+      assert.isBelow(lag, 1_000, `the grandchild was cancelled ${lag} ms after the top run`)
+      assert.strictEqual((yield* aiki.handle(Children.cascadeMiddle.effect, middle.id).status).state, "cancelled")
+      yield* Effect.sleep("1 second")
+      assert.strictEqual((yield* aiki.handle(Children.waitingChild.effect, abandoned.id).status).state, "awaiting_event")
+      yield* aiki.handle(Children.waitingChild.effect, abandoned.id).cancel
+    }).pipe(Effect.scoped))
+
+  it.effect("a child outlives its parent's worker being SIGKILLed; the parent completes on another worker, the child started once", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const a = yield* worker("children-doomed", { PARENT_STEP_MS: "60000" })
+      const parent = yield* aiki.start(Children.survivingParent.effect, { value: 4 })
+      const child = yield* childIn(parent.id, "completed")
+      yield* eventually(Effect.gen(function*() {
+        assert.include((yield* sideEffects(parent.id)).map(([what]) => what), "parent-step")
+      }))
+      yield* WorkerProcess.signal(a, "SIGKILL")
+      yield* worker("children-rescuer", { PARENT_STEP_MS: "0" })
+      assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 8, by: "children-rescuer" })
+      const children = yield* childrenOf(parent.id)
+      assert.deepStrictEqual(children.map((c) => c.id), [child.id])
+      assert.deepStrictEqual((yield* sideEffects(child.id)).map(([what]) => what), ["child-ran"])
+      const journal = yield* aiki.api.runs.tasks({ params: { id: parent.id } })
+      assert.deepStrictEqual(journal.find((t) => t.name === "aiki.child")!.attempts.length, 1)
+    }).pipe(Effect.scoped))
+})
