@@ -6,11 +6,13 @@
  */
 import type { RunId } from "@aiki/contract/Ids"
 import { eventually } from "@aiki/testing/eventually"
+import { spawnNode } from "@aiki/testing/NodeProcess"
 import { assert, layer } from "@effect/vitest"
 import { Context, Effect, Layer } from "effect"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 import { AikiClient } from "../src/AikiClient.ts"
 import * as Children from "./fixtures/children.ts"
 import * as AikiServer from "./support/AikiServer.ts"
@@ -43,6 +45,17 @@ const worker = (id: string, env: Record<string, string> = {}) =>
   })
 
 const sideEffects = (runId: string) => Effect.map(Server, (server) => WorkerProcess.sideEffects(server.sideEffectsFile, runId))
+
+const cli = fileURLToPath(new URL("../../cli/src/main.ts", import.meta.url))
+
+/** Runs one `aiki` command against this file's server; its standard output. */
+const aikiCli = (args: ReadonlyArray<string>, url: string) =>
+  Effect.scoped(Effect.gen(function*() {
+    const run = yield* spawnNode(cli, { NO_COLOR: "1", AIKI_URL: url }, args)
+    const exited = yield* Effect.promise(() => run.exited)
+    assert.strictEqual(exited.code, 0, exited.stderr)
+    return exited.stdout
+  }))
 
 const childrenOf = (id: RunId) => Effect.flatMap(AikiClient, (aiki) => aiki.api.runs.children({ params: { id } }))
 const transitionsOf = (id: RunId) => Effect.flatMap(AikiClient, (aiki) => aiki.api.runs.transitions({ params: { id } }))
@@ -77,6 +90,11 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
       assert.deepStrictEqual(journal.map((t) => [t.name, t.state]), [["aiki.child", "completed"], ["aiki.child.result", "completed"]])
       assert.deepStrictEqual(journal[0]!.result, { runId: child!.id })
       assert.isUndefined((yield* parent.status).awaitingChildren)
+      // `aiki runs get` shows the children of a parent and the parent of a child.
+      const server = yield* Server
+      const shownParent = yield* aikiCli(["runs", "get", parent.id], server.baseUrl)
+      assert.match(shownParent, new RegExp(`CHILD\\s+WORKFLOW\\s+STATE[\\s\\S]*${child!.id}\\s+doubling-child@1\\.0\\.0\\s+completed`))
+      assert.match(yield* aikiCli(["runs", "get", child!.id], server.baseUrl), new RegExp(`Parent\\s+${parent.id}`))
     }).pipe(Effect.scoped))
 
   it.effect("a child's typed error reaches an Effect parent decoded; a promise child's failure wakes its parent with its details", () =>
