@@ -606,12 +606,14 @@ export const execute = Effect.fnUntraced(function*(
               return yield* settle(call, { _tag: "Completed", result: ended as Json }, 1, (yield* Clock.currentTimeMillis) - started)
             }
             if (answer._tag !== "ChildRunning") return yield* Effect.interrupt
-            // Still running: wait, durably, until a refused park says it ended (or the run is woken by its end).
+            // Still running: wait, durably, until a refused park says it ended (or the run, parked, is woken by its
+            // end). While other work keeps the run here (a task beside the wait), nothing would tell this worker
+            // of the child's end, so it asks again every second.
             const recheck = yield* Deferred.make<void>()
             call.recheck = recheck
             call.waiting = { child: childRunId, kind: "child" }
             yield* poke
-            yield* Deferred.await(recheck)
+            yield* Deferred.await(recheck).pipe(Effect.timeoutOption(Duration.seconds(1)))
             call.waiting = undefined
           }
         }))

@@ -573,6 +573,7 @@ const cancel = (ledger: Ledger, change: Cancel) => {
     change.outcome = invalidRun(run, "cancelled", `Run ${run.id} is already ${run.state} and cannot be cancelled`)
     return
   }
+  run.awaitingChildren = null
   ledger.patch(run, { leaseMs: null, wakeAt: null, finished: true })
   change.outcome = "cancelled"
 }
