@@ -30,6 +30,11 @@ const TestLayer = Layer.unwrap(Effect.gen(function*() {
   )
 }))
 
+/** The server with one worker process serving every test of the file (starting a worker takes seconds). */
+const SharedWorkerLayer = Layer.effectDiscard(Effect.suspend(() => worker("children-shared"))).pipe(
+  Layer.provideMerge(TestLayer)
+)
+
 const worker = (id: string, env: Record<string, string> = {}) =>
   Effect.gen(function*() {
     const server = yield* Server
@@ -69,11 +74,10 @@ const childIn = (id: RunId, state: string, workflow?: string) =>
     return child!
   }))
 
-layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflows", (it) => {
+layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child workflows", (it) => {
   it.effect("a child's result reaches its parent, which waited parked in awaiting_child and was woken by the child's end", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("children-a")
       const parent = yield* aiki.start(Children.doublingParent.effect, { value: 21, ms: 1_500 })
       assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 42 })
       const [child, ...others] = yield* childrenOf(parent.id)
@@ -100,7 +104,6 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
   it.effect("a child's typed error reaches an Effect parent decoded; a promise child's failure wakes its parent with its details", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("children-b")
       const rejected = yield* aiki.start(Children.EffectParent, -5)
       const accepted = yield* aiki.start(Children.EffectParent, 7)
       const caught = yield* aiki.start(Children.catchingParent.effect, { ms: 1_000 })
@@ -121,7 +124,6 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
   it.effect("cancelling a child wakes its parked parent, which sees it cancelled", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("children-c")
       const parent = yield* aiki.start(Children.patientParent.effect, null)
       const child = yield* childIn(parent.id, "awaiting_event")
       yield* eventually(Effect.gen(function*() {
@@ -136,7 +138,6 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
   it.effect("cancelling a parent cancels its child and grandchild within a second; an abandoned child runs on", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      yield* worker("children-d")
       const top = yield* aiki.start(Children.cascadeTop.effect, null)
       const middle = yield* childIn(top.id, "awaiting_child", "cascade-middle")
       const grandchild = yield* childIn(middle.id, "awaiting_event")
@@ -158,6 +159,10 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
       assert.strictEqual((yield* aiki.handle(Children.waitingChild.effect, abandoned.id).status).state, "awaiting_event")
       yield* aiki.handle(Children.waitingChild.effect, abandoned.id).cancel
     }).pipe(Effect.scoped))
+})
+
+// A server of its own: no other worker may take the parent from the one the test kills.
+layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflows and crashes", (it) => {
 
   it.effect("a child outlives its parent's worker being SIGKILLed; the parent completes on another worker, the child started once", () =>
     Effect.gen(function*() {
