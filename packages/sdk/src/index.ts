@@ -569,6 +569,8 @@ export interface WorkflowRunHandle<Result> {
   /** Resolves with the result once the run completes; rejects with `RunFailed`, `RunCancelled` or `WaitTimeout`. */
   readonly waitForCompletion: (options?: { readonly timeoutMs?: number }) => Promise<Result>
   readonly cancel: () => Promise<RunRecord>
+  /** The runs this run started with `ctx.startChild` / `ctx.executeChild`, oldest first. */
+  readonly getChildren: () => Promise<ReadonlyArray<RunRecord>>
   /**
    * Runs a failed or cancelled run again, as the same run: completed tasks are replayed, failed and unfinished ones
    * run again. Rejects with `InvalidTransition` when the run is in any other state.
@@ -607,6 +609,7 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
   retry: () => client.runtime.runPromise(handle.retry),
   reset: (to) => client.runtime.runPromise(handle.reset(to)),
   ...(handle.warning !== undefined ? { warning: handle.warning } : {}),
+  getChildren: () => client.runtime.runPromise(handle.children),
   sendEvent: (name, payload, options) => {
     if (options !== undefined) Options.check("sendEvent()", options, { known: ["eventId"] })
     return client.runtime.runPromise(handle.sendEvent(name, toJson(payload), options)).then((sent) => ({

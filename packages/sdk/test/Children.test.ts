@@ -80,7 +80,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       const aiki = yield* AikiClient
       const parent = yield* aiki.start(Children.doublingParent.effect, { value: 21, ms: 1_500 })
       assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 42 })
-      const [child, ...others] = yield* childrenOf(parent.id)
+      const [child, ...others] = yield* parent.children
       assert.lengthOf(others, 0)
       assert.strictEqual(child!.parentRunId, parent.id)
       assert.strictEqual(child!.workflowName, "doubling-child")
