@@ -3,6 +3,7 @@
  * Postgres and Redis. A child's result and its typed error reach the parent; the parent waits parked
  * (`awaiting_child`, no worker) and is woken however the child ends; cancelling a parent cascades to its
  * grandchildren within a second (an abandoned child runs on); a child outlives its parent's worker being SIGKILLed.
+ * Each test may take a minute on a loaded machine (worker processes, CLI processes); alone they take seconds.
  */
 import type { RunId } from "@aiki/contract/Ids"
 import { eventually } from "@aiki/testing/eventually"
@@ -99,7 +100,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       const shownParent = yield* aikiCli(["runs", "get", parent.id], server.baseUrl)
       assert.match(shownParent, new RegExp(`CHILD\\s+WORKFLOW\\s+STATE[\\s\\S]*${child!.id}\\s+doubling-child@1\\.0\\.0\\s+completed`))
       assert.match(yield* aikiCli(["runs", "get", child!.id], server.baseUrl), new RegExp(`Parent\\s+${parent.id}`))
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 90_000)
 
   it.effect("a child's typed error reaches an Effect parent decoded; a promise child's failure wakes its parent with its details", () =>
     Effect.gen(function*() {
@@ -119,7 +120,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       assert.strictEqual(child!.state, "failed")
       const moves = (yield* transitionsOf(caught.id)).filter((t) => t.taskAddress === undefined)
       assert.isTrue(moves.some((t) => t.fromState === "awaiting_child" && t.reason === "child_ended"))
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 90_000)
 
   it.effect("cancelling a child wakes its parked parent, which sees it cancelled", () =>
     Effect.gen(function*() {
@@ -133,7 +134,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       }))
       yield* aiki.handle(Children.waitingChild.effect, child.id).cancel
       assert.strictEqual(yield* parent.result({ timeoutMs: 60_000 }), "child cancelled")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 90_000)
 
   it.effect("cancelling a parent cancels its child and grandchild within a second; an abandoned child runs on", () =>
     Effect.gen(function*() {
@@ -158,7 +159,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       yield* Effect.sleep("1 second")
       assert.strictEqual((yield* aiki.handle(Children.waitingChild.effect, abandoned.id).status).state, "awaiting_event")
       yield* aiki.handle(Children.waitingChild.effect, abandoned.id).cancel
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 90_000)
 })
 
 // A server of its own: no other worker may take the parent from the one the test kills.
@@ -181,5 +182,5 @@ layer(TestLayer, { excludeTestServices: true, timeout: 120_000 })("child workflo
       assert.deepStrictEqual((yield* sideEffects(child.id)).map(([what]) => what), ["child-ran"])
       const journal = yield* aiki.api.runs.tasks({ params: { id: parent.id } })
       assert.deepStrictEqual(journal.find((t) => t.name === "aiki.child")!.attempts.length, 1)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped), 90_000)
 })
