@@ -484,7 +484,8 @@ const make = Effect.gen(function*() {
 
   /**
    * The runs a group's `StartChild` writes start: the parent named, the idempotency key given or derived from the
-   * parent and the call's place (so asking again finds the same child), the priority the child's version declares.
+   * parent and the call's place (so asking again finds the same child), the priority the child's version declares,
+   * the parent's trace.
    */
   const childStarts = (ledger: Ledger) =>
     Effect.gen(function*() {
@@ -499,7 +500,9 @@ const make = Effect.gen(function*() {
           workflowVersion: child.write.workflowVersion as WorkflowVersion,
           payload: child.write.payload,
           idempotencyKey: (child.write.idempotencyKey ?? `aiki:child:${child.parentRunId}:${child.sequence}`) as IdempotencyKey,
-          parent: { runId: child.parentRunId as RunId, closePolicy: child.write.parentClosePolicy }
+          parent: { runId: child.parentRunId as RunId, closePolicy: child.write.parentClosePolicy },
+          // The child's execution continues the parent's trace.
+          traceParent: child.traceParent ?? undefined
         }
         const start: Start = { id: uuidv7({ msecs: now }) as RunId, input, priority: priorityOf(input, policies), outcome: undefined }
         return { child, start }

@@ -86,6 +86,10 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`child work
       assert.strictEqual(listed!.parentClosePolicy, "cancel")
       assert.strictEqual(listed!.idempotencyKey, `aiki:child:${parent}:0`)
       assert.deepStrictEqual(listed!.payload, 7)
+      // The child's execution continues the parent's trace.
+      const parentTrace = (yield* api.runs.status({ params: { id: parent } })).traceParent
+      assert.isDefined(parentTrace)
+      assert.strictEqual(listed!.traceParent, parentTrace)
 
       assert.deepStrictEqual(yield* writeOne(api, awaitChild(held, 1, child)), { _tag: "ChildRunning" })
       const parked = yield* writeOne(api, { _tag: "ParkRun", ...held, state: "awaiting_child", events: [], children: [child] })

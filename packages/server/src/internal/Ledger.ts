@@ -40,6 +40,8 @@ export interface LedgerRun {
   awaitingChildren: ReadonlyArray<string> | null
   /** The run that started it as a child, if one did. */
   readonly parentRunId: string | null
+  /** The trace its execution continues (its children's continue it too). */
+  readonly traceParent: string | null
   replayVersion: number | null
   /** The workflow attempt (over the run's life) and the attempt its retry policy counts (see migration 0012). */
   attempt: number
@@ -192,6 +194,7 @@ export interface LedgerChild {
 /** A child a `StartChild` asks for: inserted with the group's starts, its run id then answers the write. */
 export interface ChildStart {
   readonly parentRunId: string
+  readonly traceParent: string | null
   readonly sequence: number
   readonly write: {
     readonly workflowName: string
@@ -279,6 +282,7 @@ interface LockedRow extends RunFlowRow {
   readonly awaiting_events: ReadonlyArray<string> | null
   readonly awaiting_children: ReadonlyArray<string> | null
   readonly parent_run_id: string | null
+  readonly trace_parent: string | null
   readonly replay_version: number | null
   readonly attempt: number
   readonly policy_attempt: number
@@ -294,7 +298,8 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.wake_at <= now(), false) AS due,
       COALESCE(r.deadline_at <= now(), false) AS deadline_passed,
       COALESCE(r.start_deadline_at <= now() AND r.started_at IS NULL, false) AS start_deadline_passed, r.lapses,
-      r.awaiting_events, r.awaiting_children, r.parent_run_id, r.trace_parent, r.replay_version, r.attempt, r.policy_attempt, r.resets,
+      r.awaiting_events, r.awaiting_children, r.parent_run_id, r.trace_parent, r.replay_version,
+      r.attempt, r.policy_attempt, r.resets,
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
@@ -320,6 +325,7 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           awaitingEvents: row.awaiting_events,
           awaitingChildren: row.awaiting_children,
           parentRunId: row.parent_run_id,
+          traceParent: row.trace_parent,
           replayVersion: row.replay_version,
           attempt: row.attempt,
           policyAttempt: row.policy_attempt,

@@ -1099,6 +1099,7 @@ const startChild = (context: DecisionContext, change: WorkerWrite, write: StartC
   }
   ledger.childStarts.push({
     parentRunId: run.id,
+    traceParent: run.traceParent,
     sequence: write.sequence,
     write,
     answer: (outcome) => (change.outcome = outcome)
