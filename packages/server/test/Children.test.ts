@@ -113,7 +113,7 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`child work
       })
     }))
 
-  it.effect("refuses to park on a child that has ended, and answers its failure", () =>
+  it.effect("refuses to park on a child that has ended, answers its failure, and refuses a conflicting key", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
       yield* api.execution.register({ params: { id: worker }, payload: { workflows: [{ name: parentName, version }, { name: childName, version }] } })
@@ -129,6 +129,11 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`child work
         state: "failed",
         error: { name: "Rejected", message: "no", data: { _tag: "Rejected" } }
       })
+      // A key of the caller's that names a run with another payload: the child's start is refused, saying so.
+      const key = `shared-${held.runId}`
+      childId(yield* writeOne(api, startChild(held, 2, { idempotencyKey: key, payload: 1 })))
+      const conflict = yield* writeOne(api, startChild(held, 3, { idempotencyKey: key, payload: 2 }))
+      assert.strictEqual(conflict._tag, "IdempotencyConflict")
     }))
 
   it.effect("the reaper wakes a parent, or cancels a child, when the follow-up of a commit was lost (a process died)", () =>
