@@ -14,8 +14,9 @@
  * retried one by one.
  *
  * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, handing
- * the new outbox rows to the publisher so a runnable run reaches Redis at once, and handing the slots runs gave back
- * to `FlowOffers` (flow control). It is the one post-commit hook.
+ * the new outbox rows to the publisher so a runnable run reaches Redis at once, handing the slots runs gave back
+ * to `FlowOffers` (flow control), and submitting what child workflows' ends and parents' cancellations entail
+ * (waking the parent, cancelling the children). It is the one post-commit hook.
  */
 import {
   type EventConflict,
