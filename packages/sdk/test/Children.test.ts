@@ -122,6 +122,13 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
       assert.isTrue(moves.some((t) => t.fromState === "awaiting_child" && t.reason === "child_ended"))
     }).pipe(Effect.scoped), 90_000)
 
+  it.effect("a child's end reaches a parent kept on its worker by other work, before that work ends", () =>
+    Effect.gen(function*() {
+      const aiki = yield* AikiClient
+      const parent = yield* aiki.start(Children.busyParent.effect, { taskMs: 8_000 })
+      assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 10, order: ["child", "task"] })
+    }).pipe(Effect.scoped), 90_000)
+
   it.effect("cancelling a child wakes its parked parent, which sees it cancelled", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient

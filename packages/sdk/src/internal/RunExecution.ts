@@ -99,6 +99,33 @@ type Ending =
 
 const defaultScheduler = new Scheduler.MixedScheduler()
 
+/**
+ * Whether a write's answer says it was committed: written, or answered with what the server found (an event, a
+ * child's state). A lost lease or a refusal is not: nothing that depends on the write may follow it. (A barrier is
+ * the run's last write when a call was made, which may be a question such as `ReceiveEvent` or `AwaitChild`.)
+ */
+const isCommitted = (answer: WriteResult): boolean => {
+  switch (answer._tag) {
+    case "Written":
+    case "EventReceived":
+    case "NoEvent":
+    case "EventWaiting":
+    case "ChildStarted":
+    case "ChildRunning":
+    case "ChildEnded":
+    case "ChildrenEnded":
+    // The child's start was refused, but the group committed: the code learns of it through the entry's failure.
+    case "IdempotencyConflict":
+      return true
+    case "LeaseLost":
+    case "RunNotFound":
+    case "InvalidTransition":
+    case "TaskNotFound":
+    case "PayloadTooLarge":
+      return false
+  }
+}
+
 /** Runs `effect` outside the run's deterministic scheduler (task code, timers, the loop). */
 const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, Scheduler.Scheduler, defaultScheduler)
 
@@ -289,7 +316,7 @@ export const execute = Effect.fnUntraced(function*(
   const mayActOn = (barrier: Deferred.Deferred<WriteResult> | undefined) =>
     Effect.gen(function*() {
       yield* Deferred.await(caughtUp)
-      const committed = barrier === undefined ? true : (yield* Deferred.await(barrier))._tag === "Written"
+      const committed = barrier === undefined ? true : isCommitted(yield* Deferred.await(barrier))
       if (!committed || (yield* Deferred.isDone(ending))) return yield* Effect.interrupt
       if (options.leaseHolds !== undefined) yield* options.leaseHolds
     })
