@@ -125,7 +125,7 @@ layer(SharedWorkerLayer, { excludeTestServices: true, timeout: 120_000 })("child
   it.effect("a child's end reaches a parent kept on its worker by other work, before that work ends", () =>
     Effect.gen(function*() {
       const aiki = yield* AikiClient
-      const parent = yield* aiki.start(Children.busyParent.effect, { taskMs: 8_000 })
+      const parent = yield* aiki.start(Children.busyParent.effect, { taskMs: 6_000 })
       assert.deepStrictEqual(yield* parent.result({ timeoutMs: 60_000 }), { doubled: 10, order: ["child", "task"] })
     }).pipe(Effect.scoped), 90_000)
 
