@@ -255,8 +255,10 @@ export const deprecatePatch = (changeId: string): Effect.Effect<void, never, Wor
 /** How a child run is started (`startChild`, `executeChild`). */
 export interface ChildOptions {
   /**
-   * The child's idempotency key (within its workflow). @default one derived from the parent run and the call's place
-   * in it, so the same call of the same run always names the same child
+   * The child's idempotency key (within its workflow): a run already holding it with the same payload is the child
+   * (it is not linked to this parent then); with another payload the start dies with a `TaskError`
+   * (`IdempotencyConflict`). @default one derived from the parent run and the call's place in it, so the same call
+   * of the same run always names the same child
    */
   readonly idempotencyKey?: string | undefined
   /**
