@@ -117,6 +117,8 @@ const isCommitted = (answer: WriteResult): boolean => {
     // The child's start was refused, but the group committed: the code learns of it through the entry's failure.
     case "IdempotencyConflict":
       return true
+    // The server closed the attempt for a timeout: what followed it is decided anew (as when only `Written` counted).
+    case "AttemptTimedOut":
     case "LeaseLost":
     case "RunNotFound":
     case "InvalidTransition":

@@ -1052,7 +1052,7 @@ const openWait = (
     state: "pending",
     outcomeOrder: null,
     notBefore: null,
-    attempts: [{ attempt: 1, leaseEpoch: write.leaseEpoch, finished: false }],
+    attempts: [{ attempt: 1, leaseEpoch: write.leaseEpoch, finished: false, timedOut: null, overdue: null }],
     isNew: true,
     payload: write.entryPayload,
     changed: true,
