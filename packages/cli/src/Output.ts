@@ -56,12 +56,20 @@ export const runSummary = (run: WorkflowRun) =>
     ...(run.scheduleId !== undefined ? [`${bold("Schedule")}   ${run.scheduleId} (for ${time(run.scheduledFor)})`] : []),
     ...(run.attempt !== undefined && run.attempt > 1 ? [`${bold("Attempt")}    ${run.attempt}`] : []),
     ...(run.startWarning !== undefined ? [`${bold("Warning")}    ${yellow(run.startWarning)}`] : []),
+    ...(run.parentRunId !== undefined
+      ? [`${bold("Parent")}     ${run.parentRunId}${run.parentClosePolicy === "abandon" ? dim(" (abandoned if it is cancelled)") : ""}`]
+      : []),
+    ...(run.awaitingChildren !== undefined ? [`${bold("Awaiting")}   ${yellow(run.awaitingChildren.join(", "))}`] : []),
     `${bold("Created")}    ${time(run.createdAt)}`,
     ...(run.finishedAt !== undefined ? [`${bold("Finished")}   ${time(run.finishedAt)}`] : []),
     `${bold("Payload")}    ${JSON.stringify(run.payload)}`,
     ...(run.result !== undefined ? [`${bold("Result")}     ${JSON.stringify(run.result)}`] : []),
     ...(run.error !== undefined ? [`${bold("Error")}      ${red(`${run.error.name}: ${run.error.message}`)}`] : [])
   ].join("\n")
+
+/** A run's children, one row each. */
+export const childRows = (children: ReadonlyArray<WorkflowRun>) =>
+  children.map((child) => [child.id, `${child.workflowName}@${child.workflowVersion}`, state(child.state), time(child.createdAt)])
 
 export const taskRows = (tasks: ReadonlyArray<Task>) =>
   tasks.map((task) => [

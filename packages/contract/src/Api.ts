@@ -172,6 +172,12 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
     success: Schema.Array(Task),
     error: RunNotFound
   }),
+  /** The runs this run started as children (`startChild`), oldest first. */
+  HttpApiEndpoint.get("children", "/workflow-runs/:id/children", {
+    params: runParams,
+    success: Schema.Array(WorkflowRun),
+    error: RunNotFound
+  }),
   HttpApiEndpoint.get("transitions", "/workflow-runs/:id/transitions", {
     params: runParams,
     success: Schema.Array(Transition),

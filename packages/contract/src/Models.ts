@@ -41,6 +41,13 @@ export const ErrorDetails = Schema.Struct({
 })
 export type ErrorDetails = typeof ErrorDetails.Type
 
+/**
+ * What a parent's cancellation does to a child it started and that has not finished: `cancel` it too (and, through
+ * it, its own children), or `abandon` it to run on.
+ */
+export const ParentClosePolicy = Schema.Literals(["cancel", "abandon"])
+export type ParentClosePolicy = typeof ParentClosePolicy.Type
+
 export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   id: RunId,
   workflowName: WorkflowName,
@@ -99,7 +106,12 @@ export class WorkflowRun extends Schema.Class<WorkflowRun>("WorkflowRun")({
   /** The attempt as the workflow's retry policy counts it: 1 again after each retry or reset by hand. */
   policyAttempt: Schema.optionalKey(Schema.Int),
   /** Why the start was flagged: e.g. no worker had registered its version yet (it waits for one). */
-  startWarning: Schema.optionalKey(Schema.String)
+  startWarning: Schema.optionalKey(Schema.String),
+  /** The run that started this one as its child (`startChild`), and what that run's cancellation does to it. */
+  parentRunId: Schema.optionalKey(RunId),
+  parentClosePolicy: Schema.optionalKey(ParentClosePolicy),
+  /** While `awaiting_child`: the children whose end wakes it. */
+  awaitingChildren: Schema.optionalKey(Schema.Array(RunId))
 }) {}
 
 /** One entry of a run's audit trail. Run transitions have no task address; task transitions do. */
@@ -436,9 +448,45 @@ export const ParkRun = Schema.TaggedStruct("ParkRun", {
   ...held,
   state: ParkedState,
   wakeAt: Schema.optionalKey(Timestamp),
-  events: Schema.Array(EventName)
+  events: Schema.Array(EventName),
+  /** Children whose end wakes the run (refused with `ChildrenEnded` when one of them has ended already). */
+  children: Schema.optionalKey(Schema.Array(RunId))
 })
 export type ParkRun = typeof ParkRun.Type
+
+/**
+ * Starts a child run for the journal entry at `address` (named `aiki.child`, its payload the entry payload the
+ * worker hashed): the entry and the child run are created together, the child naming the run as its parent. The
+ * child's idempotency key is `idempotencyKey`, else one derived from the parent run and `sequence`, so asking again
+ * (a retried request, a replay after a crash) returns the same child: a replay never starts it twice.
+ */
+export const StartChild = Schema.TaggedStruct("StartChild", {
+  ...held,
+  address: TaskAddress,
+  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+  /** The entry's payload, as the worker placed it in the journal. */
+  entryPayload: Json,
+  workflowName: WorkflowName,
+  workflowVersion: WorkflowVersion,
+  payload: Json,
+  idempotencyKey: Schema.optionalKey(IdempotencyKey),
+  parentClosePolicy: ParentClosePolicy
+})
+export type StartChild = typeof StartChild.Type
+
+/**
+ * Waits for child `childRunId` in the journal entry at `address` (named `aiki.child.result`), created on first
+ * ask: answered `ChildEnded` with its outcome once it has ended, else `ChildRunning` (park the run with the child
+ * in `children` to be woken when it ends).
+ */
+export const AwaitChild = Schema.TaggedStruct("AwaitChild", {
+  ...held,
+  address: TaskAddress,
+  sequence: Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)),
+  entryPayload: Json,
+  childRunId: RunId
+})
+export type AwaitChild = typeof AwaitChild.Type
 
 export const CompleteRun = Schema.TaggedStruct("CompleteRun", { ...held, result: Json })
 export type CompleteRun = typeof CompleteRun.Type
@@ -476,7 +524,19 @@ export const BeginAttempt = Schema.TaggedStruct("BeginAttempt", {
 export type BeginAttempt = typeof BeginAttempt.Type
 
 /** One thing a worker reports about a run it holds. Every write is fenced by the lease epoch it carries. */
-export const Write = Schema.Union([StartTask, FinishTask, ReceiveEvent, ParkRun, CompleteRun, FailRun, ReleaseRun, HeartbeatTask, BeginAttempt])
+export const Write = Schema.Union([
+  StartTask,
+  FinishTask,
+  ReceiveEvent,
+  ParkRun,
+  CompleteRun,
+  FailRun,
+  ReleaseRun,
+  HeartbeatTask,
+  BeginAttempt,
+  StartChild,
+  AwaitChild
+])
 export type Write = typeof Write.Type
 
 /**
@@ -502,6 +562,20 @@ export const EventWaiting = Schema.TaggedStruct("EventWaiting", { names: Schema.
 /** `HeartbeatTask`: the server failed the attempt for a timeout; the worker must abort it. */
 export const AttemptTimedOut = Schema.TaggedStruct("AttemptTimedOut", { kind: TaskTimeoutKind })
 
+/** `StartChild`: the child run (created now, or the one the idempotency key already names). */
+export const ChildStarted = Schema.TaggedStruct("ChildStarted", { childRunId: RunId })
+/** `AwaitChild`: the child has not ended yet. */
+export const ChildRunning = Schema.TaggedStruct("ChildRunning", {})
+/** `AwaitChild`: how the child ended (a run that timed out ended `failed`, saying so in its error). */
+export const ChildEnded = Schema.TaggedStruct("ChildEnded", {
+  state: Schema.Literals(["completed", "failed", "cancelled"]),
+  result: Schema.optionalKey(Json),
+  error: Schema.optionalKey(ErrorDetails)
+})
+export type ChildEnded = typeof ChildEnded.Type
+/** `ParkRun` refused: an awaited child has ended already, ask for its outcome instead. */
+export const ChildrenEnded = Schema.TaggedStruct("ChildrenEnded", { runIds: Schema.Array(RunId) })
+
 /** The answer to each write of a batch, in the order of the writes. */
 export const WriteResult = Schema.Union([
   Written,
@@ -509,6 +583,11 @@ export const WriteResult = Schema.Union([
   NoEvent,
   EventWaiting,
   AttemptTimedOut,
+  ChildStarted,
+  ChildRunning,
+  ChildEnded,
+  ChildrenEnded,
+  IdempotencyConflict,
   LeaseLost,
   RunNotFound,
   InvalidTransition,

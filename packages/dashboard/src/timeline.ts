@@ -59,10 +59,16 @@ export const entryLabel = (task: Task): string => {
   if (task.name === "aiki.patch" && "changeId" in payload && typeof payload["changeId"] === "string") {
     return `patch “${payload["changeId"]}”`
   }
+  if (task.name === "aiki.child" && "workflow" in payload && typeof payload["workflow"] === "string") {
+    return `start child ${payload["workflow"]}`
+  }
+  if (task.name === "aiki.child.result" && "runId" in payload && typeof payload["runId"] === "string") {
+    return `wait for child ${payload["runId"].slice(-8)}`
+  }
   return task.name
 }
 
-const isWait = (task: Task) => task.name === "aiki.sleep" || task.name === "aiki.event"
+const isWait = (task: Task) => task.name === "aiki.sleep" || task.name === "aiki.event" || task.name === "aiki.child.result"
 
 /** The bars of a run at `now` (epoch ms): unfinished things extend to now. */
 export const bars = (

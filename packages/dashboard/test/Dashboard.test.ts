@@ -3,7 +3,7 @@
  * in processes of their own, with API keys configured: the login, the runs list with the right states (updating
  * live), a failed run's timeline with both attempts and the error, an event sent from the page completing a
  * waiting run while the page updates by itself, cancelling from the page, a schedule paused, resumed and triggered
- * from its page, and a `client` key that sees no admin page. Screenshots of the main pages go to `test-results/dashboard/` (not in git).
+ * from its page, a parent and its child run linked both ways, and a `client` key that sees no admin page. Screenshots of the main pages go to `test-results/dashboard/` (not in git).
  */
 import * as Client from "@aiki/contract/Client"
 import type { RunId, ScheduleId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
@@ -179,6 +179,18 @@ describe("dashboard", () => {
         await page.locator(".trail td", { hasText: "retried" }).waitFor()
       })
       assert.include(["pending", "running"], yield* stateOf(long))
+
+      // A parent's page links its child; the child's page links back to its parent.
+      const parent = yield* start("starts-child", "cat")
+      yield* reaches(parent, "completed")
+      const [child] = yield* api.runs.children({ params: { id: parent } })
+      yield* Effect.promise(async () => {
+        await page.goto(`${baseUrl}/#/runs/${parent}`)
+        await page.locator('section[aria-labelledby="children-title"]').locator(`a[href="#/runs/${child!.id}"]`).click()
+        await page.locator("h1", { hasText: "completes@1.0.0" }).waitFor()
+        await page.locator(`a[href="#/runs/${parent}"]`).waitFor()
+      })
+      yield* shot(page, "run-child")
 
       // Admin pages: the fleet and the workflows with their schemas.
       yield* Effect.promise(async () => {

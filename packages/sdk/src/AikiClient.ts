@@ -97,6 +97,8 @@ export interface RunHandle<A, E> {
   /** Live updates of the run and its tasks until it is final. */
   readonly updates: Stream.Stream<RunUpdate, ClientError>
   readonly cancel: Effect.Effect<WorkflowRun, ClientError>
+  /** The runs this run started as child workflows (`Workflow.startChild`), oldest first. */
+  readonly children: Effect.Effect<ReadonlyArray<WorkflowRun>, ClientError>
   /**
    * Runs a failed or cancelled run again, as the same run: completed tasks are replayed from its journal, failed
    * and unfinished ones run again. `InvalidTransition` when the run is in any other state.
@@ -312,6 +314,7 @@ const make = (options: ClientOptions) =>
               }
           }),
         ...(warning !== undefined ? { warning } : {}),
+        children: api.runs.children({ params: { id } }),
         sendEvent: (event: string | Event.Any, payload: unknown, options?: Event.SendOptions) => {
           const name = typeof event === "string" ? event : event.name
           const schema: Schema.Top = typeof event === "string" ? Schema.Json : event.schema

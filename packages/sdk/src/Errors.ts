@@ -116,3 +116,17 @@ export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
     return `${this.where}: ${this.reason}`
   }
 }
+
+/**
+ * A child run (`Workflow.executeChild`, `ctx.executeChild`) ended without its result and without one of the
+ * child's declared errors: it failed with another error, or was cancelled (it timed out: `failed`, and its error
+ * says so). A Schema error, so a parent may declare it among its own errors and store it typed.
+ */
+export class ChildWorkflowFailed extends Schema.TaggedError<ChildWorkflowFailed>()("ChildWorkflowFailed", {
+  childRunId: Schema.String,
+  workflowName: Schema.String,
+  state: Schema.Literals(["failed", "cancelled"]),
+  errorName: Schema.String,
+  message: Schema.String,
+  data: Schema.optionalKey(Schema.Json)
+}) {}

@@ -23,10 +23,12 @@
  * ```
  */
 import { FlowPolicy } from "@aiki/contract/FlowControl"
-import { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import { IdempotencyKey, type RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { ParentClosePolicy } from "@aiki/contract/Models"
 import { ScheduleSpec } from "@aiki/contract/Schedules"
 import { TimeoutMs } from "@aiki/contract/Timeouts"
 import { Duration, Effect, Option, Schema } from "effect"
+import { ChildWorkflowFailed } from "./Errors.ts"
 import * as Event from "./Event.ts"
 import { type FlowControlOptions, policyOf, type ScheduleOptions, specOf } from "./FlowControl.ts"
 import * as Json from "./internal/json.ts"
@@ -249,6 +251,110 @@ export const patched = (changeId: string): Effect.Effect<boolean, never, Workflo
  */
 export const deprecatePatch = (changeId: string): Effect.Effect<void, never, WorkflowRun> =>
   Effect.flatMap(WorkflowRun, (run) => run.deprecatePatch(changeId))
+
+/** How a child run is started (`startChild`, `executeChild`). */
+export interface ChildOptions {
+  /**
+   * The child's idempotency key (within its workflow): a run already holding it with the same payload is the child
+   * (it is not linked to this parent then); with another payload the start dies with a `TaskError`
+   * (`IdempotencyConflict`). @default one derived from the parent run and the call's place in it, so the same call
+   * of the same run always names the same child
+   */
+  readonly idempotencyKey?: string | undefined
+  /**
+   * What cancelling the parent does to the child while it has not finished: `cancel` it (and its own children), or
+   * `abandon` it to run on. @default "cancel"
+   */
+  readonly parentClosePolicy?: ParentClosePolicy | undefined
+}
+
+/** A child run started from a workflow: its id, and its end. */
+export interface ChildHandle<A, E> {
+  readonly runId: RunId
+  /**
+   * Waits for the child to end (parked on the server, `awaiting_child`, holding no worker): its result decoded by
+   * the child's success schema, its declared error decoded by its error schema, or `ChildWorkflowFailed` when it
+   * failed otherwise or was cancelled. The same on every replay.
+   */
+  readonly result: Effect.Effect<A, E | ChildWorkflowFailed, WorkflowRun>
+}
+
+const decodeKey = Schema.decodeUnknownSync(IdempotencyKey)
+
+/**
+ * Starts `child` as a child run of this workflow's run and returns its handle. The start is a journal entry: a
+ * replay gets the same child back, never a second one. The child names this run as its parent
+ * (`WorkflowRun.parentRunId`); cancelling this run cancels the child unless its `parentClosePolicy` is `abandon`.
+ *
+ * @example
+ * ```ts
+ * const shipping = yield* Workflow.startChild(Shipping, { orderId })
+ * yield* ChargeCard.start({ orderId })
+ * const label = yield* shipping.result
+ * ```
+ */
+export const startChild = <Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R>(
+  child: Workflow<Payload, Success, Error, R>,
+  payload: Payload["Type"],
+  options: ChildOptions = {}
+): Effect.Effect<ChildHandle<Success["Type"], Error["Type"]>, never, WorkflowRun> =>
+  Effect.gen(function*() {
+    const run = yield* WorkflowRun
+    const encoded = yield* Json.encode(child.payloadSchema, payload, `the payload of child workflow ${child.name}`).pipe(Effect.orDie)
+    const runId = yield* run.startChild({
+      workflowName: child.name,
+      workflowVersion: child.version,
+      payload: encoded,
+      ...(options.idempotencyKey !== undefined ? { idempotencyKey: decodeKey(options.idempotencyKey) } : {}),
+      parentClosePolicy: options.parentClosePolicy ?? "cancel"
+    })
+    return { runId, result: childResult(child, runId) }
+  })
+
+/** The end of child `runId`, decoded by `child`'s schemas. */
+const childResult = <Success extends Schema.Top, Error extends Schema.Top>(
+  child: { readonly name: string; readonly successSchema: Success; readonly errorSchema: Error },
+  runId: RunId
+): Effect.Effect<Success["Type"], Error["Type"] | ChildWorkflowFailed, WorkflowRun> =>
+  Effect.gen(function*() {
+    const run = yield* WorkflowRun
+    const outcome = yield* run.awaitChild(runId)
+    if (outcome.state === "completed") {
+      return yield* Json.decode(child.successSchema, outcome.result, `the result of child run ${runId}`).pipe(Effect.orDie)
+    }
+    const error = outcome.error
+    if (outcome.state === "failed" && error?.data !== undefined) {
+      const typed = yield* Json.decode(child.errorSchema, error.data, `the error of child run ${runId}`).pipe(Effect.option)
+      if (Option.isSome(typed)) return yield* Effect.fail(typed.value)
+    }
+    return yield* new ChildWorkflowFailed({
+      childRunId: runId,
+      workflowName: child.name,
+      state: outcome.state,
+      errorName: error?.name ?? (outcome.state === "cancelled" ? "RunCancelled" : "Error"),
+      message: error?.message ?? `Child run ${runId} of ${child.name} was ${outcome.state}`,
+      ...(error?.data !== undefined ? { data: error.data } : {})
+    })
+  })
+
+/**
+ * Starts `child` as a child run and waits for its end (`startChild` then `result`): its result, its declared error
+ * decoded, or `ChildWorkflowFailed`. While the child runs, this run waits on the server (`awaiting_child`) holding
+ * no worker; the child's end wakes it, however the child ended.
+ *
+ * @example
+ * ```ts
+ * const receipt = yield* Workflow.executeChild(Payment, { orderId, amount }).pipe(
+ *   Effect.catchTag("CardDeclined", () => Effect.succeed(undefined))
+ * )
+ * ```
+ */
+export const executeChild = <Payload extends Schema.Top, Success extends Schema.Top, Error extends Schema.Top, R>(
+  child: Workflow<Payload, Success, Error, R>,
+  payload: Payload["Type"],
+  options: ChildOptions = {}
+): Effect.Effect<Success["Type"], Error["Type"] | ChildWorkflowFailed, WorkflowRun> =>
+  Effect.flatMap(startChild(child, payload, options), (handle) => handle.result)
 
 /** `name@version`, how a workflow version is keyed and shown. */
 export const key = (workflow: { readonly name: string; readonly version: string }) => `${workflow.name}@${workflow.version}`

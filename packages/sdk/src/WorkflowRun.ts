@@ -2,8 +2,8 @@
  * The run a workflow's code is executing, available inside a workflow as a service. Tasks started from the
  * workflow go through it: it looks each call up in the run's journal and runs only what is not recorded yet.
  */
-import type { RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
-import type { Json } from "@aiki/contract/Models"
+import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
+import type { ErrorDetails, Json, ParentClosePolicy } from "@aiki/contract/Models"
 import { Context, type Effect, type Option, type Schema } from "effect"
 import type { Retry } from "./Retry.ts"
 
@@ -38,6 +38,20 @@ export interface TaskContext {
   readonly heartbeat: (details?: Json) => Effect.Effect<void>
 }
 
+/** A child run to start (`Workflow.startChild`), its payload encoded. */
+export interface ChildStart {
+  readonly workflowName: WorkflowName
+  readonly workflowVersion: WorkflowVersion
+  readonly payload: Json
+  readonly idempotencyKey?: IdempotencyKey | undefined
+  readonly parentClosePolicy: ParentClosePolicy
+}
+
+/** How a child run ended, as its parent's journal records it (values as stored, before the child's schemas). */
+export type ChildOutcome =
+  | { readonly state: "completed"; readonly result: Json }
+  | { readonly state: "failed" | "cancelled"; readonly error?: ErrorDetails }
+
 export class WorkflowRun extends Context.Service<WorkflowRun, {
   readonly runId: RunId
   readonly workflowName: WorkflowName
@@ -61,4 +75,8 @@ export class WorkflowRun extends Context.Service<WorkflowRun, {
   readonly patched: (changeId: string) => Effect.Effect<boolean>
   /** Marks change `changeId` as the only path: runs that recorded it replay, others record nothing. */
   readonly deprecatePatch: (changeId: string) => Effect.Effect<void>
+  /** Starts a child run once (a replay gets the same run id back); returns its id. */
+  readonly startChild: (child: ChildStart) => Effect.Effect<RunId>
+  /** Waits for a child run to end, parked on the server (`awaiting_child`) meanwhile. */
+  readonly awaitChild: (childRunId: RunId) => Effect.Effect<ChildOutcome>
 }>()("@aiki/sdk/WorkflowRun") {}

@@ -53,7 +53,16 @@ import * as EffectWorker from "./Worker.ts"
 import * as EffectWorkflow from "./Workflow.ts"
 import { WorkflowRun } from "./WorkflowRun.ts"
 
-export { InvalidOptions, NonDeterminismError, RunCancelled, RunFailed, TaskError, TaskTimedOut, WaitTimeout } from "./Errors.ts"
+export {
+  ChildWorkflowFailed,
+  InvalidOptions,
+  NonDeterminismError,
+  RunCancelled,
+  RunFailed,
+  TaskError,
+  TaskTimedOut,
+  WaitTimeout
+} from "./Errors.ts"
 export type { CreateScheduleOptions, ResetTarget, StartTimeoutOptions }
 export type {
   DebounceOptions,
@@ -281,6 +290,23 @@ export interface WorkflowContext<Payload = unknown> {
   readonly patched: (changeId: string) => boolean
   /** Retires a patch once no run can answer false any more: runs that recorded it still replay. */
   readonly deprecatePatch: (changeId: string) => void
+  /**
+   * Starts another workflow's run as a child of this run, once (a replay gets the same child back), and returns
+   * its handle: `await handle.result()` waits for its end, holding no worker (`awaiting_child`). Cancelling this
+   * run cancels the child unless `parentClosePolicy` is `"abandon"`.
+   */
+  readonly startChild: <ChildPayload, ChildResult>(
+    workflow: VersionedWorkflow<ChildPayload, ChildResult>,
+    request: ChildRequest<ChildPayload>
+  ) => Promise<ChildRunHandle<ChildResult>>
+  /**
+   * `startChild` and wait for its result. Rejects with `ChildWorkflowFailed` (the child's error name, message and
+   * data) when the child failed or was cancelled.
+   */
+  readonly executeChild: <ChildPayload, ChildResult>(
+    workflow: VersionedWorkflow<ChildPayload, ChildResult>,
+    request: ChildRequest<ChildPayload>
+  ) => Promise<ChildResult>
   readonly [services]: RunServices
 }
 
@@ -288,6 +314,22 @@ export interface WorkflowContext<Payload = unknown> {
 export type EventWaitResult<Payload> =
   | { readonly timedOut: true }
   | { readonly timedOut: false; readonly payload: Payload }
+
+/** How a child run is started from a workflow (`ctx.startChild`, `ctx.executeChild`). */
+export interface ChildRequest<Payload> {
+  readonly payload: Payload
+  /** @default one derived from this run and the call's place in it */
+  readonly idempotencyKey?: string
+  /** What cancelling this run does to the unfinished child: `cancel` it, or `abandon` it. @default "cancel" */
+  readonly parentClosePolicy?: "cancel" | "abandon"
+}
+
+/** A child run started by `ctx.startChild`. */
+export interface ChildRunHandle<Result> {
+  readonly id: string
+  /** Resolves with the child's result once it ends; rejects with `ChildWorkflowFailed` if it failed or was cancelled. */
+  readonly result: () => Promise<Result>
+}
 
 export interface VersionOptions<Payload, Result> extends FlowControlOptions<Payload> {
   /**
@@ -368,6 +410,7 @@ const workflowShape: Options.Shape = {
   nested: { retry: retryShape, ...flowShapes }
 }
 const versionShape: Options.Shape = { known: ["run", "retry", ...flowOptions], nested: { retry: retryShape, ...flowShapes } }
+const childShape: Options.Shape = { known: ["payload", "idempotencyKey", "parentClosePolicy"] }
 const startShape: Options.Shape = {
   known: [
     "payload",
@@ -451,6 +494,8 @@ export const workflow = ((
                   // Synchronous: a patch is looked up in the journal and its marker queued, nothing is awaited.
                   patched: (changeId) => Effect.runSync(run.patched(changeId)),
                   deprecatePatch: (changeId) => Effect.runSync(run.deprecatePatch(changeId)),
+                  startChild: (child, request) => startChild(inRun, child, request),
+                  executeChild: (child, request) => startChild(inRun, child, request).then((handle) => handle.result()),
                   [services]: inRun
                 }, payload as Payload)
               )
@@ -487,6 +532,33 @@ export const workflow = ((
   return v(version!, { ...rest, run: run! })
 }) as WorkflowConstructor
 
+/** Starts a child run from a promise workflow; its handle's `result()` is one durable wait, however often called. */
+const startChild = async <Payload, Result>(
+  inRun: RunServices,
+  child: VersionedWorkflow<Payload, Result>,
+  request: ChildRequest<Payload>
+): Promise<ChildRunHandle<Result>> => {
+  const where = `ctx.startChild(${child?.name})`
+  if (child === undefined || child === null || typeof child !== "object" || !("effect" in child)) {
+    throw new InvalidOptions({ where, option: "workflow", reason: "the first argument must be a workflow version (`workflow(…).v(…)`)" })
+  }
+  Options.check(where, request, childShape)
+  const { idempotencyKey, parentClosePolicy, payload } = request
+  const handle = await runToPromise(
+    inRun.context,
+    EffectWorkflow.startChild(child.effect, toJson(payload), {
+      ...(idempotencyKey !== undefined ? { idempotencyKey } : {}),
+      ...(parentClosePolicy !== undefined ? { parentClosePolicy } : {})
+    }),
+    inRun.signal
+  )
+  let result: Promise<Result> | undefined
+  return {
+    id: handle.runId,
+    result: () => (result ??= runToPromise(inRun.context, handle.result, inRun.signal) as Promise<Result>)
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Client and run handles
 
@@ -497,6 +569,8 @@ export interface WorkflowRunHandle<Result> {
   /** Resolves with the result once the run completes; rejects with `RunFailed`, `RunCancelled` or `WaitTimeout`. */
   readonly waitForCompletion: (options?: { readonly timeoutMs?: number }) => Promise<Result>
   readonly cancel: () => Promise<RunRecord>
+  /** The runs this run started with `ctx.startChild` / `ctx.executeChild`, oldest first. */
+  readonly getChildren: () => Promise<ReadonlyArray<RunRecord>>
   /**
    * Runs a failed or cancelled run again, as the same run: completed tasks are replayed, failed and unfinished ones
    * run again. Rejects with `InvalidTransition` when the run is in any other state.
@@ -535,6 +609,7 @@ export const toHandle = <Result>(client: Client, handle: RunHandle<unknown, unkn
   retry: () => client.runtime.runPromise(handle.retry),
   reset: (to) => client.runtime.runPromise(handle.reset(to)),
   ...(handle.warning !== undefined ? { warning: handle.warning } : {}),
+  getChildren: () => client.runtime.runPromise(handle.children),
   sendEvent: (name, payload, options) => {
     if (options !== undefined) Options.check("sendEvent()", options, { known: ["eventId"] })
     return client.runtime.runPromise(handle.sendEvent(name, toJson(payload), options)).then((sent) => ({

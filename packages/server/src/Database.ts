@@ -22,6 +22,7 @@ import schedulesAndFlowControl from "./migrations/0009_schedules_and_flow_contro
 import eventIds from "./migrations/0010_event_ids.ts"
 import timeoutsAndPoisonRuns from "./migrations/0011_timeouts_and_poison_runs.ts"
 import retryAndReset from "./migrations/0012_retry_and_reset.ts"
+import childWorkflows from "./migrations/0013_child_workflows.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -36,7 +37,8 @@ export const migrations = PgMigrator.fromRecord({
   "0009_schedules_and_flow_control": schedulesAndFlowControl,
   "0010_event_ids": eventIds,
   "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns,
-  "0012_retry_and_reset": retryAndReset
+  "0012_retry_and_reset": retryAndReset,
+  "0013_child_workflows": childWorkflows
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

@@ -3,6 +3,8 @@
  * - runs whose lease lapsed, or whose worker stopped renewing its liveness, go back to `pending` (unless this server
  *   is in its grace period after an outage, see `LeaseGrace`);
  * - parked runs that are due (a sleep or a retry delay passed) go back to `pending`;
+ * - parents parked waiting for a child that ended are woken, and children of cancelled parents are cancelled (both
+ *   follow the child's or the parent's commit at once; the reaper catches what a process dying in between lost);
  * - pending runs whose stream entry is gone (an entry was lost) get a new one after `REPUBLISH_AFTER_MS`;
  * - and every second: when Redis lost all its data (restarted empty), every pending run gets a new entry at once.
  * Runs flow control holds back have no entry until they are offered again (`FlowOffers`): none is republished.
@@ -46,6 +48,34 @@ export const wakeDueRuns = Effect.gen(function*() {
     ORDER BY wake_at LIMIT ${batchSize}`.pipe(Effect.orDie)
   return yield* transitions.wakeDue(due.map((d) => d.id))
 }).pipe(Effect.withSpan("Reaper.wakeDueRuns"))
+
+/**
+ * Wakes parked parents whose awaited child has ended. The child's commit wakes its parent through the post-commit
+ * hook at once; this finds the wake-ups a process that died right after that commit never submitted.
+ */
+export const wakeParents = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const transitions = yield* RunTransitions
+  const ended = yield* sql<{ readonly parent_run_id: RunId; readonly child_run_id: RunId }>`
+    SELECT p.id AS parent_run_id, c.id AS child_run_id
+    FROM workflow_runs p JOIN workflow_runs c ON c.id = ANY(p.awaiting_children)
+    WHERE p.state IN ('sleeping', 'awaiting_event', 'awaiting_child', 'awaiting_retry') AND p.awaiting_children IS NOT NULL
+      AND c.state IN ('completed', 'failed', 'cancelled')
+    LIMIT ${batchSize}`.pipe(Effect.orDie)
+  return yield* transitions.wakeParents(ended.map((e) => ({ parentRunId: e.parent_run_id, childRunId: e.child_run_id })))
+}).pipe(Effect.withSpan("Reaper.wakeParents"))
+
+/** Cancels unfinished children (policy `cancel`) of cancelled parents that the post-commit hook did not reach. */
+export const cascadeCancels = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const transitions = yield* RunTransitions
+  const orphans = yield* sql<{ readonly id: RunId }>`
+    SELECT c.id FROM workflow_runs c JOIN workflow_runs p ON p.id = c.parent_run_id
+    WHERE c.parent_run_id IS NOT NULL AND c.parent_close_policy = 'cancel'
+      AND c.state NOT IN ('completed', 'failed', 'cancelled') AND p.state = 'cancelled'
+    LIMIT ${batchSize}`.pipe(Effect.orDie)
+  return yield* transitions.cancelChildren(orphans.map((o) => o.id))
+}).pipe(Effect.withSpan("Reaper.cascadeCancels"))
 
 /** A pending run with its latest outbox row (none when it was never published). */
 interface Candidate {
@@ -133,6 +163,8 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const tick = Effect.all([
     requeueLapsed,
     wakeDueRuns,
+    wakeParents,
+    cascadeCancels,
     republishLostRuns.pipe(
       Effect.catchTag("RedisUnavailable", (e) => Effect.logWarning("Reaper cannot check Redis streams", e.reason))
     )

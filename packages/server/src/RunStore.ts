@@ -47,6 +47,8 @@ export class RunStore extends Context.Service<RunStore, {
   readonly list: (input: ListRunsInput) => Effect.Effect<RunPage>
   readonly tasks: (id: RunId) => Effect.Effect<ReadonlyArray<Task>, RunNotFound>
   readonly transitions: (id: RunId) => Effect.Effect<ReadonlyArray<Transition>, RunNotFound>
+  /** The runs `id` started as children, oldest first. */
+  readonly children: (id: RunId) => Effect.Effect<ReadonlyArray<WorkflowRun>, RunNotFound>
   /** Cancels a run that has not finished; cancelling a cancelled run returns it unchanged. */
   readonly cancel: (id: RunId) => Effect.Effect<WorkflowRun, RunNotFound | InvalidTransition>
   /** Keeps an event for the run's next wait for `name`, waking the run if it is waiting for events. */
@@ -163,6 +165,14 @@ export class RunStore extends Context.Service<RunStore, {
         return rows.map(toTransition)
       })
 
+      const children = Effect.fn("RunStore.children")(function*(id: RunId) {
+        yield* exists(id)
+        const rows = yield* sql<RunRow>`SELECT * FROM workflow_runs WHERE parent_run_id = ${id} ORDER BY id`.pipe(
+          Effect.orDie
+        )
+        return rows.map(toRun)
+      })
+
       const cancel = Effect.fn("RunStore.cancel")((id: RunId) => engine.cancel(id))
 
       const follow = Effect.fn("RunStore.follow")(function*(id: RunId) {
@@ -200,7 +210,7 @@ export class RunStore extends Context.Service<RunStore, {
         engine.sendEvent(id, name, payload, eventId)
       )
 
-      return RunStore.of({ start, startMany, retry, reset, discarded, get, list, tasks, transitions, cancel, sendEvent, follow })
+      return RunStore.of({ start, startMany, retry, reset, discarded, get, list, tasks, transitions, children, cancel, sendEvent, follow })
     })
   )
 }

@@ -14,8 +14,9 @@
  * retried one by one.
  *
  * After a group commits, `afterCommit` does everything that must follow a committed change: metrics, handing
- * the new outbox rows to the publisher so a runnable run reaches Redis at once, and handing the slots runs gave back
- * to `FlowOffers` (flow control). It is the one post-commit hook.
+ * the new outbox rows to the publisher so a runnable run reaches Redis at once, handing the slots runs gave back
+ * to `FlowOffers` (flow control), and submitting what child workflows' ends and parents' cancellations entail
+ * (waking the parent, cancelling the children). It is the one post-commit hook.
  */
 import {
   type EventConflict,
@@ -23,7 +24,7 @@ import {
   type InvalidRequest,
   type InvalidTransition,
   PayloadTooLarge,
-  type RunNotFound,
+  RunNotFound,
   WorkerNotFound
 } from "@aiki/contract/Errors"
 import { defaultPriority, type Debounce as DebounceInput, type FlowPolicy } from "@aiki/contract/FlowControl"
@@ -41,6 +42,7 @@ import {
   Claims,
   HeartbeatReply,
   type HeldRun,
+  type ParentClosePolicy,
   type Json,
   Lease,
   SentEvent,
@@ -49,11 +51,13 @@ import {
   type WriteResult,
   type WorkflowRun
 } from "@aiki/contract/Models"
+import { isTerminal, type RunState } from "@aiki/contract/RunState"
 import { type Cause, Clock, Context, DateTime, Deferred, Effect, Layer, Queue } from "effect"
 import { SqlClient } from "effect/sql"
 import { v7 as uuidv7 } from "uuid"
 import {
   Cancel,
+  childrenOf,
   Claim,
   Debounce,
   decide,
@@ -70,11 +74,12 @@ import {
   TimeOutAttempt,
   TimeOutRun,
   Wake,
+  WakeParent,
   WorkerWrite
 } from "./internal/decisions.ts"
 import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
 import { FlowControl } from "./FlowControl.ts"
-import { Ledger, loadEntries, loadEvents, loadJournalHeads, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
+import { Ledger, loadChildren, loadEntries, loadEvents, loadJournalHeads, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
 import { selectJournals } from "./internal/sql.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
@@ -106,6 +111,8 @@ export interface StartRunInput {
   readonly scheduleToStartTimeoutMs?: number | undefined
   /** Why the start is flagged (kept on the run): e.g. no worker has registered its version. */
   readonly startWarning?: string | undefined
+  /** The run starting this one as its child (`StartChild`), and what its cancellation does to the child. */
+  readonly parent?: { readonly runId: RunId; readonly closePolicy: ParentClosePolicy } | undefined
 }
 
 /**
@@ -151,11 +158,19 @@ const runColumns = (start: Start) => ({
   scheduled_for: start.input.schedule?.fireTime ?? null,
   execution_timeout_ms: start.input.executionTimeoutMs ?? null,
   schedule_to_start_timeout_ms: start.input.scheduleToStartTimeoutMs ?? null,
-  start_warning: start.input.startWarning ?? null
+  start_warning: start.input.startWarning ?? null,
+  parent_run_id: start.input.parent?.runId ?? null,
+  parent_close_policy: start.input.parent?.closePolicy ?? null
 })
 
 const debounceMessage = (debounce: DebounceInput) =>
   `debounced (key ${debounce.key}): starts once no start replaced it for ${debounce.delayMs} ms`
+
+/** Children that ended (their parents to wake) and runs cancelled (their children to cancel) in one group. */
+interface Family {
+  readonly ended: ReadonlyArray<{ readonly parentRunId: RunId; readonly childRunId: RunId }>
+  readonly cancelled: ReadonlyArray<RunId>
+}
 
 /** Units taken into one group at most (a group is one transaction). */
 const maxUnitsPerGroup = 256
@@ -206,6 +221,10 @@ export class RunTransitions extends Context.Service<RunTransitions, {
   ) => Effect.Effect<number>
   /** Fails those of `runIds` past their execution or schedule-to-start deadline; returns how many. */
   readonly timeOutRuns: (runIds: ReadonlyArray<RunId>) => Effect.Effect<number>
+  /** Wakes each parent parked waiting for the child that ended; returns how many woke. */
+  readonly wakeParents: (ended: ReadonlyArray<{ readonly parentRunId: RunId; readonly childRunId: RunId }>) => Effect.Effect<number>
+  /** Cancels children whose parent was cancelled (`parent_cancelled`); returns how many. */
+  readonly cancelChildren: (childRunIds: ReadonlyArray<RunId>) => Effect.Effect<number>
 }>()("@aiki/server/RunTransitions") {
   static readonly layer = Layer.effect(RunTransitions, Effect.suspend(() => make))
 }
@@ -217,6 +236,7 @@ const make = Effect.gen(function*() {
   const grace = yield* LeaseGrace
   const flowControl = yield* FlowControl
   const units = yield* Effect.acquireRelease(Queue.unbounded<Unit>(), Queue.shutdown)
+  const scope = yield* Effect.scope
 
   /** Inserts the group's new runs; a start whose idempotency key is taken gets the run holding it (or a conflict). */
   const insertStarts = (starts: ReadonlyArray<Start>) =>
@@ -235,16 +255,18 @@ const make = Effect.gen(function*() {
           SELECT * FROM jsonb_to_recordset(${JSON.stringify(input)}::jsonb) AS i(
             id uuid, workflow_name text, workflow_version text, payload text, idempotency_key text, trace_parent text,
             stream text, priority int, concurrency_key text, concurrency_limit int, ordering_key text, rate_limit_key text,
-            schedule_id text, scheduled_for timestamptz, execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint, start_warning text)
+            schedule_id text, scheduled_for timestamptz, execution_timeout_ms bigint, schedule_to_start_timeout_ms bigint, start_warning text,
+            parent_run_id uuid, parent_close_policy text)
         ), inserted AS (
           INSERT INTO workflow_runs (id, workflow_name, workflow_version, state, payload, idempotency_key, trace_parent,
             priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
-            deadline_at, start_deadline_at, start_warning)
+            deadline_at, start_deadline_at, start_warning, parent_run_id, parent_close_policy)
           SELECT id, workflow_name, workflow_version, 'pending', payload::json, idempotency_key, trace_parent,
             priority, concurrency_key, concurrency_limit, ordering_key, rate_limit_key, schedule_id, scheduled_for,
             now() + make_interval(secs => COALESCE(i.execution_timeout_ms, (SELECT v.execution_timeout_ms FROM workflow_versions v
               WHERE v.workflow_name = i.workflow_name AND v.version = i.workflow_version)) / 1000.0),
-            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0), i.start_warning
+            now() + make_interval(secs => i.schedule_to_start_timeout_ms / 1000.0), i.start_warning,
+            i.parent_run_id, i.parent_close_policy
           FROM input i
           ON CONFLICT (workflow_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
           RETURNING id
@@ -402,6 +424,7 @@ const make = Effect.gen(function*() {
         yield* insertDebounced(debounced)
         return yield* afterCommit([], starts, outboxRows, [])
       }
+      let startedChildren: ReadonlyArray<Start> = []
       const outboxRows = yield* sql.withTransaction(Effect.gen(function*() {
         const sends = changes.filter((c): c is SendEvent => c._tag === "SendEvent")
         if (sends.length > 0) {
@@ -421,6 +444,7 @@ const make = Effect.gen(function*() {
         }
         yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
         yield* loadJournalHeads(sql, ledger, changes.flatMap((c) => c._tag === "Reopen" && c.target !== undefined ? [c.runId] : []))
+        yield* loadChildren(sql, ledger, [...new Set(changes.flatMap(childrenOf))])
         const eventNeeds = changes.flatMap((c) => eventsOf(c) ?? [])
         yield* loadEvents(
           sql,
@@ -431,7 +455,16 @@ const make = Effect.gen(function*() {
         )
         for (const change of changes) decide(context, change)
         for (const beat of beats) ledger.beats.set(beat.workerId, beat.livenessMs)
-        const started = yield* insertStarts(plain)
+        const children = yield* childStarts(ledger)
+        startedChildren = children.map((c) => c.start)
+        const started = yield* insertStarts([...plain, ...children.map((c) => c.start)])
+        for (const { child, start } of children) {
+          child.answer(
+            start.outcome instanceof StartedRun
+              ? { _tag: "ChildStarted", childRunId: start.outcome.id }
+              : start.outcome ?? RunNotFound.of(start.id)
+          )
+        }
         yield* insertDebounced(debounced)
         const written = yield* write(sql, ledger, (run) => outbox.streamOf(run.workflowName, run.workflowVersion, run.flow.priority))
         yield* writeFlow(sql, ledger)
@@ -441,21 +474,91 @@ const make = Effect.gen(function*() {
         yield* readChanged(changes.filter((c): c is Cancel | Reopen => c._tag === "Cancel" || c._tag === "Reopen"))
         return [...started, ...written.outbox]
       }))
-      yield* afterCommit(ledger.transitions, starts, outboxRows, freedBy(ledger, ledger.transitions))
+      yield* afterCommit(
+        ledger.transitions,
+        [...starts, ...startedChildren],
+        outboxRows,
+        freedBy(ledger, ledger.transitions),
+        familyOf(ledger)
+      )
     })
+
+  /**
+   * The runs a group's `StartChild` writes start: the parent named, the idempotency key given or derived from the
+   * parent and the call's place (so asking again finds the same child), the priority the child's version declares,
+   * the parent's trace.
+   */
+  const childStarts = (ledger: Ledger) =>
+    Effect.gen(function*() {
+      if (ledger.childStarts.length === 0) return []
+      const now = yield* Clock.currentTimeMillis
+      const policies = yield* flowControl.policies(
+        ledger.childStarts.map((c) => ({ name: c.write.workflowName, version: c.write.workflowVersion }))
+      )
+      return ledger.childStarts.map((child) => {
+        const input: StartRunInput = {
+          workflowName: child.write.workflowName as WorkflowName,
+          workflowVersion: child.write.workflowVersion as WorkflowVersion,
+          payload: child.write.payload,
+          idempotencyKey: (child.write.idempotencyKey ?? `aiki:child:${child.parentRunId}:${child.sequence}`) as IdempotencyKey,
+          parent: { runId: child.parentRunId as RunId, closePolicy: child.write.parentClosePolicy },
+          // The child's execution continues the parent's trace.
+          traceParent: child.traceParent ?? undefined
+        }
+        const start: Start = { id: uuidv7({ msecs: now }) as RunId, input, priority: priorityOf(input, policies), outcome: undefined }
+        return { child, start }
+      })
+    })
+
+  /** What a group's committed transitions mean for parents and children: parents to wake, parents cancelled. */
+  const familyOf = (ledger: Ledger): Family => {
+    const ended: Array<{ readonly parentRunId: RunId; readonly childRunId: RunId }> = []
+    const cancelled: Array<RunId> = []
+    for (const t of ledger.transitions) {
+      if (t.taskAddress !== null || !isTerminal(t.to as RunState)) continue
+      const run = ledger.runs.get(t.runId)
+      if (run?.parentRunId != null) ended.push({ parentRunId: run.parentRunId as RunId, childRunId: run.id as RunId })
+      if (t.to === "cancelled") cancelled.push(t.runId as RunId)
+    }
+    return { ended, cancelled }
+  }
+
+  /**
+   * Wakes the parents of children that ended and cancels the children (policy `cancel`) of parents that were
+   * cancelled, as changes of their own. Not awaited: the committer must not wait on a group behind it. Should the
+   * process die first, the reaper finds both (`Reaper.wakeParents`, `Reaper.cascadeCancels`).
+   */
+  const followFamily = ({ cancelled, ended }: Family) =>
+    Effect.gen(function*() {
+      const changes: Array<RunChange> = ended.map((e) => WakeParent(e.parentRunId, e.childRunId))
+      if (cancelled.length > 0) {
+        const children = yield* sql<{ readonly id: RunId }>`
+          SELECT id FROM workflow_runs
+          WHERE parent_run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(cancelled)}::jsonb))
+            AND parent_close_policy = 'cancel' AND state NOT IN ('completed', 'failed', 'cancelled')`.pipe(Effect.orDie)
+        for (const child of children) changes.push(Cancel(child.id, "parent_cancelled"))
+      }
+      if (changes.length > 0) yield* submit({ changes })
+    }).pipe(
+      Effect.catchCause((cause) => Effect.logWarning("Waking parents or cancelling children failed; the reaper will", cause)),
+      Effect.forkIn(scope),
+      Effect.asVoid
+    )
 
   /** Everything that must follow a committed change, in one place. */
   const afterCommit = (
     transitions: ReadonlyArray<TransitionRecord>,
     starts: ReadonlyArray<Start>,
     outboxRows: ReadonlyArray<OutboxRow>,
-    freed: ReadonlyArray<Freed>
+    freed: ReadonlyArray<Freed>,
+    family: Family = { ended: [], cancelled: [] }
   ) =>
     Effect.gen(function*() {
       const created = starts.flatMap((s) => s.outcome instanceof StartedRun && s.outcome.created ? [s.input.workflowName] : [])
       yield* Metrics.recordCommitted({ transitions, created, now: yield* Clock.currentTimeMillis })
       if (outboxRows.length > 0) yield* outbox.publishNow(outboxRows)
       yield* flowControl.freed(freed)
+      if (family.ended.length > 0 || family.cancelled.length > 0) yield* followFamily(family)
     })
 
   /** Commits a group; should its transaction fail as a whole, each unit is tried alone so none fails another. */
@@ -642,7 +745,25 @@ const make = Effect.gen(function*() {
       return changes.filter((c) => c.outcome === true).length
     })
 
+  const wakeParents = (ended: ReadonlyArray<{ readonly parentRunId: RunId; readonly childRunId: RunId }>) =>
+    Effect.gen(function*() {
+      if (ended.length === 0) return 0
+      const changes = ended.map((e) => WakeParent(e.parentRunId, e.childRunId))
+      yield* submit({ changes })
+      return changes.filter((c) => c.outcome === true).length
+    })
+
+  const cancelChildren = (childRunIds: ReadonlyArray<RunId>) =>
+    Effect.gen(function*() {
+      if (childRunIds.length === 0) return 0
+      const changes = childRunIds.map((id) => Cancel(id, "parent_cancelled"))
+      yield* submit({ changes })
+      return changes.filter((c) => c.outcome === "cancelled").length
+    })
+
   return RunTransitions.of({
+    wakeParents,
+    cancelChildren,
     start,
     startMany,
     claim,

@@ -50,13 +50,17 @@ const get = Command.make("get", { id: runId }, ({ id }) =>
     Effect.gen(function*() {
       const run = yield* api.runs.status({ params: { id: id as RunId } })
       const tasks = yield* api.runs.tasks({ params: { id: run.id } })
-      if (json) return yield* Output.json({ run, tasks })
+      const children = yield* api.runs.children({ params: { id: run.id } })
+      if (json) return yield* Output.json({ run, tasks, children })
       yield* Console.log(Output.runSummary(run))
       if (tasks.length > 0) {
         yield* Console.log(`\n${Output.table(["TASK", "STATE", "ATTEMPTS", "RESULT / ERROR"], Output.taskRows(tasks))}`)
       }
+      if (children.length > 0) {
+        yield* Console.log(`\n${Output.table(["CHILD", "WORKFLOW", "STATE", "CREATED"], Output.childRows(children))}`)
+      }
     })
-  )).pipe(Command.withDescription("Show a run with its tasks"))
+  )).pipe(Command.withDescription("Show a run with its tasks, its parent and its children"))
 
 const cancel = Command.make("cancel", { id: runId }, ({ id }) =>
   withClient((api, json) =>

@@ -44,6 +44,8 @@ interface Loaded {
   readonly run: WorkflowRun
   readonly tasks: ReadonlyArray<Task>
   readonly transitions: ReadonlyArray<Transition>
+  /** The runs it started as children (`startChild`). */
+  readonly children: ReadonlyArray<WorkflowRun>
 }
 
 const Field = ({ label, children }: { readonly label: string; readonly children: preact.ComponentChildren }) => (
@@ -144,22 +146,37 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
   const runId = id as RunId
 
   const loadTrail = async () => {
-    const trail = await request((api) => api.runs.transitions({ params: { id: runId } }))
-    if (trail.ok) setLoaded((current) => current === undefined ? current : { ...current, transitions: trail.value })
+    const [trail, children] = await Promise.all([
+      request((api) => api.runs.transitions({ params: { id: runId } })),
+      request((api) => api.runs.children({ params: { id: runId } }))
+    ])
+    setLoaded((current) =>
+      current === undefined ? current : {
+        ...current,
+        ...(trail.ok ? { transitions: trail.value } : {}),
+        ...(children.ok ? { children: children.value } : {})
+      }
+    )
   }
 
   useEffect(() => {
     let cancelled = false
     setLoaded(undefined)
     void (async () => {
-      const [run, tasks, transitions] = await Promise.all([
+      const [run, tasks, transitions, children] = await Promise.all([
         request((api) => api.runs.status({ params: { id: runId } })),
         request((api) => api.runs.tasks({ params: { id: runId } })),
-        request((api) => api.runs.transitions({ params: { id: runId } }))
+        request((api) => api.runs.transitions({ params: { id: runId } })),
+        request((api) => api.runs.children({ params: { id: runId } }))
       ])
       if (cancelled) return
       if (!run.ok) return setFailure(run.failure)
-      setLoaded({ run: run.value, tasks: tasks.ok ? tasks.value : [], transitions: transitions.ok ? transitions.value : [] })
+      setLoaded({
+        run: run.value,
+        tasks: tasks.ok ? tasks.value : [],
+        transitions: transitions.ok ? transitions.value : [],
+        children: children.ok ? children.value : []
+      })
     })()
     // Live: every change to the run or a task, until the run is final (then the server ends the stream).
     const stop = follow((api) => api.runs.events({ params: { id: runId } }), (update) => {
@@ -196,7 +213,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
       </section>
     )
   }
-  const { run, tasks, transitions } = loaded
+  const { children, run, tasks, transitions } = loaded
   const end = run.finishedAt !== undefined ? millis(run.finishedAt) : now
   const canCancel = mayCall(role, { group: "runs", endpoint: "cancel" }) && !isTerminal(run.state)
   const canSend = mayCall(role, { group: "runs", endpoint: "sendEvent" }) && !isTerminal(run.state)
@@ -255,6 +272,17 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
             {run.scheduledFor !== undefined && <> for {time(run.scheduledFor)}</>}
           </Field>
         )}
+        {run.parentRunId !== undefined && (
+          <Field label="Parent run">
+            <a class="mono" href={href.run(run.parentRunId)}>{run.parentRunId}</a>
+            {run.parentClosePolicy === "abandon" && <> (runs on if it is cancelled)</>}
+          </Field>
+        )}
+        {run.awaitingChildren !== undefined && (
+          <Field label="Waiting for children">
+            {run.awaitingChildren.map((child) => <a key={child} class="mono" href={href.run(child)}>{child}</a>)}
+          </Field>
+        )}
         {run.idempotencyKey !== undefined && <Field label="Idempotency key"><span class="mono">{run.idempotencyKey}</span></Field>}
         {run.leaseOwner !== undefined && <Field label="Worker"><span class="mono">{run.leaseOwner}</span></Field>}
         <Field label="Leases granted">{run.leaseEpoch}</Field>
@@ -279,6 +307,21 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
         )}
       </div>
       <LazyTimeline run={run} tasks={tasks} transitions={transitions} now={now} />
+      {children.length > 0 && (
+        <section class="card" aria-labelledby="children-title">
+          <h2 id="children-title">Child runs</h2>
+          <Table columns={["Run", "Workflow", "State", "Started"]}>
+            {children.map((child) => (
+              <tr key={child.id}>
+                <td><a class="mono" href={href.run(child.id)}>{child.id}</a></td>
+                <td>{child.workflowName}@{child.workflowVersion}</td>
+                <td><StateBadge state={child.state} /></td>
+                <td>{time(child.createdAt)}</td>
+              </tr>
+            ))}
+          </Table>
+        </section>
+      )}
       <section class="card" aria-labelledby="trail-title">
         <h2 id="trail-title">Audit trail</h2>
         <Table columns={["At", "Of", "From", "To", "Why", "Worker"]} class="trail">

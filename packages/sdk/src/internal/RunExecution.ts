@@ -24,7 +24,7 @@ import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberS
 import { NonDeterminismError, TaskError, TaskTimedOut, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
-import { type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
+import { type ChildOutcome, type ChildStart, type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
 import { AttemptTimeouts } from "./AttemptTimeouts.ts"
 import { type Entry, Journal, type Outcome, patchMarker, replayVersion } from "./Journal.ts"
 import * as JsonCodec from "./json.ts"
@@ -71,7 +71,12 @@ interface Call {
    * While the call waits on something durable (no task code running): until when, or for which event, and why:
    * a sleep or a retry delay may park the run; a wait `here` (a `Schedule`'s delay) keeps it on this worker.
    */
-  waiting: { readonly until?: number; readonly event?: string; readonly kind: "sleep" | "retry" | "event" | "here" } | undefined
+  waiting: {
+    readonly until?: number
+    readonly event?: string
+    readonly child?: RunId
+    readonly kind: "sleep" | "retry" | "event" | "child" | "here"
+  } | undefined
   /** Completed when a refused park says the awaited event is there: receive again. */
   recheck: Deferred.Deferred<void> | undefined
 }
@@ -93,6 +98,35 @@ type Ending =
   | { readonly _tag: "Fatal"; readonly error: unknown }
 
 const defaultScheduler = new Scheduler.MixedScheduler()
+
+/**
+ * Whether a write's answer says it was committed: written, or answered with what the server found (an event, a
+ * child's state). A lost lease or a refusal is not: nothing that depends on the write may follow it. (A barrier is
+ * the run's last write when a call was made, which may be a question such as `ReceiveEvent` or `AwaitChild`.)
+ */
+const isCommitted = (answer: WriteResult): boolean => {
+  switch (answer._tag) {
+    case "Written":
+    case "EventReceived":
+    case "NoEvent":
+    case "EventWaiting":
+    case "ChildStarted":
+    case "ChildRunning":
+    case "ChildEnded":
+    case "ChildrenEnded":
+    // The child's start was refused, but the group committed: the code learns of it through the entry's failure.
+    case "IdempotencyConflict":
+      return true
+    // The server closed the attempt for a timeout: what followed it is decided anew (as when only `Written` counted).
+    case "AttemptTimedOut":
+    case "LeaseLost":
+    case "RunNotFound":
+    case "InvalidTransition":
+    case "TaskNotFound":
+    case "PayloadTooLarge":
+      return false
+  }
+}
 
 /** Runs `effect` outside the run's deterministic scheduler (task code, timers, the loop). */
 const outside = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.provideService(effect, Scheduler.Scheduler, defaultScheduler)
@@ -145,6 +179,12 @@ export const execute = Effect.fnUntraced(function*(
       case "NoEvent":
       case "EventWaiting":
       case "AttemptTimedOut":
+      case "ChildStarted":
+      case "ChildRunning":
+      case "ChildEnded":
+      case "ChildrenEnded":
+      // A child's idempotency key taken by another run: the child's start fails (see `startChild`).
+      case "IdempotencyConflict":
         return
       case "LeaseLost":
       case "RunNotFound":
@@ -278,7 +318,7 @@ export const execute = Effect.fnUntraced(function*(
   const mayActOn = (barrier: Deferred.Deferred<WriteResult> | undefined) =>
     Effect.gen(function*() {
       yield* Deferred.await(caughtUp)
-      const committed = barrier === undefined ? true : (yield* Deferred.await(barrier))._tag === "Written"
+      const committed = barrier === undefined ? true : isCommitted(yield* Deferred.await(barrier))
       if (!committed || (yield* Deferred.isDone(ending))) return yield* Effect.interrupt
       if (options.leaseHolds !== undefined) yield* options.leaseHolds
     })
@@ -527,6 +567,90 @@ export const execute = Effect.fnUntraced(function*(
       return placed.entry?.outcome !== undefined ? Effect.void : recordMarker(placed.sequence, placed.address as TaskAddress, payload)
     })
 
+  /**
+   * Starts a child run, once: the start is a journal entry whose outcome is the child's run id, and the server
+   * derives the child's idempotency key from this run and the call's place unless one is given, so neither a
+   * retried request nor a replay starts it twice.
+   */
+  const startChild = (child: ChildStart): Effect.Effect<RunId> =>
+    Effect.gen(function*() {
+      const entryPayload: Json = {
+        workflow: child.workflowName,
+        version: child.workflowVersion,
+        payload: child.payload,
+        ...(child.idempotencyKey !== undefined ? { idempotencyKey: child.idempotencyKey } : {}),
+        parentClosePolicy: child.parentClosePolicy
+      }
+      const tooLarge = checkSize(child.payload, `The payload of child workflow ${child.workflowName}`)
+      if (tooLarge !== undefined) return yield* Effect.die(new TaskError({ taskName: "aiki.child", errorName: "PayloadTooLarge", message: tooLarge }))
+      const outcome = yield* durable("aiki.child", entryPayload, (call) =>
+        Effect.gen(function*() {
+          yield* mayActOn(call.barrier)
+          const started = yield* Clock.currentTimeMillis
+          const answer = yield* Deferred.await(
+            yield* write({
+              _tag: "StartChild",
+              ...held,
+              address: call.address,
+              sequence: call.sequence,
+              entryPayload,
+              workflowName: child.workflowName,
+              workflowVersion: child.workflowVersion,
+              payload: child.payload,
+              ...(child.idempotencyKey !== undefined ? { idempotencyKey: child.idempotencyKey } : {}),
+              parentClosePolicy: child.parentClosePolicy
+            })
+          )
+          const elapsedMs = (yield* Clock.currentTimeMillis) - started
+          if (answer._tag === "ChildStarted") {
+            return yield* settle(call, { _tag: "Completed", result: { runId: answer.childRunId } }, 1, elapsedMs)
+          }
+          if (answer._tag === "IdempotencyConflict") {
+            return yield* settle(call, { _tag: "Failed", error: { name: "IdempotencyConflict", message: answer.message } }, 1, elapsedMs)
+          }
+          // Refused otherwise: the answer's watcher ends the run.
+          return yield* Effect.interrupt
+        }))
+      if (outcome._tag === "Failed") return yield* Effect.die(TaskError.fromDetails("aiki.child", outcome.error))
+      return (outcome.result as { readonly runId: RunId }).runId
+    })
+
+  /**
+   * Waits for child `childRunId` to end, parked on the server (`awaiting_child`) while it runs; its end is the
+   * entry's outcome (a completed entry whose result says how the child ended), so a replay gets the same.
+   */
+  const awaitChild = (childRunId: RunId): Effect.Effect<ChildOutcome> =>
+    Effect.gen(function*() {
+      const entryPayload: Json = { runId: childRunId }
+      const outcome = yield* durable("aiki.child.result", entryPayload, (call) =>
+        Effect.gen(function*() {
+          yield* Deferred.await(caughtUp)
+          const started = yield* Clock.currentTimeMillis
+          while (true) {
+            const answer = yield* Deferred.await(
+              yield* write({ _tag: "AwaitChild", ...held, address: call.address, sequence: call.sequence, entryPayload, childRunId })
+            )
+            if (answer._tag === "ChildEnded") {
+              const { _tag, ...ended } = answer
+              return yield* settle(call, { _tag: "Completed", result: ended as Json }, 1, (yield* Clock.currentTimeMillis) - started)
+            }
+            if (answer._tag !== "ChildRunning") return yield* Effect.interrupt
+            // Still running: wait, durably, until a refused park says it ended (or the run, parked, is woken by its
+            // end). While other work keeps the run here (a task beside the wait), nothing would tell this worker
+            // of the child's end, so it asks again every second.
+            const recheck = yield* Deferred.make<void>()
+            call.recheck = recheck
+            call.waiting = { child: childRunId, kind: "child" }
+            yield* poke
+            yield* Deferred.await(recheck).pipe(Effect.timeoutOption(Duration.seconds(1)))
+            call.waiting = undefined
+          }
+        }))
+      return outcome._tag === "Completed"
+        ? outcome.result as unknown as ChildOutcome
+        : yield* Effect.die(TaskError.fromDetails("aiki.child.result", outcome.error))
+    })
+
   // ------------------------------------------------------------------------------------------------------------
   // The loop: outcomes reach the code one at a time, each once it is idle.
 
@@ -561,13 +685,16 @@ export const execute = Effect.fnUntraced(function*(
       return false
     }
     const events = [...new Set(pending.flatMap((c) => c.waiting?.event ?? []))]
+    const children = [...new Set(pending.flatMap((c) => c.waiting?.child ?? []))]
     const untils = pending.flatMap((c) => c.waiting?.until ?? [])
     const wakeAt = untils.length === 0 ? undefined : Math.min(...untils)
-    // A near wake-up is waited here. Waiting for events, the run parks anyway (an event reaches it only so), unless
-    // a timed wait's deadline is within the second: its timer is about to look again.
-    const near = events.length === 0 ? options.suspendAfterMs : Math.min(options.suspendAfterMs, 1_000)
+    // A near wake-up is waited here. Waiting for events or children, the run parks anyway (an event or a child's
+    // end reaches it only so), unless a timed wait's deadline is within the second: its timer is about to look again.
+    const near = events.length === 0 && children.length === 0 ? options.suspendAfterMs : Math.min(options.suspendAfterMs, 1_000)
     if (wakeAt !== undefined && wakeAt - (yield* serverNow) < near) return false
-    const state: ParkedState = events.length > 0
+    const state: ParkedState = children.length > 0
+      ? "awaiting_child"
+      : events.length > 0
       ? "awaiting_event"
       : pending.some((c) => c.waiting?.kind === "retry")
       ? "awaiting_retry"
@@ -577,6 +704,7 @@ export const execute = Effect.fnUntraced(function*(
       ...held,
       state,
       events: events as Array<EventName>,
+      ...(children.length > 0 ? { children } : {}),
       ...(wakeAt !== undefined ? { wakeAt: DateTime.makeUnsafe(wakeAt) } : {})
     }
     const answer = yield* Deferred.await(yield* write(park))
@@ -587,6 +715,14 @@ export const execute = Effect.fnUntraced(function*(
     if (answer._tag === "EventWaiting") {
       for (const call of pending) {
         if (call.waiting?.event !== undefined && answer.names.includes(call.waiting.event as EventName)) {
+          call.waiting = undefined
+          yield* Deferred.succeed(call.recheck!, undefined)
+        }
+      }
+    }
+    if (answer._tag === "ChildrenEnded") {
+      for (const call of pending) {
+        if (call.waiting?.child !== undefined && answer.runIds.includes(call.waiting.child)) {
           call.waiting = undefined
           yield* Deferred.succeed(call.recheck!, undefined)
         }
@@ -641,7 +777,9 @@ export const execute = Effect.fnUntraced(function*(
     waitForEvent,
     waitForEventWithin,
     patched,
-    deprecatePatch
+    deprecatePatch,
+    startChild,
+    awaitChild
   })
 
   /** Starts (again) from the top: the replay is every recorded outcome, live work waits for it again. */

@@ -16,6 +16,8 @@
  * ```
  */
 export {
+  type ChildRequest,
+  type ChildRunHandle,
   type StartRequest,
   type StartTimeoutOptions,
   type VersionedWorkflow,

@@ -20,7 +20,8 @@ const payloads: Record<string, unknown> = {
   "golden-effect-chains": "order-9",
   "golden-non-error-throws": null,
   "golden-sequential": "order-10",
-  "golden-patch-and-timeout": "order-11"
+  "golden-patch-and-timeout": "order-11",
+  "golden-children": "order-11"
 }
 
 const wanted = process.argv.slice(2)
@@ -46,7 +47,7 @@ const program = Effect.gen(function*() {
 const Live = Layer.unwrap(Effect.gen(function*() {
   const server = yield* AikiServer.make()
   const client = AikiClient.layer({ baseUrl: server.baseUrl, redis: { url: AikiServer.redisUrl } })
-  return Worker.layer({ id: "golden-recorder", workflows: Fixtures.all, subscriber: { type: "redis_streams", blockTimeMs: 100 } })
+  return Worker.layer({ id: "golden-recorder", workflows: [...Fixtures.all, ...Fixtures.childWorkflows], subscriber: { type: "redis_streams", blockTimeMs: 100 } })
     .pipe(Layer.provideMerge(client))
 }))
 

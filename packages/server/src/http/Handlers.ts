@@ -121,6 +121,7 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     discarded: ({ params }) => runs.discarded(params.id),
     tasks: ({ params }) => runs.tasks(params.id),
     transitions: ({ params }) => runs.transitions(params.id),
+    children: ({ params }) => runs.children(params.id),
     events: ({ params }) => runs.follow(params.id),
     sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload, payload.eventId)
   })

@@ -5,7 +5,7 @@
  * ONE statement: run updates, new and changed tasks and attempts, audit-trail rows, outbox rows, events and the
  * `pg_notify` announcements, so they commit (and are announced) together.
  */
-import type { Json } from "@aiki/contract/Models"
+import type { Json, WriteResult } from "@aiki/contract/Models"
 import type { RunState } from "@aiki/contract/RunState"
 import type { TaskState } from "@aiki/contract/TaskState"
 import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
@@ -36,6 +36,12 @@ export interface LedgerRun {
   leaseEpoch: number
   leaseOwner: string | null
   awaitingEvents: ReadonlyArray<string> | null
+  /** While parked: the children whose end wakes it. */
+  awaitingChildren: ReadonlyArray<string> | null
+  /** The run that started it as a child, if one did. */
+  readonly parentRunId: string | null
+  /** The trace its execution continues (its children's continue it too). */
+  readonly traceParent: string | null
   replayVersion: number | null
   /** The workflow attempt (over the run's life) and the attempt its retry policy counts (see migration 0012). */
   attempt: number
@@ -177,6 +183,30 @@ export interface JournalHead {
   readonly name: string
 }
 
+/** A child run as an `AwaitChild` or a `ParkRun` needs to know it (read, not locked: see `loadChildren`). */
+export interface LedgerChild {
+  readonly id: string
+  readonly state: RunState
+  readonly result: Json | null
+  readonly error: Json | null
+}
+
+/** A child a `StartChild` asks for: inserted with the group's starts, its run id then answers the write. */
+export interface ChildStart {
+  readonly parentRunId: string
+  readonly traceParent: string | null
+  readonly sequence: number
+  readonly write: {
+    readonly workflowName: string
+    readonly workflowVersion: string
+    readonly payload: Json
+    readonly idempotencyKey?: string | undefined
+    readonly parentClosePolicy: "cancel" | "abandon"
+  }
+  /** Answers the write once the group inserted the child (or found the run its idempotency key names). */
+  readonly answer: (outcome: WriteResult) => void
+}
+
 export interface OutboxRow {
   readonly id: string
   readonly runId: string
@@ -203,6 +233,10 @@ export class Ledger {
   readonly journals = new Map<string, ReadonlyArray<JournalHead>>()
   /** Resets: entries the group discards. */
   readonly discards: Array<Discard> = []
+  /** Children awaited or parked on, as read before deciding. */
+  readonly children = new Map<string, LedgerChild>()
+  /** Child runs `StartChild` writes asked for, inserted after the group decided. */
+  readonly childStarts: Array<ChildStart> = []
 
   entry(runId: string, address: string): LedgerEntry | undefined {
     return this.entries.get(entryKey(runId, address))
@@ -246,6 +280,9 @@ interface LockedRow extends RunFlowRow {
   readonly start_deadline_passed: boolean
   readonly lapses: number
   readonly awaiting_events: ReadonlyArray<string> | null
+  readonly awaiting_children: ReadonlyArray<string> | null
+  readonly parent_run_id: string | null
+  readonly trace_parent: string | null
   readonly replay_version: number | null
   readonly attempt: number
   readonly policy_attempt: number
@@ -261,7 +298,8 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.wake_at <= now(), false) AS due,
       COALESCE(r.deadline_at <= now(), false) AS deadline_passed,
       COALESCE(r.start_deadline_at <= now() AND r.started_at IS NULL, false) AS start_deadline_passed, r.lapses,
-      r.awaiting_events, r.replay_version, r.attempt, r.policy_attempt, r.resets,
+      r.awaiting_events, r.awaiting_children, r.parent_run_id, r.trace_parent, r.replay_version,
+      r.attempt, r.policy_attempt, r.resets,
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
@@ -285,6 +323,9 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           leaseEpoch: row.lease_epoch,
           leaseOwner: row.lease_owner,
           awaitingEvents: row.awaiting_events,
+          awaitingChildren: row.awaiting_children,
+          parentRunId: row.parent_run_id,
+          traceParent: row.trace_parent,
           replayVersion: row.replay_version,
           attempt: row.attempt,
           policyAttempt: row.policy_attempt,
@@ -412,6 +453,24 @@ export const loadEvents = (
     })
   )
 
+/**
+ * Reads the children at `ids` as they are committed now. They are not locked: a child that ends after this read
+ * commits after it, and its post-commit hook (or the reaper) then wakes the parent once this group committed.
+ */
+export const loadChildren = (sql: SqlClient.SqlClient, ledger: Ledger, ids: ReadonlyArray<string>) =>
+  ids.length === 0 ? Effect.void : sql<{
+    readonly id: string
+    readonly state: RunState
+    readonly result: Json | null
+    readonly error: Json | null
+  }>`
+    SELECT id, state, result, error FROM workflow_runs
+    WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`.pipe(
+    Effect.map((rows) => {
+      for (const row of rows) ledger.children.set(row.id, row)
+    })
+  )
+
 const json = (value: unknown) => JSON.stringify(value)
 
 /** What a group's statement created besides its rows: outbox rows to publish, and the workers whose beat landed. */
@@ -459,6 +518,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       lapses: run.lapses,
       failure_reason: patch.failureReason ?? null,
       awaiting_events: run.awaitingEvents,
+      awaiting_children: run.awaitingChildren,
       replay_version: run.replayVersion,
       attempt: run.attempt,
       policy_attempt: run.policyAttempt,
@@ -515,7 +575,8 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
           ELSE r.deadline_at END,
         start_deadline_at = CASE WHEN u.reopened AND r.start_deadline_at IS NOT NULL
           THEN now() + (r.start_deadline_at - r.created_at) ELSE r.start_deadline_at END,
-        awaiting_events = u.awaiting_events, replay_version = u.replay_version,
+        awaiting_events = u.awaiting_events, awaiting_children = u.awaiting_children,
+        replay_version = u.replay_version,
         attempt = u.attempt, policy_attempt = u.policy_attempt, resets = u.resets,
         lease_expires_at = CASE WHEN NOT u.set_lease THEN r.lease_expires_at
           WHEN u.lease_ms IS NULL THEN NULL ELSE now() + make_interval(secs => u.lease_ms / 1000.0) END,
@@ -527,6 +588,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         updated_at = now()
       FROM jsonb_to_recordset(${json(runRows)}::jsonb) AS u(
         id uuid, state text, lease_epoch int, lease_owner text, lapses int, failure_reason text, awaiting_events text[],
+        awaiting_children uuid[],
         replay_version int, attempt int, policy_attempt int, resets int, reopened boolean,
         set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
         set_error boolean, error text, started boolean, finished boolean)

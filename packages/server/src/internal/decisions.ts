@@ -16,6 +16,7 @@ import {
 } from "@aiki/contract/Errors"
 import type { EventName, LeaseEpoch, RunId, TaskAddress, WorkerId } from "@aiki/contract/Ids"
 import type {
+  AwaitChild,
   BeginAttempt,
   ClaimRefusal,
   ErrorDetails,
@@ -25,6 +26,7 @@ import type {
   Lease,
   ParkRun,
   ReceiveEvent,
+  StartChild,
   StartTask,
   WorkflowRun,
   Write,
@@ -63,6 +65,8 @@ export type Reason =
   | FailureReason
   | "retried"
   | "reset"
+  | "child_ended"
+  | "parent_cancelled"
 
 /** What a decision needs besides the ledger. */
 export interface DecisionContext {
@@ -142,11 +146,33 @@ export const Wake = (runId: RunId): Wake => ({ _tag: "Wake", runId, outcome: und
 export interface Cancel {
   readonly _tag: "Cancel"
   readonly runId: RunId
+  /** `parent_cancelled`: the cascade from a cancelled parent to a child whose policy is `cancel`. */
+  readonly reason: "cancelled" | "parent_cancelled"
   outcome: RunNotFound | InvalidTransition | "cancelled" | undefined
   /** Once written: the run as it now is. */
   run: WorkflowRun | undefined
 }
-export const Cancel = (runId: RunId): Cancel => ({ _tag: "Cancel", runId, outcome: undefined, run: undefined })
+export const Cancel = (runId: RunId, reason: Cancel["reason"] = "cancelled"): Cancel => ({
+  _tag: "Cancel",
+  runId,
+  reason,
+  outcome: undefined,
+  run: undefined
+})
+
+/** Child `childRunId` ended: its parent, parked waiting for it, becomes pending again. */
+export interface WakeParent {
+  readonly _tag: "WakeParent"
+  readonly runId: RunId
+  readonly childRunId: RunId
+  outcome: boolean | undefined
+}
+export const WakeParent = (runId: RunId, childRunId: RunId): WakeParent => ({
+  _tag: "WakeParent",
+  runId,
+  childRunId,
+  outcome: undefined
+})
 
 export interface SendEvent {
   readonly _tag: "SendEvent"
@@ -237,6 +263,7 @@ export type RunChange =
   | TimeOutAttempt
   | TimeOutRun
   | Reopen
+  | WakeParent
 
 /** The run a change is about. */
 export const runOf = (change: RunChange): RunId => change._tag === "WorkerWrite" ? change.write.runId : change.runId
@@ -324,6 +351,7 @@ const requeue = (
   if (refused !== undefined) return refused
   run.leaseOwner = null
   run.awaitingEvents = null
+  run.awaitingChildren = null
   ledger.patch(run, { leaseMs: null, wakeAt: null })
   ledger.runnable.add(run.id)
   return undefined
@@ -339,6 +367,8 @@ export const decide = (context: DecisionContext, change: RunChange): void => {
     case "Extend":
       return extend(context.ledger, change)
     case "WorkerWrite":
+      // A child's start is answered once the group inserted the child (see `ChildStart`).
+      if (change.write._tag === "StartChild") return startChild(context, change, change.write)
       change.outcome = write(context, change.write)
       return
     case "Requeue":
@@ -359,6 +389,8 @@ export const decide = (context: DecisionContext, change: RunChange): void => {
       return timeOutRun(context.ledger, change)
     case "Reopen":
       return reopen(context.ledger, change)
+    case "WakeParent":
+      return wakeParent(context.ledger, change)
   }
 }
 
@@ -536,11 +568,12 @@ const cancel = (ledger: Ledger, change: Cancel) => {
     return
   }
   // The owner keeps its epoch: its next heartbeat or write finds the run cancelled and stops it.
-  const refused = moveRun(ledger, run, "cancelled", "cancelled", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
+  const refused = moveRun(ledger, run, "cancelled", change.reason, { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
   if (refused !== undefined) {
     change.outcome = invalidRun(run, "cancelled", `Run ${run.id} is already ${run.state} and cannot be cancelled`)
     return
   }
+  run.awaitingChildren = null
   ledger.patch(run, { leaseMs: null, wakeAt: null, finished: true })
   change.outcome = "cancelled"
 }
@@ -593,6 +626,13 @@ const reopen = (ledger: Ledger, change: Reopen) => {
   change.outcome = "reopened"
 }
 
+const wakeParent = (ledger: Ledger, change: WakeParent) => {
+  const run = ledger.runs.get(change.runId)
+  change.outcome = false
+  if (run === undefined || !isSuspended(run.state) || !(run.awaitingChildren ?? []).includes(change.childRunId)) return
+  change.outcome = requeue(ledger, run, "child_ended") === undefined
+}
+
 const sendEvent = (ledger: Ledger, change: SendEvent) => {
   const run = ledger.runs.get(change.runId)
   if (run === undefined) {
@@ -626,8 +666,10 @@ const sendEvent = (ledger: Ledger, change: SendEvent) => {
     changed: true,
     isNew: true
   })
-  // Only an awaited name wakes a parked run (a run parked before names were recorded wakes on any).
-  if (run.state === "awaiting_event" && (run.awaitingEvents === null || run.awaitingEvents.includes(change.name))) {
+  // Only an awaited name wakes a parked run (a run parked before names were recorded wakes on any). A run waiting
+  // for a child and an event at once (a race) is parked `awaiting_child`, its event names beside.
+  const awaited = run.awaitingEvents === null ? run.state === "awaiting_event" : run.awaitingEvents.includes(change.name)
+  if (isSuspended(run.state) && awaited) {
     requeue(ledger, run, "event_received")
   }
   change.outcome = { eventId: change.key ?? change.eventId, runState: run.state, duplicate: false }
@@ -718,6 +760,11 @@ const write = (context: DecisionContext, write: Write): WriteResult => {
       return heartbeatTask(ledger, write)
     case "BeginAttempt":
       return beginAttempt(ledger, write)
+    case "StartChild":
+      // Decided by `startChild` (its answer comes after the insert).
+      return invalidEntry(write, "pending", "running", "a child's start is decided on its own")
+    case "AwaitChild":
+      return awaitChild(ledger, write)
   }
 }
 
@@ -972,13 +1019,124 @@ const park = (ledger: Ledger, write: ParkRun): WriteResult => {
       .map((e) => e.name as EventName))
   ]
   if (waiting.length > 0) return { _tag: "EventWaiting", names: waiting }
+  const children = write.children ?? []
+  // A child that ended before the run could park would never wake it: its outcome is asked for instead.
+  const ended = children.filter((id) => {
+    const child = ledger.children.get(id)
+    return child === undefined || isTerminal(child.state)
+  })
+  if (ended.length > 0) return { _tag: "ChildrenEnded", runIds: ended }
   const refused = moveRun(ledger, run, write.state, "suspended", { leaseEpoch: run.leaseEpoch, workerId: run.leaseOwner })
   if (refused !== undefined) return refused
   progressed(ledger, run)
   run.leaseOwner = null
+  run.awaitingChildren = children.length > 0 ? children : null
   run.awaitingEvents = write.events.length > 0 ? write.events : null
   ledger.patch(run, { leaseMs: null, wakeAt: write.wakeAt === undefined ? null : DateTime.formatIso(write.wakeAt) })
   return written
+}
+
+/** Opens the entry of a durable wait at `address` (attempt 1, running) unless the journal has it already. */
+const openWait = (
+  ledger: Ledger,
+  run: LedgerRun,
+  write: { readonly address: TaskAddress; readonly sequence: number; readonly leaseEpoch: number; readonly entryPayload: Json },
+  name: string
+): InvalidTransition | undefined => {
+  if (ledger.entry(run.id, write.address) !== undefined) return undefined
+  const entry: LedgerEntry = {
+    runId: run.id,
+    address: write.address,
+    sequence: write.sequence,
+    name,
+    state: "pending",
+    outcomeOrder: null,
+    notBefore: null,
+    attempts: [{ attempt: 1, leaseEpoch: write.leaseEpoch, finished: false, timedOut: null, overdue: null }],
+    isNew: true,
+    payload: write.entryPayload,
+    changed: true,
+    result: undefined,
+    error: undefined
+  }
+  ledger.addEntry(entry)
+  const refused = moveEntry(ledger, run, entry, "running", "task_started")
+  if (refused !== undefined) return refused
+  ledger.writeAttempt({
+    runId: run.id,
+    address: write.address,
+    attempt: 1,
+    leaseEpoch: write.leaseEpoch,
+    isNew: true,
+    startedAgoMs: 0,
+    finished: false,
+    error: null
+  })
+  return undefined
+}
+
+/**
+ * A child's start: its entry opened and the child queued for the group's insert, which answers the write. Asked
+ * again (a retried request, a replay before the entry's outcome was written), the same idempotency key finds the
+ * same child.
+ */
+const startChild = (context: DecisionContext, change: WorkerWrite, write: StartChild) => {
+  const { ledger, maxPayloadBytes: max } = context
+  const bytes = oversized(write.payload, max)
+  if (bytes !== undefined) {
+    change.outcome = tooLarge(`The payload of child workflow ${write.workflowName}`, bytes, max)
+    return
+  }
+  const run = fence(ledger, write)
+  if (!isRun(run)) {
+    change.outcome = run
+    return
+  }
+  const refused = openWait(ledger, run, write, "aiki.child")
+  if (refused !== undefined) {
+    change.outcome = refused
+    return
+  }
+  ledger.childStarts.push({
+    parentRunId: run.id,
+    traceParent: run.traceParent,
+    sequence: write.sequence,
+    write,
+    answer: (outcome) => (change.outcome = outcome)
+  })
+}
+
+const awaitChild = (ledger: Ledger, write: AwaitChild): WriteResult => {
+  const run = fence(ledger, write)
+  if (!isRun(run)) return run
+  const refused = openWait(ledger, run, write, "aiki.child.result")
+  if (refused !== undefined) return refused
+  const child = ledger.children.get(write.childRunId)
+  if (child === undefined) {
+    return {
+      _tag: "ChildEnded",
+      state: "failed",
+      error: { name: "ChildNotFound", message: `Child run ${write.childRunId} does not exist (deleted by retention?)` }
+    }
+  }
+  switch (child.state) {
+    case "completed":
+      return { _tag: "ChildEnded", state: "completed", result: child.result }
+    case "failed":
+    case "cancelled":
+      return {
+        _tag: "ChildEnded",
+        state: child.state,
+        ...(child.error !== null ? { error: child.error as ErrorDetails } : {})
+      }
+    case "pending":
+    case "running":
+    case "sleeping":
+    case "awaiting_event":
+    case "awaiting_child":
+    case "awaiting_retry":
+      return { _tag: "ChildRunning" }
+  }
 }
 
 /** The entries a group must read before deciding its writes. */
@@ -991,6 +1149,8 @@ export const entriesOf = (change: RunChange): ReadonlyArray<{ readonly runId: st
     case "FinishTask":
     case "ReceiveEvent":
     case "HeartbeatTask":
+    case "StartChild":
+    case "AwaitChild":
       return [{ runId: write.runId, address: write.address }]
     case "ParkRun":
     case "CompleteRun":
@@ -1014,6 +1174,19 @@ export const eventsOf = (
       return change.write.events.length > 0 ? { runId: change.write.runId, address: null } : undefined
     default:
       return undefined
+  }
+}
+
+/** The children a change needs read first: the one it awaits, or those the run parks on. */
+export const childrenOf = (change: RunChange): ReadonlyArray<string> => {
+  if (change._tag !== "WorkerWrite") return []
+  switch (change.write._tag) {
+    case "AwaitChild":
+      return [change.write.childRunId]
+    case "ParkRun":
+      return change.write.children ?? []
+    default:
+      return []
   }
 }
 

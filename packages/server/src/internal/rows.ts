@@ -51,6 +51,9 @@ export interface RunRow extends FlowColumns {
   readonly attempt: number
   readonly policy_attempt: number
   readonly start_warning: string | null
+  readonly parent_run_id: string | null
+  readonly parent_close_policy: "cancel" | "abandon" | null
+  readonly awaiting_children: ReadonlyArray<string> | null
 }
 
 export interface ErrorDetailsRow {
@@ -149,7 +152,10 @@ export const toRun = (row: RunRow): WorkflowRun =>
     ...(row.lapses > 0 ? { lapses: row.lapses } : {}),
     attempt: row.attempt,
     policyAttempt: row.policy_attempt,
-    ...(row.start_warning !== null ? { startWarning: row.start_warning } : {})
+    ...(row.start_warning !== null ? { startWarning: row.start_warning } : {}),
+    ...(row.parent_run_id !== null ? { parentRunId: row.parent_run_id as RunId } : {}),
+    ...(row.parent_close_policy !== null ? { parentClosePolicy: row.parent_close_policy } : {}),
+    ...(row.awaiting_children !== null ? { awaitingChildren: row.awaiting_children as ReadonlyArray<RunId> } : {})
   }, { disableChecks: true })
 
 export const toTask = (row: TaskRow): Task =>
