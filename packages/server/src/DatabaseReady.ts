@@ -52,16 +52,19 @@ export const background = <E, R>(
     readonly failure: string
     /** @default "error" */
     readonly level?: "error" | "warning"
+    /** Wait `every` before the first pass too (work that must not run as the server starts). @default false */
+    readonly delayFirst?: boolean
   }
 ): Effect.Effect<void, never, DatabaseReady | Scope.Scope | R> =>
   Effect.gen(function*() {
     const ready = yield* DatabaseReady
     const log = options.level === "warning" ? Effect.logWarning : Effect.logError
+    const passes = work.pipe(
+      Effect.catchCause((cause) => log(options.failure, cause)),
+      Effect.repeat(Schedule.spaced(options.every))
+    )
     yield* ready.await.pipe(
-      Effect.andThen(work.pipe(
-        Effect.catchCause((cause) => log(options.failure, cause)),
-        Effect.repeat(Schedule.spaced(options.every))
-      )),
+      Effect.andThen(options.delayFirst === true ? Effect.delay(passes, options.every) : passes),
       Effect.annotateLogs({ service }),
       Effect.forkScoped
     )

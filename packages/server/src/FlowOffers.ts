@@ -156,5 +156,9 @@ export const layer = Layer.effectDiscard(Effect.gen(function*() {
     while (true) yield* offerFreed(yield* flow.taken)
   })
   yield* background("FlowOffers", afterCommits, { every: "1 second", failure: "Flow control offers failed; restarting" })
-  yield* background("FlowOffers", sweep, { every: `${config.flowSweepIntervalMs} millis`, failure: "Flow control sweep failed" })
+  yield* background("FlowOffers", sweep, {
+    every: `${config.flowSweepIntervalMs} millis`,
+    failure: "Flow control sweep failed",
+    delayFirst: true
+  })
 }))

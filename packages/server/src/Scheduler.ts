@@ -10,5 +10,10 @@ import { ServerConfig } from "./ServerConfig.ts"
 export const layer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* ServerConfig
   const schedules = yield* Schedules
-  yield* background("Scheduler", schedules.fireDue, { every: `${config.schedulerIntervalMs} millis`, failure: "Firing schedules failed" })
+  yield* background("Scheduler", schedules.fireDue, {
+    every: `${config.schedulerIntervalMs} millis`,
+    failure: "Firing schedules failed",
+    // The first pass, like every later one, comes an interval after the last: a long interval means no pass before it.
+    delayFirst: true
+  })
 }))
