@@ -31,7 +31,7 @@ import {
 import { Context, Data, DateTime, Deferred, Effect, Layer, Option, Schedule, Schema, Stream } from "effect"
 import * as Sse from "effect/encoding/Sse"
 import { HttpClientError, HttpTraceContext } from "effect/http"
-import { NodeHttpClient } from "@effect/platform-node"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
 import type { ConnectionOptions } from "node:tls"
 import { RunCancelled, RunFailed, SerializationError, WaitTimeout } from "./Errors.ts"
 import * as Event from "./Event.ts"

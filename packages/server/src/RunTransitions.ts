@@ -81,7 +81,7 @@ import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal
 import { FlowControl } from "./FlowControl.ts"
 import { Ledger, loadChildren, loadEntries, loadEvents, loadJournalHeads, lockRuns, type OutboxRow, type TransitionRecord, write } from "./internal/Ledger.ts"
 import { type RunRow, toRun } from "./internal/rows.ts"
-import { selectJournals } from "./internal/sql.ts"
+import { pgArray, selectJournals } from "./internal/sql.ts"
 import { LeaseGrace } from "./LeaseGrace.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox } from "./Outbox.ts"
@@ -375,7 +375,7 @@ const make = Effect.gen(function*() {
       const ids = granted.map((c) => c.runId)
       const rows = yield* sql<RunRow & { readonly server_time: Date }>`
         SELECT *, now() AS server_time FROM workflow_runs
-        WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`
+        WHERE id = ANY(${pgArray(ids)}::uuid[])`
       const journals = yield* selectJournals(sql, ids)
       const byId = new Map(rows.map((row) => [row.id, row]))
       for (const claim of granted) {
@@ -397,7 +397,7 @@ const make = Effect.gen(function*() {
       if (done.length === 0) return
       const rows = yield* sql<RunRow>`
         SELECT * FROM workflow_runs
-        WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(done.map((c) => c.runId))}::jsonb))`
+        WHERE id = ANY(${pgArray(done.map((c) => c.runId))}::uuid[])`
       const byId = new Map(rows.map((row) => [row.id, toRun(row)]))
       for (const change of done) change.run = byId.get(change.runId)
     })
@@ -534,7 +534,7 @@ const make = Effect.gen(function*() {
       if (cancelled.length > 0) {
         const children = yield* sql<{ readonly id: RunId }>`
           SELECT id FROM workflow_runs
-          WHERE parent_run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(cancelled)}::jsonb))
+          WHERE parent_run_id = ANY(${pgArray(cancelled)}::uuid[])
             AND parent_close_policy = 'cancel' AND state NOT IN ('completed', 'failed', 'cancelled')`.pipe(Effect.orDie)
         for (const child of children) changes.push(Cancel(child.id, "parent_cancelled"))
       }

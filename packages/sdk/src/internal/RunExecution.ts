@@ -18,7 +18,7 @@
  * journal when it is due or when the event arrives.
  */
 import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/contract/Ids"
-import type { ErrorDetails, Json, Lease, ParkRun, Write, WriteResult } from "@aiki/contract/Models"
+import type { ErrorDetails, Json, Lease, ParkRun, StartTask, Write, WriteResult } from "@aiki/contract/Models"
 import type { ParkedState } from "@aiki/contract/RunState"
 import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler } from "effect"
 import { NonDeterminismError, TaskError, TaskTimedOut, WriteRefused } from "../Errors.ts"
@@ -200,6 +200,12 @@ export const execute = Effect.fnUntraced(function*(
   const write = (w: Write) =>
     Effect.map(writes.submit(w, watch(w)), (answer) => (lastWrite = answer))
 
+  /**
+   * Queues a task attempt's start as a lazy write: it travels with the next write (usually the attempt's outcome).
+   * It is no barrier for later calls: what they may depend on is an outcome, not that an attempt began.
+   */
+  const writeStart = (w: StartTask) => writes.submit(w, watch(w), { lazy: true })
+
   const held = { runId, leaseEpoch }
   const timeouts = options.attemptTimeouts ?? new AttemptTimeouts()
 
@@ -338,7 +344,7 @@ export const execute = Effect.fnUntraced(function*(
         if (due !== undefined) yield* waitUntil(call, due, waitKind)
         due = undefined
         yield* mayActOn(dependsOn)
-        yield* write({
+        yield* writeStart({
           _tag: "StartTask",
           ...held,
           address: call.address,

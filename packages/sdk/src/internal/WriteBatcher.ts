@@ -16,6 +16,13 @@ export type WriteBatcher = Batcher.Batcher<Write, WriteResult>
 /** Writes sent in one request at most. */
 const maxWrites = 1_000
 
+/**
+ * How long a lazy write (a task attempt's start) waits for another write to travel with. A quick task's start goes
+ * with its outcome (one request, one transaction instead of two); a longer one's start is known to the server this
+ * much later (its attempt is counted and its timeouts run from then).
+ */
+export const lingerMs = 20
+
 /** Starts the batcher for the current scope. */
 export const make = (options: {
   readonly api: ApiClient
@@ -26,6 +33,7 @@ export const make = (options: {
 }) =>
   Batcher.make({
     maxItems: maxWrites,
+    lingerMs,
     // Room for the request's envelope.
     split: Batcher.bySize(Math.max(1, options.maxBatchBytes - 64 * 1024)),
     send: (writes: ReadonlyArray<Write>) =>

@@ -11,8 +11,9 @@ import type { TaskState } from "@aiki/contract/TaskState"
 import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
+import type { Fragment } from "effect/sql/Statement"
 import { FlowLedger, flowOf, type RunFlow, type RunFlowRow } from "./flowControl.ts"
-import { attemptsJson } from "./sql.ts"
+import { attemptsJson, pgArray } from "./sql.ts"
 
 /** A run as its group sees it: the columns decisions read and change. */
 export interface LedgerRun {
@@ -303,7 +304,7 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
-    WHERE r.id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    WHERE r.id = ANY(${pgArray(runIds)}::uuid[])
     ORDER BY r.id
     FOR UPDATE OF r`.pipe(
     Effect.map((rows) => {
@@ -341,7 +342,7 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
 export const loadJournalHeads = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: ReadonlyArray<string>) =>
   runIds.length === 0 ? Effect.void : sql<{ readonly run_id: string; readonly sequence: number; readonly name: string }>`
     SELECT run_id, sequence, name FROM tasks
-    WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    WHERE run_id = ANY(${pgArray(runIds)}::uuid[])
     ORDER BY run_id, sequence, seq`.pipe(
     Effect.map((rows) => {
       for (const runId of runIds) ledger.journals.set(runId, rows.filter((r) => r.run_id === runId))
@@ -380,7 +381,8 @@ export const loadEntries = (
       ), '[]'::jsonb) AS attempts
     FROM tasks t
     JOIN jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ run_id: k.runId, address: k.address })))}::jsonb)
-      AS k(run_id uuid, address text) ON t.run_id = k.run_id AND t.address = k.address`.pipe(
+      AS k(run_id uuid, address text) ON t.run_id = k.run_id AND t.address = k.address
+    WHERE t.run_id = ANY(${pgArray([...new Set(keys.map((k) => k.runId))])}::uuid[])`.pipe(
     Effect.map((rows) => {
       for (const row of rows) {
         ledger.addEntry({
@@ -430,10 +432,10 @@ export const loadEvents = (
   }>`
     SELECT id::text AS id, event_key, (extract(epoch FROM sent_at) * 1000)::float8 AS sent_ms, run_id, name, payload,
       consumed_by FROM run_events
-    WHERE run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    WHERE run_id = ANY(${pgArray(runIds)}::uuid[])
       AND (consumed_by IS NULL
-        OR consumed_by IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(addresses)}::jsonb))
-        OR event_key IN (SELECT value FROM jsonb_array_elements_text(${JSON.stringify(keys)}::jsonb)))
+        OR consumed_by = ANY(${pgArray(addresses)}::text[])
+        OR event_key = ANY(${pgArray(keys)}::text[]))
     ORDER BY id`.pipe(
     Effect.map((rows) => {
       for (const runId of runIds) ledger.eventsLoaded.add(runId)
@@ -465,7 +467,7 @@ export const loadChildren = (sql: SqlClient.SqlClient, ledger: Ledger, ids: Read
     readonly error: Json | null
   }>`
     SELECT id, state, result, error FROM workflow_runs
-    WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(ids)}::jsonb))`.pipe(
+    WHERE id = ANY(${pgArray(ids)}::uuid[])`.pipe(
     Effect.map((rows) => {
       for (const row of rows) ledger.children.set(row.id, row)
     })
@@ -562,11 +564,18 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     beat: a.beat !== undefined,
     beat_details: a.beat?.details === undefined ? null : json(a.beat.details)
   })
-  return sql<{
-    readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
-    readonly beaten: ReadonlyArray<string> | null
-  }>`
-    WITH run_updates AS (
+  const newEntries = entries.filter((e) => e.isNew)
+  const changedEntries = entries.filter((e) => !e.isNew)
+  const newAttempts = attempts.filter((a) => a.isNew)
+  const finishedAttempts = attempts.filter((a) => !a.isNew && a.finished)
+  const newEvents = events.filter((e) => e.isNew)
+  const consumedEvents = events.filter((e) => !e.isNew)
+  const runIdsOf = (rows: ReadonlyArray<{ readonly runId: string }>) => pgArray([...new Set(rows.map((r) => r.runId))])
+  // Only the parts with rows to write are in the statement: Postgres runs every data-modifying part of a statement,
+  // rows or not. Each part finds its rows by index (`= ANY(array)`), never by a scan of the table.
+  const parts: Array<Fragment> = []
+  if (runRows.length > 0) {
+    parts.push(sql`run_updates AS (
       UPDATE workflow_runs r SET
         state = u.state, lease_epoch = u.lease_epoch, lease_owner = u.lease_owner, lapses = u.lapses,
         failure_reason = CASE WHEN u.reopened THEN NULL ELSE COALESCE(u.failure_reason, r.failure_reason) END,
@@ -592,102 +601,134 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         replay_version int, attempt int, policy_attempt int, resets int, reopened boolean,
         set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
         set_error boolean, error text, started boolean, finished boolean)
-      WHERE r.id = u.id
+      WHERE r.id = u.id AND r.id = ANY(${pgArray(runs.map((run) => run.id))}::uuid[])
       RETURNING r.id
-    ), entry_inserts AS (
+    )`)
+  }
+  if (newEntries.length > 0) {
+    parts.push(sql`entry_inserts AS (
       INSERT INTO tasks (run_id, address, sequence, name, state, payload, result, error, outcome_order, not_before)
       SELECT e.run_id, e.address, e.sequence, e.name, e.state, e.payload::json, e.result::json, e.error::json,
         e.outcome_order, e.not_before
-      FROM jsonb_to_recordset(${json(entries.filter((e) => e.isNew).map(entryRow))}::jsonb) AS e(
+      FROM jsonb_to_recordset(${json(newEntries.map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
         set_result boolean, outcome_order int, not_before timestamptz)
       RETURNING 1
-    ), entry_updates AS (
+    )`)
+  }
+  if (changedEntries.length > 0) {
+    parts.push(sql`entry_updates AS (
       UPDATE tasks t SET state = e.state, outcome_order = e.outcome_order, not_before = e.not_before,
         result = CASE WHEN e.set_result THEN e.result::json ELSE t.result END,
         error = e.error::json, updated_at = now()
-      FROM jsonb_to_recordset(${json(entries.filter((e) => !e.isNew).map(entryRow))}::jsonb) AS e(
+      FROM jsonb_to_recordset(${json(changedEntries.map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
         set_result boolean, outcome_order int, not_before timestamptz)
-      WHERE t.run_id = e.run_id AND t.address = e.address
+      WHERE t.run_id = e.run_id AND t.address = e.address AND t.run_id = ANY(${runIdsOf(changedEntries)}::uuid[])
       RETURNING 1
-    ), attempt_inserts AS (
+    )`)
+  }
+  if (newAttempts.length > 0) {
+    parts.push(sql`attempt_inserts AS (
       INSERT INTO task_attempts (run_id, address, attempt, lease_epoch, started_at, finished_at, error, timeout_at,
         heartbeat_timeout_ms, heartbeat_at, heartbeat_details)
       SELECT a.run_id, a.address, a.attempt, a.lease_epoch,
         now() - make_interval(secs => a.started_ago_ms / 1000.0), CASE WHEN a.finished THEN now() END, a.error::json,
         now() - make_interval(secs => a.started_ago_ms / 1000.0) + make_interval(secs => a.timeout_ms / 1000.0),
         a.heartbeat_timeout_ms, CASE WHEN a.beat THEN now() END, a.beat_details::json
-      FROM jsonb_to_recordset(${json(attempts.filter((a) => a.isNew).map(attemptRow))}::jsonb) AS a(
+      FROM jsonb_to_recordset(${json(newAttempts.map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text,
         timeout_ms bigint, heartbeat_timeout_ms int, beat boolean, beat_details text)
       RETURNING 1
-    ), attempt_beats AS (
+    )`)
+  }
+  if (ledger.attemptBeats.length > 0) {
+    parts.push(sql`attempt_beats AS (
       UPDATE task_attempts t SET heartbeat_at = now(), heartbeat_details = COALESCE(b.details::json, t.heartbeat_details)
       FROM jsonb_to_recordset(${
-    json(ledger.attemptBeats.map((b) => ({
-      run_id: b.runId,
-      address: b.address,
-      attempt: b.attempt,
-      details: b.details === undefined ? null : json(b.details)
-    })))
-  }::jsonb) AS b(run_id uuid, address text, attempt int, details text)
+      json(ledger.attemptBeats.map((b) => ({
+        run_id: b.runId,
+        address: b.address,
+        attempt: b.attempt,
+        details: b.details === undefined ? null : json(b.details)
+      })))
+    }::jsonb) AS b(run_id uuid, address text, attempt int, details text)
       WHERE t.run_id = b.run_id AND t.address = b.address AND t.attempt = b.attempt AND t.finished_at IS NULL
+        AND t.run_id = ANY(${runIdsOf(ledger.attemptBeats)}::uuid[])
       RETURNING 1
-    ), attempt_updates AS (
+    )`)
+  }
+  if (finishedAttempts.length > 0) {
+    parts.push(sql`attempt_updates AS (
       UPDATE task_attempts t SET finished_at = now(), error = a.error::json
-      FROM jsonb_to_recordset(${json(attempts.filter((a) => !a.isNew && a.finished).map(attemptRow))}::jsonb) AS a(
+      FROM jsonb_to_recordset(${json(finishedAttempts.map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
       WHERE t.run_id = a.run_id AND t.address = a.address AND t.attempt = a.attempt
+        AND t.run_id = ANY(${runIdsOf(finishedAttempts)}::uuid[])
       RETURNING 1
-    ), recorded AS (
+    )`)
+  }
+  if (ledger.transitions.length > 0) {
+    parts.push(sql`recorded AS (
       INSERT INTO transitions (run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id)
       SELECT run_id, task_address, from_state, to_state, reason, lease_epoch, worker_id
       FROM jsonb_to_recordset(${
-    json(ledger.transitions.map((t) => ({
-      run_id: t.runId,
-      task_address: t.taskAddress,
-      from_state: t.from,
-      to_state: t.to,
-      reason: t.reason,
-      lease_epoch: t.leaseEpoch,
-      worker_id: t.workerId
-    })))
-  }::jsonb) AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int,
+      json(ledger.transitions.map((t) => ({
+        run_id: t.runId,
+        task_address: t.taskAddress,
+        from_state: t.from,
+        to_state: t.to,
+        reason: t.reason,
+        lease_epoch: t.leaseEpoch,
+        worker_id: t.workerId
+      })))
+    }::jsonb) AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int,
         worker_id text)
       RETURNING 1
-    ), queued AS (
+    )`)
+  }
+  if (outbox.length > 0) {
+    parts.push(sql`queued AS (
       INSERT INTO outbox (run_id, stream)
       SELECT run_id, stream FROM jsonb_to_recordset(${json(outbox)}::jsonb) AS o(run_id uuid, stream text)
       RETURNING id::text AS id, run_id, stream
-    ), events_inserted AS (
+    )`)
+  }
+  if (newEvents.length > 0) {
+    parts.push(sql`events_inserted AS (
       INSERT INTO run_events (id, event_key, run_id, name, payload, consumed_by, consumed_at)
       SELECT id, event_key, run_id, name, payload::json, consumed_by, CASE WHEN consumed_by IS NOT NULL THEN now() END
       FROM jsonb_to_recordset(${
-    json(events.filter((e) => e.isNew).map((e) => ({
-      id: e.id,
-      event_key: e.key,
-      run_id: e.runId,
-      name: e.name,
-      payload: json(e.payload),
-      consumed_by: e.consumedBy
-    })))
-  }::jsonb) AS e(id bigint, event_key text, run_id uuid, name text, payload text, consumed_by text)
+      json(newEvents.map((e) => ({
+        id: e.id,
+        event_key: e.key,
+        run_id: e.runId,
+        name: e.name,
+        payload: json(e.payload),
+        consumed_by: e.consumedBy
+      })))
+    }::jsonb) AS e(id bigint, event_key text, run_id uuid, name text, payload text, consumed_by text)
       RETURNING 1
-    ), events_consumed AS (
+    )`)
+  }
+  if (consumedEvents.length > 0) {
+    parts.push(sql`events_consumed AS (
       UPDATE run_events v SET consumed_by = e.consumed_by, consumed_at = now()
       FROM jsonb_to_recordset(${
-    json(events.filter((e) => !e.isNew).map((e) => ({ id: e.id, consumed_by: e.consumedBy })))
-  }::jsonb) AS e(id bigint, consumed_by text)
-      WHERE v.id = e.id
+      json(consumedEvents.map((e) => ({ id: e.id, consumed_by: e.consumedBy })))
+    }::jsonb) AS e(id bigint, consumed_by text)
+      WHERE v.id = e.id AND v.id = ANY(${pgArray(consumedEvents.map((e) => e.id))}::bigint[])
       RETURNING 1
-    ), discarded AS (
+    )`)
+  }
+  if (ledger.discards.length > 0) {
+    parts.push(sql`discarded AS (
       -- A reset: the entries move to discarded_tasks with their attempts (which the delete cascades to); every part
       -- of this statement reads the rows as they were before it, so the attempts are still there to copy.
       DELETE FROM tasks t
       USING jsonb_to_recordset(${json(ledger.discards.map((d) => ({ run_id: d.runId, from_sequence: d.fromSequence, reset: d.reset })))}::jsonb)
         AS d(run_id uuid, from_sequence int, reset int)
-      WHERE t.run_id = d.run_id AND t.sequence >= d.from_sequence
+      WHERE t.run_id = d.run_id AND t.sequence >= d.from_sequence AND t.run_id = ANY(${runIdsOf(ledger.discards)}::uuid[])
       RETURNING t.*, d.reset
     ), archived AS (
       INSERT INTO discarded_tasks (run_id, reset, sequence, address, entry)
@@ -696,27 +737,45 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         'result', d.result, 'error', d.error, 'outcome_order', d.outcome_order, 'not_before', d.not_before,
         'created_at', d.created_at, 'updated_at', d.updated_at, 'attempts', ${attemptsJson(sql, sql`d.run_id`, sql`d.address`)})
       FROM discarded d
+      -- In the journal's order, which the history lists them in.
+      ORDER BY d.run_id, d.sequence, d.seq
       RETURNING 1
     ), released AS (
       -- Events the discarded waits received are kept for the waits the run makes again.
       UPDATE run_events v SET consumed_by = NULL, consumed_at = NULL
       FROM discarded d WHERE v.run_id = d.run_id AND v.consumed_by = d.address
       RETURNING 1
-    ), beats AS (
+    )`)
+  }
+  if (ledger.beats.size > 0) {
+    parts.push(sql`beats AS (
       UPDATE workers w SET last_heartbeat_at = now(), alive_until = now() + make_interval(secs => b.liveness_ms / 1000.0)
       FROM jsonb_to_recordset(${
-    json([...ledger.beats].map(([id, livenessMs]) => ({ id, liveness_ms: livenessMs })))
-  }::jsonb) AS b(id text, liveness_ms int)
+      json([...ledger.beats].map(([id, livenessMs]) => ({ id, liveness_ms: livenessMs })))
+    }::jsonb) AS b(id text, liveness_ms int)
       WHERE w.id = b.id
       RETURNING w.id
-    ), announced AS (
-      SELECT pg_notify('aiki_runs', value) FROM jsonb_array_elements_text(${
-    json(announcements.map((a) => json(a)))
-  }::jsonb)
-    )
-    SELECT (SELECT count(*) FROM announced) AS announced, (SELECT count(*) FROM archived) AS archived,
-      (SELECT count(*) FROM released) AS released, (SELECT jsonb_agg(queued) FROM queued) AS outbox,
-      (SELECT jsonb_agg(id) FROM beats) AS beaten`.pipe(
+    )`)
+  }
+  if (announcements.length > 0) {
+    parts.push(sql`announced AS (
+      SELECT pg_notify('aiki_runs', value) FROM jsonb_array_elements_text(${json(announcements.map((a) => json(a)))}::jsonb)
+    )`)
+  }
+  if (parts.length === 0) return Effect.succeed<Written>({ outbox: [], beaten: [] })
+  // The parts that only read what the others returned run only when the final select asks for them.
+  const results = [
+    announcements.length > 0 ? sql`(SELECT count(*) FROM announced) AS announced` : sql`0 AS announced`,
+    ledger.discards.length > 0
+      ? sql`(SELECT count(*) FROM archived) AS archived, (SELECT count(*) FROM released) AS released`
+      : sql`0 AS archived, 0 AS released`,
+    outbox.length > 0 ? sql`(SELECT jsonb_agg(queued) FROM queued) AS outbox` : sql`NULL::jsonb AS outbox`,
+    ledger.beats.size > 0 ? sql`(SELECT jsonb_agg(id) FROM beats) AS beaten` : sql`NULL::jsonb AS beaten`
+  ]
+  return sql<{
+    readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
+    readonly beaten: ReadonlyArray<string> | null
+  }>`WITH ${sql.csv(parts)} SELECT ${sql.csv(results)}`.pipe(
     Effect.map(([row]): Written => ({
       outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),
       beaten: row?.beaten ?? []

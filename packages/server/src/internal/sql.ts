@@ -7,6 +7,14 @@ import type { Fragment } from "effect/sql/Statement"
 import { type TaskRow, toTask } from "./rows.ts"
 
 /**
+ * `values` as a Postgres array literal, to bind as one parameter cast to an array type: `= ANY(${pgArray(ids)}::uuid[])`.
+ * Unlike a set-returning function over a JSON parameter (which the planner takes for 100 rows), such a condition
+ * lets it look the rows up by index however small the table, and costs nothing when the array is empty.
+ */
+export const pgArray = (values: ReadonlyArray<string | number>) =>
+  `{${values.map((v) => typeof v === "number" ? String(v) : `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`).join(",")}}`
+
+/**
  * The attempts of the task at (`runId`, `address`) as the JSON array `TaskRow.attempts` reads: one shape for
  * every query that returns a task.
  */
@@ -38,7 +46,7 @@ export const selectJournals = (sql: SqlClient.SqlClient, runIds: ReadonlyArray<s
   runIds.length === 0 ? Effect.succeed(new Map<string, Array<ReturnType<typeof toTask>>>()) : sql<TaskRow & { readonly run_id: string }>`
     SELECT ${taskColumns(sql)}
     FROM tasks t
-    WHERE t.run_id IN (SELECT value::uuid FROM jsonb_array_elements_text(${JSON.stringify(runIds)}::jsonb))
+    WHERE t.run_id = ANY(${pgArray(runIds)}::uuid[])
     ORDER BY t.run_id, t.sequence, t.seq
   `.pipe(Effect.map((rows) => {
     const journals = new Map<string, Array<ReturnType<typeof toTask>>>(runIds.map((id) => [id, []]))
