@@ -144,8 +144,12 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("retry and rese
       const aiki = yield* AikiClient
       const first = yield* worker("attempts-a", { HANG_ON_SECOND_TRY: "1" })
       const run = yield* aiki.start(Retries.failsEveryAttempt.effect, null)
+      // Killed once the server knows try 2 began (a start travels lazily: a kill before it arrives would make the
+      // next worker's try the same attempt, as documented).
       yield* eventually(Effect.gen(function*() {
         assert.include((yield* sideEffects(run.id)).map(([what, n]) => `${what} ${n}`), "try 2")
+        const tasks = yield* aiki.api.runs.tasks({ params: { id: run.id } })
+        assert.strictEqual(tasks[0]?.attempts.length, 2)
       }))
       assert.strictEqual((yield* run.status).attempt, 2)
       yield* WorkerProcess.signal(first, "SIGKILL")
