@@ -54,6 +54,8 @@ export const make = Effect.fnUntraced(function*<I, O, E>(options: {
   const lingerMs = options.lingerMs ?? 0
   /** Lazy items alone wait, up to `lingerMs`, for an item that must go at once. */
   const gather = Effect.fnUntraced(function*(first: ReadonlyArray<Pending<I, O>>) {
+    // The common case under load: something that must go at once is there already.
+    if (!first.every((p) => p.lazy)) return first
     const pending = [...first]
     const deadline = (yield* Clock.currentTimeMillis) + lingerMs
     while (pending.length < options.maxItems && pending.every((p) => p.lazy)) {
