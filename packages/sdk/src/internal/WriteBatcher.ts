@@ -1,8 +1,9 @@
 /**
- * The worker's outgoing writes. Every run's writes go through one `Batcher`: one request in flight, the next writes
- * gathering behind it, so under load one request carries what all the worker's runs have to say, and each run's
- * writes stay in the order they were made (the server applies a request's writes in order). The server commits a
- * request in one transaction and answers write by write. Requests are cut to stay under the server's size limit.
+ * The worker's outgoing writes. Every run's writes go through one `Batcher`: a few requests in flight, the next
+ * writes gathering behind them, so under load one request carries what many of the worker's runs have to say. A
+ * run's writes stay in the order they were made: they never travel in two requests at once, and the server applies
+ * a request's writes in order. The server commits a request in one transaction and answers write by write. Requests
+ * are cut to stay under the server's size limit.
  */
 import type { AikiClient as ApiClient } from "@aiki/contract/Client"
 import type { WorkerId } from "@aiki/contract/Ids"
@@ -23,6 +24,13 @@ const maxWrites = 1_000
  */
 export const lingerMs = 20
 
+/**
+ * Requests in flight at once. The server commits requests on a few connections in parallel (`COMMIT_CONCURRENCY`,
+ * 2 by default); with one request in flight a worker under load keeps one of them busy and leaves the other idle
+ * while its request travels.
+ */
+const maxInFlight = 2
+
 /** Starts the batcher for the current scope. */
 export const make = (options: {
   readonly api: ApiClient
@@ -34,6 +42,8 @@ export const make = (options: {
   Batcher.make({
     maxItems: maxWrites,
     lingerMs,
+    maxInFlight,
+    keyOf: (write) => write.runId,
     // Room for the request's envelope.
     split: Batcher.bySize(Math.max(1, options.maxBatchBytes - 64 * 1024)),
     send: (writes: ReadonlyArray<Write>) =>
