@@ -26,8 +26,8 @@ export const lingerMs = 20
 
 /**
  * Requests in flight at once. The server commits requests on a few connections in parallel (`COMMIT_CONCURRENCY`,
- * 2 by default); with one request in flight a worker under load keeps one of them busy and leaves the other idle
- * while its request travels.
+ * 4 by default, shared by every worker and client); with one request in flight a worker under load keeps one of
+ * them busy and leaves the others idle while its request travels.
  */
 const maxInFlight = 2
 
