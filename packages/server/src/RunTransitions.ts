@@ -368,7 +368,7 @@ const make = Effect.gen(function*() {
     })
 
   /** Granted claims need their run as it now is, and its journal (read in the same transaction). */
-  const readLeases = (claims: ReadonlyArray<Claim>) =>
+  const readLeases = (ledger: Ledger, claims: ReadonlyArray<Claim>) =>
     Effect.gen(function*() {
       const granted = claims.filter((c) => c.outcome?.granted === true)
       if (granted.length === 0) return
@@ -376,7 +376,9 @@ const make = Effect.gen(function*() {
       const rows = yield* sql<RunRow & { readonly server_time: Date }>`
         SELECT *, now() AS server_time FROM workflow_runs
         WHERE id = ANY(${pgArray(ids)}::uuid[])`
-      const journals = yield* selectJournals(sql, ids)
+      // Only a lease holder writes a run's journal, and the first claim is what starts a run: a run that had not
+      // started when it was locked has none to read (a burst's claims are all such, one round trip less each).
+      const journals = yield* selectJournals(sql, ids.filter((id) => ledger.runs.get(id)?.flow.started === true))
       const byId = new Map(rows.map((row) => [row.id, row]))
       for (const claim of granted) {
         const row = byId.get(claim.runId)!
@@ -470,7 +472,7 @@ const make = Effect.gen(function*() {
         yield* writeFlow(sql, ledger)
         const alive = new Set(written.beaten)
         for (const beat of beats) beat.alive = alive.has(beat.workerId)
-        yield* readLeases(changes.filter((c): c is Claim => c._tag === "Claim"))
+        yield* readLeases(ledger, changes.filter((c): c is Claim => c._tag === "Claim"))
         yield* readChanged(changes.filter((c): c is Cancel | Reopen => c._tag === "Cancel" || c._tag === "Reopen"))
         return [...started, ...written.outbox]
       }))
