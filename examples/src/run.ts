@@ -38,7 +38,7 @@ try {
   // Follow the run's tasks live while waiting for it.
   const progress = aiki.runtime.runFork(
     Effect.flatMap(AikiClient, (a) =>
-      Stream.runForEach(a.api.runs.events({ params: { id: handle.id as never } }).pipe(Stream.unwrap), (update) =>
+      Stream.runForEach(a.api.runs.events({ params: { id: handle.id as never }, query: {} }).pipe(Stream.unwrap), (update) =>
         Effect.sync(() => {
           if (update._tag === "Task") {
             const attempt = update.task.attempts.length

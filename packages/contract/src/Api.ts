@@ -195,10 +195,12 @@ export class RunsApi extends HttpApiGroup.make("runs").add(
   }),
   /**
    * Follows a run as Server-Sent Events: its current state first, then every change to it or its tasks, until it
-   * reaches a final state (then the stream ends).
+   * reaches a final state (then the stream ends). `tasks=false` leaves the tasks out (the run's own changes only):
+   * what waiting for a run's result needs, and the server then reads no task for every task change.
    */
   HttpApiEndpoint.get("events", "/workflow-runs/:id/events", {
     params: runParams,
+    query: { tasks: Schema.optionalKey(Schema.Boolean) },
     success: HttpApiSchema.StreamSse({ data: RunUpdate }),
     error: RunNotFound
   })

@@ -62,7 +62,8 @@ export class RunStore extends Context.Service<RunStore, {
    * The run now, then each change to it or to its tasks, whichever server replica committed it; ends once the run
    * is final. Fails with `RunNotFound` before emitting anything for an unknown id.
    */
-  readonly follow: (id: RunId) => Effect.Effect<Stream.Stream<RunUpdate>, RunNotFound>
+  /** With `tasks: false` the run's own changes only (no task is read or sent). */
+  readonly follow: (id: RunId, options?: { readonly tasks?: boolean }) => Effect.Effect<Stream.Stream<RunUpdate>, RunNotFound>
 }>()("@aiki/server/RunStore") {
   static readonly layer = Layer.effect(
     RunStore,
@@ -175,20 +176,21 @@ export class RunStore extends Context.Service<RunStore, {
 
       const cancel = Effect.fn("RunStore.cancel")((id: RunId) => engine.cancel(id))
 
-      const follow = Effect.fn("RunStore.follow")(function*(id: RunId) {
+      const follow = Effect.fn("RunStore.follow")(function*(id: RunId, options: { readonly tasks?: boolean } = {}) {
         yield* get(id)
+        const withTasks = options.tasks ?? true
         return Stream.unwrap(Effect.gen(function*() {
           // Subscribe first, then read: a change committed in between is seen twice, never missed.
           const subscription = yield* notifications.subscribe
           const current = yield* get(id).pipe(Effect.orDie)
-          const initialTasks = yield* selectTasks(sql, id).pipe(Effect.orDie)
+          const initialTasks = withTasks ? yield* selectTasks(sql, id).pipe(Effect.orDie) : []
           // Tasks first: the stream ends with the run's final state, so a finished run still shows its tasks.
           const initial: ReadonlyArray<RunUpdate> = [
             ...initialTasks.map((task): RunUpdate => ({ _tag: "Task", task })),
             { _tag: "Run", run: current }
           ]
           const changes = Stream.fromSubscription(subscription).pipe(
-            Stream.filter((change) => change.runId === id),
+            Stream.filter((change) => change.runId === id && (withTasks || change.task === null)),
             Stream.mapEffect((change): Effect.Effect<ReadonlyArray<RunUpdate>> =>
               change.task === null
                 ? get(id).pipe(Effect.orDie, Effect.map((run) => [{ _tag: "Run", run }]))

@@ -31,8 +31,14 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const primary = yield* (yield* TestServer.TestServer).client()
       const replica = yield* (yield* Replica).client()
       const { id } = yield* primary.workflows.start({ params: { name, version }, payload: { payload: 1 } })
-      const events = yield* replica.runs.events({ params: { id } })
+      const events = yield* replica.runs.events({ params: { id }, query: {} })
       const collected = yield* events.pipe(Stream.map(describe), Stream.runCollect, Effect.forkChild)
+      // What waiting for the result follows: the run's own changes, no task.
+      const runOnly = yield* (yield* replica.runs.events({ params: { id }, query: { tasks: false } })).pipe(
+        Stream.map(describe),
+        Stream.runCollect,
+        Effect.forkChild
+      )
       yield* Effect.sleep("200 millis")
       const claims = yield* primary.execution.claim({ params: { id: worker }, payload: { runIds: [id], replayVersion: 2 } })
       const leaseEpoch = claims.leases[0]!.leaseEpoch
@@ -59,6 +65,12 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       assert.strictEqual(distinct[distinct.length - 1], "run:completed")
       assert.include(distinct, "task:step:completed")
       assert.deepStrictEqual(distinct, [...distinct].sort((a, b) => order.indexOf(a) - order.indexOf(b)))
+      const runChanges = [...yield* Fiber.join(runOnly).pipe(Effect.timeout("10 seconds"))]
+      assert.deepStrictEqual(runChanges.filter((update, i, all) => i === 0 || all[i - 1] !== update), [
+        "run:pending",
+        "run:running",
+        "run:completed"
+      ])
     }))
 
   it.effect("ends at once for a finished run, and 404s for an unknown one", () =>
@@ -66,9 +78,9 @@ layer(TwoReplicas, { excludeTestServices: true })("follow", (it) => {
       const api = yield* (yield* TestServer.TestServer).client()
       const { id } = yield* api.workflows.start({ params: { name, version }, payload: { payload: 2 } })
       yield* api.runs.cancel({ params: { id } })
-      const seen = yield* (yield* api.runs.events({ params: { id } })).pipe(Stream.map(describe), Stream.runCollect)
+      const seen = yield* (yield* api.runs.events({ params: { id }, query: {} })).pipe(Stream.map(describe), Stream.runCollect)
       assert.deepStrictEqual([...seen], ["run:cancelled"])
-      const missing = yield* api.runs.events({ params: { id: "01900000-0000-7000-8000-000000000000" as never } })
+      const missing = yield* api.runs.events({ params: { id: "01900000-0000-7000-8000-000000000000" as never }, query: {} })
         .pipe(Effect.flip)
       assert.strictEqual(missing._tag, "RunNotFound")
     }))

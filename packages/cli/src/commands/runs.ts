@@ -143,7 +143,7 @@ export const follow = (id: RunId) =>
         process.stdout.write(`${lines.join("\n")}\n`)
         drawn = lines.length
       })
-      const events = yield* api.runs.events({ params: { id } })
+      const events = yield* api.runs.events({ params: { id }, query: {} })
       yield* events.pipe(
         Stream.runForEach((update: RunUpdate) =>
           Effect.gen(function*() {

@@ -179,7 +179,7 @@ export const RunPage = ({ id, role }: { readonly id: string; readonly role: Role
       })
     })()
     // Live: every change to the run or a task, until the run is final (then the server ends the stream).
-    const stop = follow((api) => api.runs.events({ params: { id: runId } }), (update) => {
+    const stop = follow((api) => api.runs.events({ params: { id: runId }, query: {} }), (update) => {
       if (update._tag === "Run") {
         setLoaded((current) => current === undefined ? current : { ...current, run: update.run })
         void loadTrail()
