@@ -12,7 +12,7 @@ import { InvalidRequest, RequestIssue } from "@aiki/contract/Errors"
 import type { WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { Json } from "@aiki/contract/Models"
 import { type OutputUnit, type Schema as JsonSchema, Validator } from "@cfworker/json-schema"
-import { Context, Effect, Layer } from "effect"
+import { Clock, Context, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 
 /** A start to check: its version and its payload. */
@@ -70,33 +70,70 @@ export const issuesOf = (errors: ReadonlyArray<OutputUnit>): Array<RequestIssue>
     .map(([, e]) => new RequestIssue({ path: ["payload", ...e.path], message: e.messages.join("; ") }))
 }
 
-const make = Effect.gen(function*() {
+/**
+ * How long a registered version's schema is used without reading it again. A start of a registered version then
+ * costs no query (one round trip less on every start), and its validator is compiled once; a schema a worker
+ * registers anew (another replica's registration included) applies to starts this much later at most. A version
+ * not registered yet is read on every start, so its first registration is seen at once.
+ */
+export const schemaTtlMs = 1_000
+
+type PayloadSchema = JsonSchema | boolean | null
+
+interface Known {
+  readonly schema: PayloadSchema
+  /** Compiled on first use; none for a version registered without a schema. */
+  validator: Validator | undefined
+  readonly readAt: number
+}
+
+/** Exported for tests, which run it under a `TestClock`; the server uses the layer. */
+export const make = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  /** Registered versions by `name\0version`, as last read. */
+  const known = new Map<string, Known>()
+
+  const read = (keys: ReadonlyArray<readonly [string, StartToCheck]>, now: number) =>
+    Effect.gen(function*() {
+      if (keys.length === 0) return
+      const rows = yield* sql<{
+        readonly workflow_name: string
+        readonly version: string
+        readonly payload_schema: PayloadSchema
+      }>`
+        SELECT v.workflow_name, v.version, v.payload_schema FROM workflow_versions v
+        JOIN jsonb_to_recordset(${
+        JSON.stringify(keys.map(([, s]) => ({ name: s.workflowName, version: s.workflowVersion })))
+      }::jsonb) AS k(name text, version text) ON v.workflow_name = k.name AND v.version = k.version`.pipe(Effect.orDie)
+      for (const row of rows) {
+        const key = `${row.workflow_name}\u0000${row.version}`
+        const before = known.get(key)
+        // The same schema read again keeps its compiled validator.
+        const same = before !== undefined && JSON.stringify(before.schema) === JSON.stringify(row.payload_schema)
+        known.set(key, { schema: row.payload_schema, validator: same ? before.validator : undefined, readAt: now })
+      }
+      // A version deleted meanwhile is unregistered again.
+      const found = new Set(rows.map((r) => `${r.workflow_name}\u0000${r.version}`))
+      for (const [key] of keys) if (!found.has(key)) known.delete(key)
+    })
 
   const check = Effect.fn("StartChecks.check")(function*(starts: ReadonlyArray<StartToCheck>) {
-    const versions = [...new Map(starts.map((s) => [`${s.workflowName}\u0000${s.workflowVersion}`, s])).values()]
-    const rows = versions.length === 0 ? [] : yield* sql<{
-      readonly workflow_name: string
-      readonly version: string
-      readonly payload_schema: JsonSchema | boolean | null
-    }>`
-      SELECT v.workflow_name, v.version, v.payload_schema FROM workflow_versions v
-      JOIN jsonb_to_recordset(${
-      JSON.stringify(versions.map((s) => ({ name: s.workflowName, version: s.workflowVersion })))
-    }::jsonb) AS k(name text, version text) ON v.workflow_name = k.name AND v.version = k.version`.pipe(Effect.orDie)
-    const schemas = new Map(rows.map((r) => [`${r.workflow_name}\u0000${r.version}`, r.payload_schema]))
-    const validators = new Map<string, Validator>()
+    const now = yield* Clock.currentTimeMillis
+    const versions = new Map(starts.map((s) => [`${s.workflowName}\u0000${s.workflowVersion}`, s]))
+    yield* read(
+      [...versions].filter(([key]) => {
+        const entry = known.get(key)
+        return entry === undefined || now - entry.readAt >= schemaTtlMs || now < entry.readAt
+      }),
+      now
+    )
     return starts.map((start): Checked | InvalidRequest => {
       const key = `${start.workflowName}\u0000${start.workflowVersion}`
-      if (!schemas.has(key)) return { warning: unregisteredWarning(start.workflowName, start.workflowVersion) }
-      const schema = schemas.get(key)
-      if (schema === null || schema === undefined) return { warning: undefined }
-      let validator = validators.get(key)
-      if (validator === undefined) {
-        validator = new Validator(schema, "2020-12", false)
-        validators.set(key, validator)
-      }
-      const result = validator.validate(start.payload)
+      const entry = known.get(key)
+      if (entry === undefined) return { warning: unregisteredWarning(start.workflowName, start.workflowVersion) }
+      if (entry.schema === null) return { warning: undefined }
+      entry.validator ??= new Validator(entry.schema, "2020-12", false)
+      const result = entry.validator.validate(start.payload)
       if (result.valid) return { warning: undefined }
       const issues = issuesOf(result.errors)
       return new InvalidRequest({

@@ -5,9 +5,11 @@
  */
 import type { WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { InvalidRequest } from "@aiki/contract/Errors"
-import { StartedRun } from "@aiki/contract/Models"
+import { type Json, StartedRun } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
 import { Effect } from "effect"
+import { TestClock } from "effect/testing"
+import * as StartChecks from "../src/StartChecks.ts"
 import * as TestServer from "./support/TestServer.ts"
 
 const name = "checked-order" as WorkflowName
@@ -82,6 +84,33 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`start chec
       // A registered version is not flagged.
       const registered = yield* api.workflows.start({ params: { name, version }, payload: { payload: { amount: 1, customer: { email: "e" } } } })
       assert.isUndefined(registered.warning)
+    }))
+
+  it.effect("a registered version's schema is read once a second at most; a version registered at last is seen at once", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const cached = "cached-schema" as WorkflowName
+      const register = (payloadSchema: Json) =>
+        api.execution.register({ params: { id: "checker" as WorkerId }, payload: { workflows: [{ name: cached, version, payloadSchema }] } })
+      const start = { workflowName: cached, workflowVersion: version, payload: { amount: 1 } }
+      const outcome = (checked: ReadonlyArray<StartChecks.Checked | InvalidRequest>) => {
+        const [first] = checked
+        return first instanceof InvalidRequest ? "refused" : first?.warning === undefined ? "accepted" : "warned"
+      }
+      yield* Effect.gen(function*() {
+        const checks = yield* StartChecks.make
+        assert.strictEqual(outcome(yield* checks.check([start])), "warned")
+        // Not registered yet is read again every time: the registration counts at once.
+        yield* register({ type: "object", properties: { amount: { type: "number" } } })
+        assert.strictEqual(outcome(yield* checks.check([start])), "accepted")
+        // A schema registered anew applies once the one read has aged a second, not before.
+        yield* register({ type: "object", properties: { amount: { type: "string" } } })
+        assert.strictEqual(outcome(yield* checks.check([start])), "accepted")
+        yield* TestClock.adjust(StartChecks.schemaTtlMs - 1)
+        assert.strictEqual(outcome(yield* checks.check([start])), "accepted")
+        yield* TestClock.adjust(1)
+        assert.strictEqual(outcome(yield* checks.check([start])), "refused")
+      }).pipe(Effect.provide(TestClock.layer()))
     }))
 })
 }
