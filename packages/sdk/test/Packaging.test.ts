@@ -216,6 +216,16 @@ layer(ConsumerLayer, { excludeTestServices: true, timeout: 240_000 })("packaging
       yield* runProgram("deno", "http")
     }), 60_000)
 
+  it.effect("an install holds one copy of effect, whichever of its patch releases the registry serves now", () =>
+    Effect.gen(function*() {
+      const { dir } = yield* Consumer
+      // Two copies are two sets of services: a server whose SQL client came from the other copy never finds its
+      // database (it waited at 503 forever once effect 4.1.5 was published next to our exact 4.1.0).
+      const { stdout } = yield* runOk("npm", ["ls", "effect", "--all", "--parseable"], { cwd: dir })
+      const copies = new Set(stdout.trim().split("\n").filter((line) => /node_modules\/effect$/.test(line)))
+      assert.strictEqual(copies.size, 1, [...copies].join("\n"))
+    }))
+
   it.effect("a TypeScript consumer type-checks with tsc --strict, module NodeNext, and no other option", () =>
     Effect.gen(function*() {
       const { bin, dir } = yield* Consumer
