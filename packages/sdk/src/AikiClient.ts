@@ -255,12 +255,11 @@ const make = (options: ClientOptions) =>
     const api = yield* Client.make(options)
 
     const handle = (workflow: AnyWorkflow, id: RunId, warning?: string): RunHandle<unknown, unknown> => {
-      const updates: Stream.Stream<RunUpdate, ClientError> = Stream.unwrap(retryTransient(api.runs.events({ params: { id }, query: {} })))
+      const follow = (query: { readonly tasks?: boolean }): Stream.Stream<RunUpdate, ClientError> =>
+        Stream.unwrap(retryTransient(api.runs.events({ params: { id }, query })))
+      const updates = follow({})
       // Waiting for the end needs the run's own changes only: the server then reads and sends no task per change.
-      const runChanges: Stream.Stream<RunUpdate, ClientError> = Stream.unwrap(
-        retryTransient(api.runs.events({ params: { id }, query: { tasks: false } }))
-      )
-      const final = runChanges.pipe(
+      const final = follow({ tasks: false }).pipe(
         Stream.filter((update) => update._tag === "Run" && isTerminal(update.run.state)),
         Stream.runHead,
         // The stream ends only once the run is final; a dropped connection is followed again.

@@ -80,6 +80,9 @@ export const schemaTtlMs = 1_000
 
 type PayloadSchema = JsonSchema | boolean | null
 
+/** A version's key in the cache (NUL cannot occur in a name or a version). */
+const keyOf = (name: string, version: string) => `${name}\u0000${version}`
+
 interface Known {
   readonly schema: PayloadSchema
   /** Compiled on first use; none for a version registered without a schema. */
@@ -106,20 +109,20 @@ export const make = Effect.gen(function*() {
         JSON.stringify(keys.map(([, s]) => ({ name: s.workflowName, version: s.workflowVersion })))
       }::jsonb) AS k(name text, version text) ON v.workflow_name = k.name AND v.version = k.version`.pipe(Effect.orDie)
       for (const row of rows) {
-        const key = `${row.workflow_name}\u0000${row.version}`
+        const key = keyOf(row.workflow_name, row.version)
         const before = known.get(key)
         // The same schema read again keeps its compiled validator.
         const same = before !== undefined && JSON.stringify(before.schema) === JSON.stringify(row.payload_schema)
         known.set(key, { schema: row.payload_schema, validator: same ? before.validator : undefined, readAt: now })
       }
       // A version deleted meanwhile is unregistered again.
-      const found = new Set(rows.map((r) => `${r.workflow_name}\u0000${r.version}`))
+      const found = new Set(rows.map((r) => keyOf(r.workflow_name, r.version)))
       for (const [key] of keys) if (!found.has(key)) known.delete(key)
     })
 
   const check = Effect.fn("StartChecks.check")(function*(starts: ReadonlyArray<StartToCheck>) {
     const now = yield* Clock.currentTimeMillis
-    const versions = new Map(starts.map((s) => [`${s.workflowName}\u0000${s.workflowVersion}`, s]))
+    const versions = new Map(starts.map((s) => [keyOf(s.workflowName, s.workflowVersion), s]))
     yield* read(
       [...versions].filter(([key]) => {
         const entry = known.get(key)
@@ -128,8 +131,7 @@ export const make = Effect.gen(function*() {
       now
     )
     return starts.map((start): Checked | InvalidRequest => {
-      const key = `${start.workflowName}\u0000${start.workflowVersion}`
-      const entry = known.get(key)
+      const entry = known.get(keyOf(start.workflowName, start.workflowVersion))
       if (entry === undefined) return { warning: unregisteredWarning(start.workflowName, start.workflowVersion) }
       if (entry.schema === null) return { warning: undefined }
       entry.validator ??= new Validator(entry.schema, "2020-12", false)

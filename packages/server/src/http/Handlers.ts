@@ -122,7 +122,7 @@ export const RunsHandlers = HttpApiBuilder.group(AikiApi, "runs", Effect.fn(func
     tasks: ({ params }) => runs.tasks(params.id),
     transitions: ({ params }) => runs.transitions(params.id),
     children: ({ params }) => runs.children(params.id),
-    events: ({ params, query }) => runs.follow(params.id, { tasks: query.tasks ?? true }),
+    events: ({ params, query }) => runs.follow(params.id, query),
     sendEvent: ({ params, payload }) => runs.sendEvent(params.id, params.name, payload.payload, payload.eventId)
   })
 }))
