@@ -23,6 +23,7 @@ import eventIds from "./migrations/0010_event_ids.ts"
 import timeoutsAndPoisonRuns from "./migrations/0011_timeouts_and_poison_runs.ts"
 import retryAndReset from "./migrations/0012_retry_and_reset.ts"
 import childWorkflows from "./migrations/0013_child_workflows.ts"
+import runRevision from "./migrations/0014_run_revision.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -38,7 +39,8 @@ export const migrations = PgMigrator.fromRecord({
   "0010_event_ids": eventIds,
   "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns,
   "0012_retry_and_reset": retryAndReset,
-  "0013_child_workflows": childWorkflows
+  "0013_child_workflows": childWorkflows,
+  "0014_run_revision": runRevision
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

@@ -8,7 +8,8 @@ import type { AikiClient } from "@aiki/contract/Client"
 import type { LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { Write, WriteResult } from "@aiki/contract/Models"
 import { assert, layer } from "@effect/vitest"
-import { DateTime, Effect } from "effect"
+import { PgClient } from "@effect/sql-pg"
+import { DateTime, Deferred, Effect, Fiber, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import * as TestServer from "./support/TestServer.ts"
 
@@ -68,6 +69,13 @@ const completeTask = (runId: RunId, leaseEpoch: LeaseEpoch, at: string, result: 
 })
 
 /** Makes the run's lease lapse now, as if its worker had stopped heartbeating long ago. */
+const revisionOf = (id: RunId) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const [row] = yield* sql<{ readonly revision: string }>`SELECT revision::text AS revision FROM workflow_runs WHERE id = ${id}`
+    return Number(row!.revision)
+  })
+
 const expireLease = (id: RunId) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -374,6 +382,34 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.strictEqual(outbox[0]!.n, 2)
     }))
 
+  it.effect("raises a run's revision with every change to it or its journal, and with nothing else", () =>
+    Effect.gen(function*() {
+      const api = yield* (yield* TestServer.TestServer).client()
+      const id = yield* startRun(api)
+      const lease = yield* granted(api, id, workerA)
+      const claimed = yield* revisionOf(id)
+      const leaseEpoch = lease.leaseEpoch
+      // A task's start changes only the journal (an entry and its attempt), not the run's row.
+      yield* writeOne(api, startTask(id, leaseEpoch, "a:1:0"))
+      assert.strictEqual(yield* revisionOf(id), claimed + 1)
+      yield* writeOne(api, {
+        _tag: "HeartbeatTask",
+        runId: id,
+        leaseEpoch,
+        address: address("a:1:0"),
+        attempt: 1
+      })
+      assert.strictEqual(yield* revisionOf(id), claimed + 2)
+      yield* writeOne(api, completeTask(id, leaseEpoch, "a:1:0", 1))
+      assert.strictEqual(yield* revisionOf(id), claimed + 3)
+      // Answered from what is there: a repeated outcome, a zombie's write, a probe.
+      yield* writeOne(api, completeTask(id, leaseEpoch, "a:1:0", 1))
+      yield* writeOne(api, completeTask(id, epoch(leaseEpoch + 1), "a:1:0", 1))
+      assert.strictEqual(yield* revisionOf(id), claimed + 3)
+      yield* writeOne(api, { _tag: "CompleteRun", runId: id, leaseEpoch, result: null })
+      assert.strictEqual(yield* revisionOf(id), claimed + 4)
+    }))
+
   it.effect("cancels any unfinished run, idempotently, and refuses to cancel a finished one", () =>
     Effect.gen(function*() {
       const api = yield* (yield* TestServer.TestServer).client()
@@ -406,3 +442,43 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
     }))
 })
 }
+
+// Two transactions at once: Postgres only (PGlite is one session).
+layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })("optimistic writes", (it) => {
+  it.effect("a write decided on a run read before another change committed is decided again under the lock", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const id = yield* startRun(api)
+      const lease = yield* granted(api, id, workerA)
+      yield* writeOne(api, startTask(id, lease.leaseEpoch, "a:1:0"))
+      // On connections of its own (the server's pool shares connections between statements): a change standing
+      // in for another group's (a cancellation), committed after the worker's write read the run (the read does not
+      // wait for the row lock) and before its statement could write.
+      const result = yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const holding = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const other = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`UPDATE workflow_runs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+            revision = revision + 1 WHERE id = ${id}`
+          yield* Deferred.succeed(holding, undefined)
+          yield* Deferred.await(release)
+        })).pipe(Effect.forkChild)
+        yield* Deferred.await(holding)
+        const write = yield* writeOne(api, completeTask(id, lease.leaseEpoch, "a:1:0", 1)).pipe(Effect.forkChild)
+        // The write's statement waits for the run's row lock.
+        const waiting = sql<{ readonly n: number }>`
+          SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+        while ((yield* waiting)[0]!.n === 0) yield* Effect.sleep("10 millis")
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(other)
+        return yield* Fiber.join(write)
+      }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(server.databaseUrl), maxConnections: 2 })))
+      assert.strictEqual(result._tag, "LeaseLost")
+      assert.strictEqual((result as { readonly state?: string }).state, "cancelled")
+      const [task] = yield* api.runs.tasks({ params: { id } })
+      assert.strictEqual(task!.state, "running")
+      assert.strictEqual((yield* api.runs.status({ params: { id } })).state, "cancelled")
+    }))
+})

@@ -53,6 +53,8 @@ export interface LedgerRun {
   readonly flow: RunFlow
   /** What `write` must change, when anything. */
   patch: RunPatch | undefined
+  /** The run's revision as read (migration 0014): a guarded write applies only if it is still this one. */
+  readonly revision: string
 }
 
 /** Changes to a run row beyond its control columns (which are always written for a changed run). */
@@ -288,10 +290,19 @@ interface LockedRow extends RunFlowRow {
   readonly attempt: number
   readonly policy_attempt: number
   readonly resets: number
+  readonly revision: string
 }
 
-/** Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger. */
-export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: ReadonlyArray<string>) =>
+/**
+ * Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger; with `lock: false`
+ * only reads them, for a write guarded by their revisions (`write`'s `guarded`).
+ */
+export const lockRuns = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  runIds: ReadonlyArray<string>,
+  options: { readonly lock: boolean } = { lock: true }
+) =>
   runIds.length === 0 ? Effect.void : sql<LockedRow>`
     SELECT r.id, r.workflow_name, r.workflow_version, r.created_at, r.state, r.lease_epoch, r.lease_owner,
       COALESCE(r.lease_expires_at < now(), false) AS lease_lapsed,
@@ -300,13 +311,13 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
       COALESCE(r.deadline_at <= now(), false) AS deadline_passed,
       COALESCE(r.start_deadline_at <= now() AND r.started_at IS NULL, false) AS start_deadline_passed, r.lapses,
       r.awaiting_events, r.awaiting_children, r.parent_run_id, r.trace_parent, r.replay_version,
-      r.attempt, r.policy_attempt, r.resets,
+      r.attempt, r.policy_attempt, r.resets, r.revision::text AS revision,
       r.priority, r.concurrency_key, r.concurrency_limit, r.ordering_key, r.rate_limit_key, r.debounce_key,
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
     WHERE r.id = ANY(${pgArray(runIds)}::uuid[])
     ORDER BY r.id
-    FOR UPDATE OF r`.pipe(
+    ${options.lock ? sql`FOR UPDATE OF r` : sql``}`.pipe(
     Effect.map((rows) => {
       for (const row of rows) {
         ledger.runs.set(row.id, {
@@ -332,7 +343,8 @@ export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: Reado
           policyAttempt: row.policy_attempt,
           resets: row.resets,
           flow: flowOf(row),
-          patch: undefined
+          patch: undefined,
+          revision: row.revision
         })
       }
     })
@@ -475,20 +487,45 @@ export const loadChildren = (sql: SqlClient.SqlClient, ledger: Ledger, ids: Read
 
 const json = (value: unknown) => JSON.stringify(value)
 
-/** What a group's statement created besides its rows: outbox rows to publish, and the workers whose beat landed. */
+/**
+ * What a group's statement created besides its rows: outbox rows to publish, and the workers whose beat landed.
+ * `applied` is false only for a guarded write that found a run moved since it was read: it wrote nothing.
+ */
 export interface Written {
+  readonly applied: boolean
   readonly outbox: ReadonlyArray<OutboxRow>
   readonly beaten: ReadonlyArray<string>
 }
 
+const nothingWritten: Written = { applied: true, outbox: [], beaten: [] }
+
 /**
  * Writes everything the ledger changed in one statement (its data-modifying parts all run, and commit, together).
+ * Every run it touches gets its revision raised. `guarded`: the runs were read without a lock, so the statement
+ * applies only if each run it touches is still at the revision read, and otherwise writes nothing
+ * (`applied: false`). Its run update takes the rows' locks and checks the revisions first; every other part reads
+ * that check's count before it writes a row.
  */
-export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: LedgerRun) => string | null) => {
-  const runs = [...ledger.runs.values()].filter((run) => run.patch !== undefined)
+export const write = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  streamOf: (run: LedgerRun) => string | null,
+  options: { readonly guarded: boolean } = { guarded: false }
+) => {
   const entries = [...ledger.entries.values()].filter((entry) => entry.changed)
   const attempts = [...ledger.attempts.values()]
   const events = ledger.events.filter((event) => event.changed)
+  const touched = new Set<string>([
+    ...[...ledger.runs.values()].filter((run) => run.patch !== undefined).map((run) => run.id),
+    ...entries.map((e) => e.runId),
+    ...attempts.map((a) => a.runId),
+    ...ledger.attemptBeats.map((b) => b.runId),
+    ...events.map((e) => e.runId),
+    ...ledger.discards.map((d) => d.runId),
+    ...ledger.transitions.map((t) => t.runId),
+    ...ledger.runnable
+  ])
+  const runs = [...ledger.runs.values()].filter((run) => touched.has(run.id))
   const outbox = [...ledger.runnable].flatMap((runId) => {
     const run = ledger.runs.get(runId)
     const stream = run === undefined ? null : streamOf(run)
@@ -508,12 +545,14 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         ledger.attemptBeats.length +
         ledger.discards.length === 0
   ) {
-    return Effect.succeed<Written>({ outbox: [], beaten: [] })
+    return Effect.succeed(nothingWritten)
   }
   const runRows = runs.map((run) => {
-    const patch = run.patch!
+    const patch = run.patch ?? {}
     return {
       id: run.id,
+      revision: options.guarded ? run.revision : null,
+      patched: run.patch !== undefined,
       state: run.state,
       lease_epoch: run.leaseEpoch,
       lease_owner: run.leaseOwner,
@@ -571,9 +610,19 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
   const newEvents = events.filter((e) => e.isNew)
   const consumedEvents = events.filter((e) => !e.isNew)
   const runIdsOf = (rows: ReadonlyArray<{ readonly runId: string }>) => pgArray([...new Set(rows.map((r) => r.runId))])
+  // Guarded: a part writes its rows only if the run update found every touched run at its revision.
+  const ok = options.guarded ? sql`AND (SELECT count(*) FROM run_updates) = ${runRows.length}` : sql``
   // Only the parts with rows to write are in the statement: Postgres runs every data-modifying part of a statement,
   // rows or not. Each part finds its rows by index (`= ANY(array)`), never by a scan of the table.
   const parts: Array<Fragment> = []
+  const runIds = pgArray(runs.map((run) => run.id))
+  if (options.guarded && runRows.length > 0) {
+    // In id order, as every group locks runs, so this statement and a locked group never wait for each other in a
+    // cycle. A row another group changed meanwhile is locked as it now is; the update below then skips it.
+    parts.push(sql`locked AS (
+      SELECT id FROM workflow_runs WHERE id = ANY(${runIds}::uuid[]) ORDER BY id FOR UPDATE
+    )`)
+  }
   if (runRows.length > 0) {
     parts.push(sql`run_updates AS (
       UPDATE workflow_runs r SET
@@ -594,14 +643,17 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         error = CASE WHEN u.set_error THEN u.error::json WHEN u.reopened THEN NULL ELSE r.error END,
         started_at = CASE WHEN u.started THEN COALESCE(r.started_at, now()) ELSE r.started_at END,
         finished_at = CASE WHEN u.finished THEN now() WHEN u.reopened THEN NULL ELSE r.finished_at END,
-        updated_at = now()
+        updated_at = CASE WHEN u.patched THEN now() ELSE r.updated_at END,
+        revision = r.revision + 1
       FROM jsonb_to_recordset(${json(runRows)}::jsonb) AS u(
-        id uuid, state text, lease_epoch int, lease_owner text, lapses int, failure_reason text, awaiting_events text[],
+        id uuid, revision bigint, patched boolean, state text, lease_epoch int, lease_owner text, lapses int, failure_reason text, awaiting_events text[],
         awaiting_children uuid[],
         replay_version int, attempt int, policy_attempt int, resets int, reopened boolean,
         set_lease boolean, lease_ms int, set_wake boolean, wake_at timestamptz, set_result boolean, result text,
         set_error boolean, error text, started boolean, finished boolean)
-      WHERE r.id = u.id AND r.id = ANY(${pgArray(runs.map((run) => run.id))}::uuid[])
+      WHERE r.id = u.id AND r.id = ANY(${runIds}::uuid[])
+        AND (u.revision IS NULL OR r.revision = u.revision)
+        ${options.guarded ? sql`AND (SELECT count(*) FROM locked) >= 0` : sql``}
       RETURNING r.id
     )`)
   }
@@ -613,6 +665,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${json(newEntries.map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
         set_result boolean, outcome_order int, not_before timestamptz)
+      WHERE true ${ok}
       RETURNING 1
     )`)
   }
@@ -624,7 +677,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${json(changedEntries.map(entryRow))}::jsonb) AS e(
         run_id uuid, address text, sequence int, name text, state text, payload text, result text, error text,
         set_result boolean, outcome_order int, not_before timestamptz)
-      WHERE t.run_id = e.run_id AND t.address = e.address AND t.run_id = ANY(${runIdsOf(changedEntries)}::uuid[])
+      WHERE t.run_id = e.run_id AND t.address = e.address AND t.run_id = ANY(${runIdsOf(changedEntries)}::uuid[]) ${ok}
       RETURNING 1
     )`)
   }
@@ -639,6 +692,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${json(newAttempts.map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text,
         timeout_ms bigint, heartbeat_timeout_ms int, beat boolean, beat_details text)
+      WHERE true ${ok}
       RETURNING 1
     )`)
   }
@@ -654,7 +708,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       })))
     }::jsonb) AS b(run_id uuid, address text, attempt int, details text)
       WHERE t.run_id = b.run_id AND t.address = b.address AND t.attempt = b.attempt AND t.finished_at IS NULL
-        AND t.run_id = ANY(${runIdsOf(ledger.attemptBeats)}::uuid[])
+        AND t.run_id = ANY(${runIdsOf(ledger.attemptBeats)}::uuid[]) ${ok}
       RETURNING 1
     )`)
   }
@@ -664,7 +718,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${json(finishedAttempts.map(attemptRow))}::jsonb) AS a(
         run_id uuid, address text, attempt int, lease_epoch int, started_ago_ms int, finished boolean, error text)
       WHERE t.run_id = a.run_id AND t.address = a.address AND t.attempt = a.attempt
-        AND t.run_id = ANY(${runIdsOf(finishedAttempts)}::uuid[])
+        AND t.run_id = ANY(${runIdsOf(finishedAttempts)}::uuid[]) ${ok}
       RETURNING 1
     )`)
   }
@@ -684,6 +738,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       })))
     }::jsonb) AS t(run_id uuid, task_address text, from_state text, to_state text, reason text, lease_epoch int,
         worker_id text)
+      WHERE true ${ok}
       RETURNING 1
     )`)
   }
@@ -691,6 +746,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
     parts.push(sql`queued AS (
       INSERT INTO outbox (run_id, stream)
       SELECT run_id, stream FROM jsonb_to_recordset(${json(outbox)}::jsonb) AS o(run_id uuid, stream text)
+      WHERE true ${ok}
       RETURNING id::text AS id, run_id, stream
     )`)
   }
@@ -708,6 +764,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
         consumed_by: e.consumedBy
       })))
     }::jsonb) AS e(id bigint, event_key text, run_id uuid, name text, payload text, consumed_by text)
+      WHERE true ${ok}
       RETURNING 1
     )`)
   }
@@ -717,7 +774,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${
       json(consumedEvents.map((e) => ({ id: e.id, consumed_by: e.consumedBy })))
     }::jsonb) AS e(id bigint, consumed_by text)
-      WHERE v.id = e.id AND v.id = ANY(${pgArray(consumedEvents.map((e) => e.id))}::bigint[])
+      WHERE v.id = e.id AND v.id = ANY(${pgArray(consumedEvents.map((e) => e.id))}::bigint[]) ${ok}
       RETURNING 1
     )`)
   }
@@ -729,6 +786,7 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       USING jsonb_to_recordset(${json(ledger.discards.map((d) => ({ run_id: d.runId, from_sequence: d.fromSequence, reset: d.reset })))}::jsonb)
         AS d(run_id uuid, from_sequence int, reset int)
       WHERE t.run_id = d.run_id AND t.sequence >= d.from_sequence AND t.run_id = ANY(${runIdsOf(ledger.discards)}::uuid[])
+        ${ok}
       RETURNING t.*, d.reset
     ), archived AS (
       INSERT INTO discarded_tasks (run_id, reset, sequence, address, entry)
@@ -753,16 +811,17 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       FROM jsonb_to_recordset(${
       json([...ledger.beats].map(([id, livenessMs]) => ({ id, liveness_ms: livenessMs })))
     }::jsonb) AS b(id text, liveness_ms int)
-      WHERE w.id = b.id
+      WHERE w.id = b.id ${ok}
       RETURNING w.id
     )`)
   }
   if (announcements.length > 0) {
     parts.push(sql`announced AS (
       SELECT pg_notify('aiki_runs', value) FROM jsonb_array_elements_text(${json(announcements.map((a) => json(a)))}::jsonb)
+      WHERE true ${ok}
     )`)
   }
-  if (parts.length === 0) return Effect.succeed<Written>({ outbox: [], beaten: [] })
+  if (parts.length === 0) return Effect.succeed(nothingWritten)
   // The parts that only read what the others returned run only when the final select asks for them.
   const results = [
     announcements.length > 0 ? sql`(SELECT count(*) FROM announced) AS announced` : sql`0 AS announced`,
@@ -770,13 +829,16 @@ export const write = (sql: SqlClient.SqlClient, ledger: Ledger, streamOf: (run: 
       ? sql`(SELECT count(*) FROM archived) AS archived, (SELECT count(*) FROM released) AS released`
       : sql`0 AS archived, 0 AS released`,
     outbox.length > 0 ? sql`(SELECT jsonb_agg(queued) FROM queued) AS outbox` : sql`NULL::jsonb AS outbox`,
-    ledger.beats.size > 0 ? sql`(SELECT jsonb_agg(id) FROM beats) AS beaten` : sql`NULL::jsonb AS beaten`
+    ledger.beats.size > 0 ? sql`(SELECT jsonb_agg(id) FROM beats) AS beaten` : sql`NULL::jsonb AS beaten`,
+    runRows.length > 0 ? sql`(SELECT count(*) FROM run_updates)::int AS updated` : sql`0 AS updated`
   ]
   return sql<{
     readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
     readonly beaten: ReadonlyArray<string> | null
+    readonly updated: number
   }>`WITH ${sql.csv(parts)} SELECT ${sql.csv(results)}`.pipe(
     Effect.map(([row]): Written => ({
+      applied: !options.guarded || row?.updated === runRows.length,
       outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),
       beaten: row?.beaten ?? []
     }))

@@ -361,7 +361,7 @@ export const writeFlow = (sql: SqlClient.SqlClient, ledger: Ledger) => {
           ELSE r.waiting_until END,
         rate_limit_key = COALESCE(p.rate_limit_key, r.rate_limit_key),
         payload = COALESCE(p.payload::json, r.payload),
-        updated_at = now()
+        updated_at = now(), revision = r.revision + 1
       FROM jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) AS p(
         id uuid, set_waiting boolean, waiting_reason text, waiting_message text, waiting_until_ms double precision,
         rate_limit_key text, payload text, delay_ms double precision, max_delay_ms double precision)
