@@ -105,6 +105,7 @@ import {
   loadJournalHeads,
   lockRuns,
   type OutboxRow,
+  readRuns,
   type TransitionRecord,
   write
 } from "./internal/Ledger.ts"
@@ -444,18 +445,16 @@ const make = Effect.gen(function*() {
 
   /**
    * Optimistic writes: a group of worker writes that read nothing but their runs and journal entries (a running
-   * workflow's tasks and its end) is decided on rows read without a lock and written by one guarded statement with
-   * no transaction around it: three round trips instead of five (BEGIN, lock, read, write, COMMIT), and no
-   * connection pinned. The runs are read before their entries, so a change committed between the two reads raised a
-   * run's revision after it was read. Should any run the group touches have moved since it was read (a
+   * workflow's tasks and its end) is decided on rows read without a lock (runs and entries in one statement) and
+   * written by one guarded statement with no transaction around it: two round trips instead of five (BEGIN, lock,
+   * read, write, COMMIT), and no connection pinned. Should any run the group touches have moved since it was read (a
    * cancellation, a takeover, a timeout), the statement writes nothing and the group is decided again under locks.
    */
   const commitOptimistic = (changes: ReadonlyArray<RunChange>) =>
     Effect.gen(function*() {
       const ledger = new Ledger()
       const context = yield* contextOf(ledger)
-      yield* lockRuns(sql, ledger, [...new Set(changes.map(runOf))].sort(), { lock: false })
-      yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
+      yield* readRuns(sql, ledger, [...new Set(changes.map(runOf))].sort(), changes.flatMap(entriesOf))
       for (const change of changes) decide(context, change)
       const written = yield* write(sql, ledger, streamOf, { guarded: true })
       return written.applied ? { ledger, outbox: written.outbox } : undefined

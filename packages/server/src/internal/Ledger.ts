@@ -293,17 +293,9 @@ interface LockedRow extends RunFlowRow {
   readonly revision: string
 }
 
-/**
- * Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger; with `lock: false`
- * only reads them, for a write guarded by their revisions (`write`'s `guarded`).
- */
-export const lockRuns = (
-  sql: SqlClient.SqlClient,
-  ledger: Ledger,
-  runIds: ReadonlyArray<string>,
-  options: { readonly lock: boolean } = { lock: true }
-) =>
-  runIds.length === 0 ? Effect.void : sql<LockedRow>`
+/** The runs at `runIds` as a group reads them (in id order), with what the database's clock says of them. */
+const runsSelect = (sql: SqlClient.SqlClient, runIds: ReadonlyArray<string>) =>
+  sql`
     SELECT r.id, r.workflow_name, r.workflow_version, r.created_at, r.state, r.lease_epoch, r.lease_owner,
       COALESCE(r.lease_expires_at < now(), false) AS lease_lapsed,
       COALESCE(w.alive_until < now(), false) AS owner_gone,
@@ -316,37 +308,66 @@ export const lockRuns = (
       r.waiting_reason, COALESCE(r.waiting_until <= now(), true) AS waiting_due, r.started_at IS NOT NULL AS started
     FROM workflow_runs r LEFT JOIN workers w ON w.id = r.lease_owner AND r.state = 'running'
     WHERE r.id = ANY(${pgArray(runIds)}::uuid[])
-    ORDER BY r.id
-    ${options.lock ? sql`FOR UPDATE OF r` : sql``}`.pipe(
-    Effect.map((rows) => {
-      for (const row of rows) {
-        ledger.runs.set(row.id, {
-          id: row.id,
-          workflowName: row.workflow_name,
-          workflowVersion: row.workflow_version,
-          createdAt: row.created_at,
-          leaseLapsed: row.lease_lapsed,
-          ownerGone: row.owner_gone,
-          due: row.due,
-          deadlinePassed: row.deadline_passed,
-          startDeadlinePassed: row.start_deadline_passed,
-          lapses: row.lapses,
-          state: row.state,
-          leaseEpoch: row.lease_epoch,
-          leaseOwner: row.lease_owner,
-          awaitingEvents: row.awaiting_events,
-          awaitingChildren: row.awaiting_children,
-          parentRunId: row.parent_run_id,
-          traceParent: row.trace_parent,
-          replayVersion: row.replay_version,
-          attempt: row.attempt,
-          policyAttempt: row.policy_attempt,
-          resets: row.resets,
-          flow: flowOf(row),
-          patch: undefined,
-          revision: row.revision
-        })
-      }
+    ORDER BY r.id`
+
+const addRuns = (ledger: Ledger, rows: ReadonlyArray<LockedRow>) => {
+  for (const row of rows) {
+    ledger.runs.set(row.id, {
+      id: row.id,
+      workflowName: row.workflow_name,
+      workflowVersion: row.workflow_version,
+      createdAt: row.created_at,
+      leaseLapsed: row.lease_lapsed,
+      ownerGone: row.owner_gone,
+      due: row.due,
+      deadlinePassed: row.deadline_passed,
+      startDeadlinePassed: row.start_deadline_passed,
+      lapses: row.lapses,
+      state: row.state,
+      leaseEpoch: row.lease_epoch,
+      leaseOwner: row.lease_owner,
+      awaitingEvents: row.awaiting_events,
+      awaitingChildren: row.awaiting_children,
+      parentRunId: row.parent_run_id,
+      traceParent: row.trace_parent,
+      replayVersion: row.replay_version,
+      attempt: row.attempt,
+      policyAttempt: row.policy_attempt,
+      resets: row.resets,
+      flow: flowOf(row),
+      patch: undefined,
+      revision: row.revision
+    })
+  }
+}
+
+/** Locks `runIds` (in id order) for the rest of the transaction and adds them to the ledger. */
+export const lockRuns = (sql: SqlClient.SqlClient, ledger: Ledger, runIds: ReadonlyArray<string>) =>
+  runIds.length === 0 ? Effect.void : sql<LockedRow>`${runsSelect(sql, runIds)} FOR UPDATE OF r`.pipe(
+    Effect.map((rows) => addRuns(ledger, rows))
+  )
+
+/**
+ * Reads `runIds` and the entries at `keys` without a lock, in one statement: one snapshot, so what a guarded write
+ * (`write`'s `guarded`) is decided on is consistent, and any change committed since raised a run's revision.
+ */
+export const readRuns = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  runIds: ReadonlyArray<string>,
+  keys: ReadonlyArray<{ readonly runId: string; readonly address: string }>
+) =>
+  runIds.length === 0 ? Effect.void : sql<{
+    // Through JSON, timestamps arrive as text.
+    readonly runs: ReadonlyArray<Omit<LockedRow, "created_at"> & { readonly created_at: string }>
+    readonly entries: ReadonlyArray<Omit<EntryRow, "not_before"> & { readonly not_before: string | null }> | null
+  }>`
+    WITH runs AS (${runsSelect(sql, runIds)})
+    SELECT (SELECT jsonb_agg(runs) FROM runs) AS runs,
+      ${keys.length === 0 ? sql`NULL::jsonb` : sql`(SELECT jsonb_agg(e) FROM (${entriesSelect(sql, keys)}) e)`} AS entries`.pipe(
+    Effect.map(([row]) => {
+      addRuns(ledger, (row?.runs ?? []).map((r) => ({ ...r, created_at: new Date(r.created_at) })))
+      addEntries(ledger, (row?.entries ?? []).map((e) => ({ ...e, not_before: e.not_before === null ? null : new Date(e.not_before) })))
     })
   )
 
@@ -373,13 +394,9 @@ interface EntryRow {
   readonly attempts: ReadonlyArray<readonly [number, number, boolean, TaskTimeoutKind | null, TaskTimeoutKind | null]>
 }
 
-/** Reads the entries at `keys` (their runs locked already) into the ledger. */
-export const loadEntries = (
-  sql: SqlClient.SqlClient,
-  ledger: Ledger,
-  keys: ReadonlyArray<{ readonly runId: string; readonly address: string }>
-) =>
-  keys.length === 0 ? Effect.void : sql<EntryRow>`
+/** The entries at `keys`, each with its attempts and what the database's clock says of their deadlines. */
+const entriesSelect = (sql: SqlClient.SqlClient, keys: ReadonlyArray<{ readonly runId: string; readonly address: string }>) =>
+  sql`
     SELECT t.run_id, t.address, t.sequence, t.name, t.state, t.outcome_order, t.not_before,
       COALESCE(t.not_before <= now(), false) AS due,
       COALESCE((
@@ -394,32 +411,42 @@ export const loadEntries = (
     FROM tasks t
     JOIN jsonb_to_recordset(${JSON.stringify(keys.map((k) => ({ run_id: k.runId, address: k.address })))}::jsonb)
       AS k(run_id uuid, address text) ON t.run_id = k.run_id AND t.address = k.address
-    WHERE t.run_id = ANY(${pgArray([...new Set(keys.map((k) => k.runId))])}::uuid[])`.pipe(
-    Effect.map((rows) => {
-      for (const row of rows) {
-        ledger.addEntry({
-          runId: row.run_id,
-          address: row.address,
-          sequence: row.sequence,
-          name: row.name,
-          state: row.state,
-          outcomeOrder: row.outcome_order,
-          notBefore: row.not_before === null ? null : row.not_before.toISOString(),
-          due: row.due,
-          attempts: row.attempts.map(([attempt, leaseEpoch, finished, timedOut, overdue]) => ({
-            attempt,
-            leaseEpoch,
-            finished,
-            timedOut,
-            overdue
-          })),
-          isNew: false,
-          changed: false,
-          result: undefined,
-          error: undefined
-        })
-      }
+    WHERE t.run_id = ANY(${pgArray([...new Set(keys.map((k) => k.runId))])}::uuid[])`
+
+const addEntries = (ledger: Ledger, rows: ReadonlyArray<EntryRow>) => {
+  for (const row of rows) {
+    ledger.addEntry({
+      runId: row.run_id,
+      address: row.address,
+      sequence: row.sequence,
+      name: row.name,
+      state: row.state,
+      outcomeOrder: row.outcome_order,
+      notBefore: row.not_before === null ? null : row.not_before.toISOString(),
+      due: row.due,
+      attempts: row.attempts.map(([attempt, leaseEpoch, finished, timedOut, overdue]) => ({
+        attempt,
+        leaseEpoch,
+        finished,
+        timedOut,
+        overdue
+      })),
+      isNew: false,
+      changed: false,
+      result: undefined,
+      error: undefined
     })
+  }
+}
+
+/** Reads the entries at `keys` (their runs locked already) into the ledger. */
+export const loadEntries = (
+  sql: SqlClient.SqlClient,
+  ledger: Ledger,
+  keys: ReadonlyArray<{ readonly runId: string; readonly address: string }>
+) =>
+  keys.length === 0 ? Effect.void : sql<EntryRow>`${entriesSelect(sql, keys)}`.pipe(
+    Effect.map((rows) => addEntries(ledger, rows))
   )
 
 /**
