@@ -78,22 +78,6 @@ import {
   WakeParent,
   WorkerWrite
 } from "./internal/decisions.ts"
-
-/**
- * The worker writes an optimistic group may hold (`commitOptimistic`): each reads only its run and the entry it is
- * about, and changes only them. Anything reading events, children or flow-control counts, or inserting runs, is
- * decided under locks.
- */
-const optimisticWrites: ReadonlySet<Write["_tag"]> = new Set([
-  "StartTask",
-  "FinishTask",
-  "HeartbeatTask",
-  "BeginAttempt",
-  "CompleteRun",
-  "FailRun",
-  "ReleaseRun"
-])
-const isOptimistic = (change: RunChange) => change._tag === "WorkerWrite" && optimisticWrites.has(change.write._tag)
 import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
 import { FlowControl } from "./FlowControl.ts"
 import {
@@ -115,6 +99,22 @@ import { LeaseGrace } from "./LeaseGrace.ts"
 import * as Metrics from "./Metrics.ts"
 import { Outbox } from "./Outbox.ts"
 import { ServerConfig } from "./ServerConfig.ts"
+
+/**
+ * The worker writes an optimistic group may hold (`commitOptimistic`): each reads only its run and the entry it is
+ * about, and changes only them. Anything reading events, children or flow-control counts, or inserting runs, is
+ * decided under locks.
+ */
+const optimisticWrites: ReadonlySet<Write["_tag"]> = new Set([
+  "StartTask",
+  "FinishTask",
+  "HeartbeatTask",
+  "BeginAttempt",
+  "CompleteRun",
+  "FailRun",
+  "ReleaseRun"
+])
+const isOptimistic = (change: RunChange) => change._tag === "WorkerWrite" && optimisticWrites.has(change.write._tag)
 
 export interface StartRunInput {
   readonly workflowName: WorkflowName
@@ -444,6 +444,17 @@ const make = Effect.gen(function*() {
   const streamOf = (run: LedgerRun) => outbox.streamOf(run.workflowName, run.workflowVersion, run.flow.priority)
 
   /**
+   * Runs `effect`'s statements on a connection of its own, outside any transaction (as a transaction would, through
+   * the client's transaction service). Statements sent without one share connections (`multiplex`): the committers'
+   * guarded writes would queue behind one another there, one fsync at a time, and a write waiting for a row lock
+   * would hold up every statement behind it.
+   */
+  const onOwnConnection = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.scoped(
+      Effect.flatMap(sql.reserve, (connection) => Effect.provideService(effect, sql.transactionService, [connection, 0]))
+    )
+
+  /**
    * Optimistic writes: a group of worker writes that read nothing but their runs and journal entries (a running
    * workflow's tasks and its end) is decided on rows read without a lock (runs and entries in one statement) and
    * written by one guarded statement with no transaction around it: two round trips instead of five (BEGIN, lock,
@@ -458,7 +469,8 @@ const make = Effect.gen(function*() {
       for (const change of changes) decide(context, change)
       const written = yield* write(sql, ledger, streamOf, { guarded: true })
       return written.applied ? { ledger, outbox: written.outbox } : undefined
-    })
+    }).pipe(onOwnConnection)
+
 
   /** Decides and writes one group of units in one transaction; returns what the post-commit hook needs. */
   const commitGroup = (group: ReadonlyArray<Unit>) =>
