@@ -650,6 +650,9 @@ export const write = (
       SELECT id FROM workflow_runs WHERE id = ANY(${runIds}::uuid[]) ORDER BY id FOR UPDATE
     )`)
   }
+  // Guarded: reading `locked`'s count (an init plan, always true) makes the update wait until every lock is taken,
+  // in order, before it changes a row.
+  const lockedFirst = options.guarded && runRows.length > 0 ? sql`AND (SELECT count(*) FROM locked) >= 0` : sql``
   if (runRows.length > 0) {
     parts.push(sql`run_updates AS (
       UPDATE workflow_runs r SET
@@ -680,7 +683,7 @@ export const write = (
         set_error boolean, error text, started boolean, finished boolean)
       WHERE r.id = u.id AND r.id = ANY(${runIds}::uuid[])
         AND (u.revision IS NULL OR r.revision = u.revision)
-        ${options.guarded ? sql`AND (SELECT count(*) FROM locked) >= 0` : sql``}
+        ${lockedFirst}
       RETURNING r.id
     )`)
   }
