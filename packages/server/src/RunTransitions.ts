@@ -78,7 +78,7 @@ import {
   WakeParent,
   WorkerWrite
 } from "./internal/decisions.ts"
-import { type Freed, freedBy, loadFlow, versionKey, writeFlow } from "./internal/flowControl.ts"
+import { type Freed, freedBy, loadFlow, underFlowControl, versionKey, writeFlow } from "./internal/flowControl.ts"
 import { FlowControl } from "./FlowControl.ts"
 import {
   Ledger,
@@ -101,9 +101,9 @@ import { Outbox } from "./Outbox.ts"
 import { ServerConfig } from "./ServerConfig.ts"
 
 /**
- * The worker writes an optimistic group may hold (`commitOptimistic`): each reads only its run and the entry it is
- * about, and changes only them. Anything reading events, children or flow-control counts, or inserting runs, is
- * decided under locks.
+ * The worker writes an optimistic group may hold (`commitOptimistic`), beside claims: each reads only its run and the
+ * entry it is about, and changes only them. Anything reading events, children or flow-control counts, or inserting
+ * runs, is decided under locks.
  */
 const optimisticWrites: ReadonlySet<Write["_tag"]> = new Set([
   "StartTask",
@@ -114,7 +114,8 @@ const optimisticWrites: ReadonlySet<Write["_tag"]> = new Set([
   "FailRun",
   "ReleaseRun"
 ])
-const isOptimistic = (change: RunChange) => change._tag === "WorkerWrite" && optimisticWrites.has(change.write._tag)
+const isOptimistic = (change: RunChange) =>
+  change._tag === "Claim" || (change._tag === "WorkerWrite" && optimisticWrites.has(change.write._tag))
 
 export interface StartRunInput {
   readonly workflowName: WorkflowName
@@ -396,21 +397,30 @@ const make = Effect.gen(function*() {
       }
     })
 
-  /** Granted claims need their run as it now is, and its journal (read in the same transaction). */
+  /**
+   * Granted claims need their run as it now is, and its journal: read in the claims' transaction, or right after an
+   * optimistic group's statement. Only a lease holder writes a run's journal, so a journal read before the run shows
+   * the claim's lease still in place is the one the new holder continues; a run whose lease moved on in between (it
+   * was cancelled, retried and claimed again) is refused rather than handed out with another holder's epoch.
+   */
   const readLeases = (ledger: Ledger, claims: ReadonlyArray<Claim>) =>
     Effect.gen(function*() {
       const granted = claims.filter((c) => c.outcome?.granted === true)
       if (granted.length === 0) return
       const ids = granted.map((c) => c.runId)
+      // The first claim is what starts a run: a run that had not started when it was read has no journal to read (a
+      // burst's claims are all such, one round trip less each).
+      const journals = yield* selectJournals(sql, ids.filter((id) => ledger.runs.get(id)?.flow.started === true))
       const rows = yield* sql<RunRow & { readonly server_time: Date }>`
         SELECT *, now() AS server_time FROM workflow_runs
         WHERE id = ANY(${pgArray(ids)}::uuid[])`
-      // Only a lease holder writes a run's journal, and the first claim is what starts a run: a run that had not
-      // started when it was locked has none to read (a burst's claims are all such, one round trip less each).
-      const journals = yield* selectJournals(sql, ids.filter((id) => ledger.runs.get(id)?.flow.started === true))
       const byId = new Map(rows.map((row) => [row.id, row]))
       for (const claim of granted) {
         const row = byId.get(claim.runId)!
+        if (row.lease_epoch !== ledger.runs.get(claim.runId)!.leaseEpoch) {
+          claim.outcome = { granted: false, reason: "held", message: `Run ${claim.runId} is held under lease ${row.lease_epoch}` }
+          continue
+        }
         claim.lease = new Lease({
           run: toRun(row),
           leaseEpoch: row.lease_epoch as LeaseEpoch,
@@ -455,20 +465,35 @@ const make = Effect.gen(function*() {
     )
 
   /**
-   * Optimistic writes: a group of worker writes that read nothing but their runs and journal entries (a running
-   * workflow's tasks and its end) is decided on rows read without a lock (runs and entries in one statement) and
-   * written by one guarded statement with no transaction around it: two round trips instead of five (BEGIN, lock,
-   * read, write, COMMIT), and no connection pinned. Should any run the group touches have moved since it was read (a
-   * cancellation, a takeover, a timeout), the statement writes nothing and the group is decided again under locks.
+   * Optimistic writes: a group of claims and worker writes that read nothing but their runs and journal entries (a
+   * burst's claims, a running workflow's tasks and its end) is decided on rows read without a lock (runs and entries
+   * in one statement) and written by one guarded statement with no transaction around it: two round trips instead of
+   * five (BEGIN, lock, read, write, COMMIT), and no connection held between them. Should any run the group touches
+   * have moved since it was read (a cancellation, a takeover, a timeout), the statement writes nothing and the group
+   * is decided again under locks; so is a group claiming a run under flow control, whose grant depends on counts
+   * only the locks keep true.
    */
   const commitOptimistic = (changes: ReadonlyArray<RunChange>) =>
     Effect.gen(function*() {
       const ledger = new Ledger()
       const context = yield* contextOf(ledger)
       yield* readRuns(sql, ledger, [...new Set(changes.map(runOf))].sort(), changes.flatMap(entriesOf))
+      const claims = changes.filter((c): c is Claim => c._tag === "Claim")
+      const pending = claims.flatMap((c) => {
+        const run = ledger.runs.get(c.runId)
+        return run?.state === "pending" ? [run] : []
+      })
+      if (pending.length > 0) {
+        ledger.flow.policies = yield* flowControl.policies(pending.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
+        if (underFlowControl(ledger, pending)) return undefined
+      }
       for (const change of changes) decide(context, change)
+      // A grant that changed a run's wait or its rate-limit bucket writes flow state too: the locked path does that.
+      if (ledger.flow.patches.size > 0) return undefined
       const written = yield* write(sql, ledger, streamOf, { guarded: true })
-      return written.applied ? { ledger, outbox: written.outbox } : undefined
+      if (!written.applied) return undefined
+      yield* readLeases(ledger, claims)
+      return { ledger, outbox: written.outbox }
     }).pipe(onOwnConnection)
 
 

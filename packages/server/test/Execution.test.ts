@@ -68,7 +68,6 @@ const completeTask = (runId: RunId, leaseEpoch: LeaseEpoch, at: string, result: 
   outcomeOrder
 })
 
-/** Makes the run's lease lapse now, as if its worker had stopped heartbeating long ago. */
 const revisionOf = (id: RunId) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -76,6 +75,7 @@ const revisionOf = (id: RunId) =>
     return Number(row!.revision)
   })
 
+/** Makes the run's lease lapse now, as if its worker had stopped heartbeating long ago. */
 const expireLease = (id: RunId) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
@@ -444,6 +444,31 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
 }
 
 // Two transactions at once: Postgres only (PGlite is one session).
+/**
+ * Sends `request` while `change` (standing in for another group's) is committed on a connection of the test's own
+ * after the request's group read the run (that read does not wait for the row lock) and before its statement could
+ * write: the change's transaction holds the lock until the request's statement is seen waiting for it.
+ */
+const racing = <A, E, R>(server: TestServer.TestServer["Service"], change: string, request: Effect.Effect<A, E, R>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const holding = yield* Deferred.make<void>()
+    const release = yield* Deferred.make<void>()
+    const other = yield* sql.withTransaction(Effect.gen(function*() {
+      yield* sql.unsafe(change)
+      yield* Deferred.succeed(holding, undefined)
+      yield* Deferred.await(release)
+    })).pipe(Effect.forkChild)
+    yield* Deferred.await(holding)
+    const sent = yield* request.pipe(Effect.forkChild)
+    const waiting = sql<{ readonly n: number }>`
+      SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+    while ((yield* waiting)[0]!.n === 0) yield* Effect.sleep("10 millis")
+    yield* Deferred.succeed(release, undefined)
+    yield* Fiber.join(other)
+    return yield* Fiber.join(sent)
+  }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(server.databaseUrl), maxConnections: 2 })))
+
 layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })("optimistic writes", (it) => {
   it.effect("a write decided on a run read before another change committed is decided again under the lock", () =>
     Effect.gen(function*() {
@@ -452,33 +477,36 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       const id = yield* startRun(api)
       const lease = yield* granted(api, id, workerA)
       yield* writeOne(api, startTask(id, lease.leaseEpoch, "a:1:0"))
-      // On connections of its own (the server's pool shares connections between statements): a change standing
-      // in for another group's (a cancellation), committed after the worker's write read the run (the read does not
-      // wait for the row lock) and before its statement could write.
-      const result = yield* Effect.gen(function*() {
-        const sql = yield* SqlClient.SqlClient
-        const holding = yield* Deferred.make<void>()
-        const release = yield* Deferred.make<void>()
-        const other = yield* sql.withTransaction(Effect.gen(function*() {
-          yield* sql`UPDATE workflow_runs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
-            revision = revision + 1 WHERE id = ${id}`
-          yield* Deferred.succeed(holding, undefined)
-          yield* Deferred.await(release)
-        })).pipe(Effect.forkChild)
-        yield* Deferred.await(holding)
-        const write = yield* writeOne(api, completeTask(id, lease.leaseEpoch, "a:1:0", 1)).pipe(Effect.forkChild)
-        // The write's statement waits for the run's row lock.
-        const waiting = sql<{ readonly n: number }>`
-          SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
-        while ((yield* waiting)[0]!.n === 0) yield* Effect.sleep("10 millis")
-        yield* Deferred.succeed(release, undefined)
-        yield* Fiber.join(other)
-        return yield* Fiber.join(write)
-      }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(server.databaseUrl), maxConnections: 2 })))
+      const result = yield* racing(
+        server,
+        `UPDATE workflow_runs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
+          revision = revision + 1 WHERE id = '${id}'`,
+        writeOne(api, completeTask(id, lease.leaseEpoch, "a:1:0", 1))
+      )
       assert.strictEqual(result._tag, "LeaseLost")
       assert.strictEqual((result as { readonly state?: string }).state, "cancelled")
       const [task] = yield* api.runs.tasks({ params: { id } })
       assert.strictEqual(task!.state, "running")
       assert.strictEqual((yield* api.runs.status({ params: { id } })).state, "cancelled")
+    }))
+
+  it.effect("a claim decided on a run read before another worker's claim committed is refused under the lock", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const id = yield* startRun(api)
+      // Worker B's claim, as its group would write it.
+      const result = yield* racing(
+        server,
+        `UPDATE workflow_runs SET state = 'running', lease_owner = '${workerB}', lease_epoch = lease_epoch + 1,
+          lease_expires_at = now() + interval '1 minute', started_at = now(), revision = revision + 1 WHERE id = '${id}'`,
+        claim(api, id, workerA)
+      )
+      assert.isUndefined(result.lease)
+      assert.strictEqual(result.refused?.reason, "held")
+      const sql = yield* SqlClient.SqlClient
+      const [row] = yield* sql<{ readonly lease_owner: string; readonly lease_epoch: number }>`
+        SELECT lease_owner, lease_epoch FROM workflow_runs WHERE id = ${id}`
+      assert.deepStrictEqual(row, { lease_owner: workerB, lease_epoch: 1 })
     }))
 })

@@ -278,6 +278,14 @@ const needs = (ledger: Ledger, claimed: ReadonlyArray<LedgerRun>) => {
   return { concurrency: [...concurrency.values()], workflows: [...workflows], ordering: [...ordering.values()], rates: [...rates.values()], locks }
 }
 
+const counted = (need: ReturnType<typeof needs>) => need.locks.length > 0 || need.ordering.length > 0
+
+/**
+ * Whether claiming the pending runs `claimed` is decided against counts (`loadFlow` reads and locks something): false
+ * when none of them is subject to a limit, an ordering key or a rate limit. Their policies must be in the ledger.
+ */
+export const underFlowControl = (ledger: Ledger, claimed: ReadonlyArray<LedgerRun>) => counted(needs(ledger, claimed))
+
 /**
  * Reads what the group's claims of pending runs are decided against. Nothing is read (and nothing locked) when
  * none of them is subject to flow control.
@@ -285,7 +293,7 @@ const needs = (ledger: Ledger, claimed: ReadonlyArray<LedgerRun>) => {
 export const loadFlow = (sql: SqlClient.SqlClient, ledger: Ledger, claimed: ReadonlyArray<LedgerRun>) =>
   Effect.gen(function*() {
     const need = needs(ledger, claimed)
-    if (need.locks.length === 0 && need.ordering.length === 0) return
+    if (!counted(need)) return
     if (need.locks.length > 0) {
       // Sorted by the lock's own number, so every group takes them in one order (after its run locks).
       yield* sql`
