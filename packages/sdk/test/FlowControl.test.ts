@@ -155,7 +155,13 @@ layer(TestLayer, { excludeTestServices: true, timeout: 90_000 })("flow control",
       assert.isBelow(startOf("c-3"), lastOfFirstKey)
       // While they waited, runs said why.
       const trails = yield* Effect.forEach(runs, (run) => aiki.api.runs.transitions({ params: { id: run.id } }))
-      assert.isTrue(trails.every((trail) => trail[trail.length - 1]!.toState === "completed"))
+      for (const trail of trails) {
+        assert.strictEqual(
+          trail[trail.length - 1]!.toState,
+          "completed",
+          `a completed run's trail ends in its completion: ${JSON.stringify(trail.map((t) => [t.taskAddress ?? "run", t.fromState, t.toState, t.reason]))}`
+        )
+      }
     }))
 
   it.effect("runs an ordering key's runs strictly in start order, even while one fails and waits to retry", () =>
