@@ -1,7 +1,9 @@
 /**
  * `pnpm bench`: the Aiki server and worker processes (concurrency 50 each) on the local Postgres and Redis, all
  * on this machine. In one run it measures, and prints (never asserts):
- * - a burst of 2,000 runs of a 3-task no-op workflow with one worker process: runs/s, start→completed latency;
+ * - a burst of 2,000 runs of a 3-task no-op workflow with one worker process: runs/s, start→completed latency, and
+ *   the CPU time per run of the server, the worker, Postgres and the machine (from `/proc`: steadier across noisy
+ *   machines than runs/s, and what a change to either side's work shows in first);
  * - the same burst as raw `pg` statements (five autocommits per run, see `Baseline.ts`) and the ratio
  *   Aiki / baseline, which stays comparable on a faster, slower or busier machine;
  * - 200 runs one at a time (start → completion pushed to the client);
@@ -24,6 +26,7 @@ import { freePort } from "@aiki/testing/freePort"
 import { type Running, spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import * as TestDatabase from "@aiki/testing/TestDatabase"
 import { Effect } from "effect"
+import { readdirSync, readFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import * as Baseline from "./Baseline.ts"
@@ -56,15 +59,56 @@ const completedCount = async (baseUrl: string) => {
 const tasksOf = (aiki: Client, id: string) =>
   aiki.runtime.runPromise(Effect.flatMap(AikiClient, ({ api }) => api.runs.tasks({ params: { id: id as RunId } })))
 
+/**
+ * CPU time (ms, user + system) used so far by the processes `pids`, by every Postgres process, and by the whole
+ * machine, read from `/proc` (Linux; NaN elsewhere). Postgres counts all its processes on the machine (backends,
+ * WAL writer, …): run the bench on an otherwise quiet Postgres.
+ */
+const cpuNow = (pids: ReadonlyArray<number>) => {
+  const tick = 10 // ms per clock tick (USER_HZ is 100 on Linux)
+  const ofPid = (pid: number) => {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")
+      return (Number(fields[11]) + Number(fields[12])) * tick
+    } catch {
+      return NaN
+    }
+  }
+  const postgres = () => {
+    let sum = 0
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue
+      try {
+        if (readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "postgres") sum += ofPid(Number(entry))
+      } catch {
+        // The process ended meanwhile.
+      }
+    }
+    return sum
+  }
+  try {
+    const machine = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number)
+    // user, nice, system, irq, softirq, steal (idle and iowait left out)
+    const busy = (machine[0]! + machine[1]! + machine[2]! + machine[5]! + machine[6]! + machine[7]!) * tick
+    return { processes: pids.map(ofPid), postgres: postgres(), machine: busy }
+  } catch {
+    return { processes: pids.map(() => NaN), postgres: NaN, machine: NaN }
+  }
+}
+
 /** 50 runs to warm up connections, prepared statements and the JIT of fresh processes. */
 const warmUp = (aiki: Client) =>
   Promise.all(Array.from({ length: 50 }, (_, i) => threeNoops.start(aiki, { payload: i }))).then((handles) =>
     Promise.all(handles.map((h) => h.waitForCompletion({ timeoutMs: 60_000 })))
   )
 
-/** `BATCH` runs started as fast as the client can (64 in flight); throughput and start→completed latency. */
-const burst = async (aiki: Client, prefix: string): Promise<Figures> => {
+/**
+ * `BATCH` runs started as fast as the client can (64 in flight); throughput, start→completed latency, and the CPU
+ * time per run of the server, of the workers `workerPids` together, of Postgres and of the whole machine.
+ */
+const burst = async (aiki: Client, prefix: string, serverPid: number, workerPids: ReadonlyArray<number>): Promise<Figures> => {
   const before = await completedCount(aiki.baseUrl)
+  const cpuBefore = cpuNow([serverPid, ...workerPids])
   const started = performance.now()
   const handles: Array<{ id: string }> = []
   let next = 0
@@ -77,6 +121,9 @@ const burst = async (aiki: Client, prefix: string): Promise<Figures> => {
   const allStarted = performance.now()
   while ((await completedCount(aiki.baseUrl)) - before < BATCH) await sleep(25)
   const seconds = (performance.now() - started) / 1000
+  const cpuAfter = cpuNow([serverPid, ...workerPids])
+  const perRun = (before: number, after: number) => (after - before) / BATCH
+  const workersCpu = workerPids.reduce((sum, _, i) => sum + perRun(cpuBefore.processes[i + 1]!, cpuAfter.processes[i + 1]!), 0)
   const latencies: Array<number> = []
   for (let i = 0; i < handles.length; i += 100) {
     const statuses = await Promise.all(handles.slice(i, i + 100).map((h) => threeNoops.getHandle(aiki, h.id).getStatus()))
@@ -89,7 +136,11 @@ const burst = async (aiki: Client, prefix: string): Promise<Figures> => {
     [`${prefix}StartsPerSecond`]: BATCH / ((allStarted - started) / 1000),
     [`${prefix}P50`]: percentile(latencies, 50),
     [`${prefix}P95`]: percentile(latencies, 95),
-    [`${prefix}P99`]: percentile(latencies, 99)
+    [`${prefix}P99`]: percentile(latencies, 99),
+    [`${prefix}ServerCpuMs`]: perRun(cpuBefore.processes[0]!, cpuAfter.processes[0]!),
+    [`${prefix}WorkerCpuMs`]: workersCpu,
+    [`${prefix}PostgresCpuMs`]: perRun(cpuBefore.postgres, cpuAfter.postgres),
+    [`${prefix}MachineCpuMs`]: perRun(cpuBefore.machine, cpuAfter.machine)
   }
 }
 
@@ -187,7 +238,7 @@ const measure = Effect.gen(function*() {
   // One worker process.
   const single = yield* startWorker("bench-worker-1")
   yield* Effect.promise(() => warmUp(aiki))
-  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "burst")))
+  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "burst", server.child.pid!, [single.child.pid!])))
   Object.assign(figures, yield* Effect.promise(() => oneAtATime(aiki)))
   figures["rssSingle"] = (yield* stop([single]))[0]!
 
@@ -202,7 +253,7 @@ const measure = Effect.gen(function*() {
   const four: Array<Running> = []
   for (let i = 1; i <= 4; i++) four.push(yield* startWorker(`bench-worker-4-${i}`))
   yield* Effect.promise(() => warmUp(aiki))
-  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "four")))
+  Object.assign(figures, yield* Effect.promise(() => burst(aiki, "four", server.child.pid!, four.map((w) => w.child.pid!))))
   figures["rssFour"] = Math.max(...(yield* stop(four)))
 
   // Two workers; the one running the task is killed.
@@ -229,6 +280,9 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
   const n = (name: string) => f(name).toFixed(0)
   const ms = (name: string) => `${f(name).toFixed(1)} ms`
   const mib = (name: string) => `${(f(name) / 1024 / 1024).toFixed(0)} MiB`
+  const cpuLine = (prefix: string, workers: string) =>
+    `  CPU ms per run: server ${f(`${prefix}ServerCpuMs`).toFixed(2)}, ${workers} ${f(`${prefix}WorkerCpuMs`).toFixed(2)}, ` +
+    `Postgres ${f(`${prefix}PostgresCpuMs`).toFixed(2)}, machine ${f(`${prefix}MachineCpuMs`).toFixed(2)}`
   const cpu = cpus()
   const lines = [
     `Aiki benchmark — ${cpu.length} cores (${cpu[0]?.model.trim()}), Node ${process.version}` +
@@ -241,6 +295,7 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
     `  tasks/s                                      ${n("burstTasksPerSecond")}`,
     `  starts/s (client, 64 in flight)              ${n("burstStartsPerSecond")}`,
     `  start→completed (server clock) p50 ${ms("burstP50")}  p95 ${ms("burstP95")}  p99 ${ms("burstP99")}`,
+    cpuLine("burst", "worker"),
     `The same burst as raw pg: 5 autocommits per run, ${CONCURRENCY} connections`,
     `  runs/s                                       ${n("baselineRunsPerSecond")}`,
     `  Aiki / baseline                              ${median(all.map((x) => x["burstRunsPerSecond"]! / x["baselineRunsPerSecond"]!)).toFixed(3)}`,
@@ -254,6 +309,7 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
     `Burst of ${BATCH} runs, 4 worker processes`,
     `  runs/s                                       ${n("fourRunsPerSecond")}`,
     `  start→completed (server clock) p50 ${ms("fourP50")}  p95 ${ms("fourP95")}  p99 ${ms("fourP99")}`,
+    cpuLine("four", "workers"),
     ``,
     TAKEOVER
       ? `Takeover after SIGKILL of the worker running a task, a second one running (the SDK's default settings)\n` +
