@@ -29,6 +29,13 @@ export const tasksStarted = Metric.counter("aiki_tasks_started_total", { descrip
 export const tasksCompleted = Metric.counter("aiki_tasks_completed_total", { description: "Tasks completed" })
 export const tasksFailed = Metric.counter("aiki_tasks_failed_total", { description: "Task attempts failed" })
 export const tasksRetried = Metric.counter("aiki_tasks_retried_total", { description: "Task attempts to be retried" })
+export const optimisticFallbacks = Metric.counter("aiki_optimistic_fallbacks_total", {
+  description: "Groups of claims and worker writes decided again under locks (reason: moved, a run changed since it " +
+    "was read; flow_control, a claim whose grant depends on flow-control counts)"
+})
+/** Counts a group that was decided optimistically and then had to take the locked path. */
+export const recordFallback = (reason: "moved" | "flow_control") =>
+  Metric.update(Metric.withAttributes(optimisticFallbacks, { reason }), 1)
 export const workersActive = Metric.gauge("aiki_workers_active", { description: "Workers with a recent heartbeat" })
 export const workersHeartbeatAge = Metric.gauge("aiki_workers_heartbeat_age_seconds", {
   description: "Seconds since each recent worker's last heartbeat"

@@ -485,13 +485,13 @@ const make = Effect.gen(function*() {
       })
       if (pending.length > 0) {
         ledger.flow.policies = yield* flowControl.policies(pending.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
-        if (underFlowControl(ledger, pending)) return undefined
+        if (underFlowControl(ledger, pending)) return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
       }
       for (const change of changes) decide(context, change)
       // A grant that changed a run's wait or its rate-limit bucket writes flow state too: the locked path does that.
-      if (ledger.flow.patches.size > 0) return undefined
+      if (ledger.flow.patches.size > 0) return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
       const written = yield* write(sql, ledger, streamOf, { guarded: true })
-      if (!written.applied) return undefined
+      if (!written.applied) return yield* Effect.as(Metrics.recordFallback("moved"), undefined)
       yield* readLeases(ledger, claims)
       return { ledger, outbox: written.outbox }
     }).pipe(onOwnConnection)

@@ -469,6 +469,10 @@ const racing = <A, E, R>(server: TestServer.TestServer["Service"], change: strin
     return yield* Fiber.join(sent)
   }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(server.databaseUrl), maxConnections: 2 })))
 
+/** How many groups this server decided again under locks because a run had moved. */
+const movedFallbacks = (server: TestServer.TestServer["Service"]) =>
+  TestServer.metric(server, "aiki_optimistic_fallbacks_total", { reason: "moved" })
+
 layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })("optimistic writes", (it) => {
   it.effect("a write decided on a run read before another change committed is decided again under the lock", () =>
     Effect.gen(function*() {
@@ -477,6 +481,7 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       const id = yield* startRun(api)
       const lease = yield* granted(api, id, workerA)
       yield* writeOne(api, startTask(id, lease.leaseEpoch, "a:1:0"))
+      const before = yield* movedFallbacks(server)
       const result = yield* racing(
         server,
         `UPDATE workflow_runs SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL,
@@ -488,6 +493,7 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       const [task] = yield* api.runs.tasks({ params: { id } })
       assert.strictEqual(task!.state, "running")
       assert.strictEqual((yield* api.runs.status({ params: { id } })).state, "cancelled")
+      assert.strictEqual(yield* movedFallbacks(server), before + 1)
     }))
 
   it.effect("a claim decided on a run read before another worker's claim committed is refused under the lock", () =>
@@ -495,6 +501,7 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       const server = yield* TestServer.TestServer
       const api = yield* server.client()
       const id = yield* startRun(api)
+      const before = yield* movedFallbacks(server)
       // Worker B's claim, as its group would write it.
       const result = yield* racing(
         server,
@@ -508,5 +515,6 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       const [row] = yield* sql<{ readonly lease_owner: string; readonly lease_epoch: number }>`
         SELECT lease_owner, lease_epoch FROM workflow_runs WHERE id = ${id}`
       assert.deepStrictEqual(row, { lease_owner: workerB, lease_epoch: 1 })
+      assert.strictEqual(yield* movedFallbacks(server), before + 1)
     }))
 })

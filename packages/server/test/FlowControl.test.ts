@@ -82,12 +82,17 @@ for (const database of ["postgres", "embedded"] as const) {
 
       it.effect("grants at most the limit when many claims of one key race, and a start can lower the limit", () =>
         Effect.gen(function*() {
-          const api = yield* (yield* TestServer.TestServer).client()
+          const server = yield* TestServer.TestServer
+          const api = yield* server.client()
           yield* declare(api, "racing", { concurrencyLimit: 3 })
           const runs = yield* Effect.forEach(Array.from({ length: 12 }), () => start(api, "racing", { concurrencyKey: "k" }))
+          const fallbacks = TestServer.metric(server, "aiki_optimistic_fallbacks_total", { reason: "flow_control" })
+          const before = yield* fallbacks
           // One request per run, all at once: several groups commit side by side.
           const claims = yield* Effect.forEach(runs, (r) => claim(api, [r.id]), { concurrency: "unbounded" })
           assert.strictEqual(claims.flatMap((c) => c.leases).length, 3)
+          // Their grants depend on the key's count: every claim was decided under locks, none optimistically.
+          assert.isAtLeast((yield* fallbacks) - before, 1)
           const lowered = yield* Effect.forEach([1, 2], () =>
             start(api, "racing", { concurrencyKey: "solo", concurrencyLimit: 1 }))
           const soloClaims = yield* claim(api, lowered.map((r) => r.id))

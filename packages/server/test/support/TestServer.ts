@@ -22,6 +22,14 @@ export class TestServer extends Context.Service<TestServer, {
   readonly client: (apiKey?: string) => Effect.Effect<Client.AikiClient>
 }>()("@aiki/server/test/TestServer") {}
 
+/** The value of the Prometheus series `name{label="value",…}` the server exports now (0 when it has none yet). */
+export const metric = (server: TestServer["Service"], name: string, labels: Readonly<Record<string, string>> = {}) =>
+  Effect.promise(() => fetch(`${server.baseUrl}/metrics`).then((r) => r.text())).pipe(Effect.map((text) => {
+    const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
+    const line = text.split("\n").find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `) ? wanted.every((w) => l.includes(w)) : false)
+    return line === undefined ? 0 : Number(line.split(" ").pop())
+  }))
+
 export interface TestServerOptions extends Partial<Omit<ServerConfigShape, "redisUrl" | "databaseUrl">> {
   /** Share another server's database (a second replica); a fresh database by default. */
   readonly databaseUrl?: string
