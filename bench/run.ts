@@ -247,7 +247,11 @@ const measure = Effect.gen(function*() {
   yield* stop([long])
 
   // The baseline, while Aiki is idle.
+  const baselineCpu = cpuNow([process.pid])
   figures["baselineRunsPerSecond"] = yield* Effect.promise(() => Baseline.burst(baselineDatabase.url, BATCH, CONCURRENCY))
+  const baselineCpuAfter = cpuNow([process.pid])
+  // Its Postgres backends end with its pool (their CPU time leaves /proc with them): the machine's is what compares.
+  figures["baselineMachineCpuMs"] = (baselineCpuAfter.machine - baselineCpu.machine) / BATCH
 
   // Four worker processes.
   const four: Array<Running> = []
@@ -299,6 +303,8 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
     `The same burst as raw pg: 5 autocommits per run, ${CONCURRENCY} connections`,
     `  runs/s                                       ${n("baselineRunsPerSecond")}`,
     `  Aiki / baseline                              ${median(all.map((x) => x["burstRunsPerSecond"]! / x["baselineRunsPerSecond"]!)).toFixed(3)}`,
+    `  CPU ms per run: machine ${f("baselineMachineCpuMs").toFixed(2)}`,
+    `  Aiki / baseline, machine CPU per run         ${median(all.map((x) => x["burstMachineCpuMs"]! / x["baselineMachineCpuMs"]!)).toFixed(2)}`,
     ``,
     `${SEQUENTIAL} runs one at a time`,
     `  start→completed (client, incl. SSE) p50 ${ms("sequentialP50")}  p95 ${ms("sequentialP95")}  p99 ${ms("sequentialP99")}`,
