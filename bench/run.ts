@@ -215,7 +215,7 @@ const measure = Effect.gen(function*() {
     ...profile
   })
   yield* waitForHealth(`${baseUrl}/health`, server)
-  /** A worker process serving `workflow` only. */
+  /** A worker process serving `workflow` only, once it registered (runs started before would be flagged). */
   const startWorker = (id: string, workflow: { readonly name: string } = threeNoops) =>
     spawnNode(fileURLToPath(new URL("./worker.ts", import.meta.url)), {
       AIKI_URL: baseUrl,
@@ -223,7 +223,14 @@ const measure = Effect.gen(function*() {
       WORKER_ID: id,
       WORKFLOW: workflow.name,
       ...profile
-    })
+    }).pipe(Effect.tap((worker) =>
+      Effect.promise(async () => {
+        while ((await fetch(`${baseUrl}/workers/${id}/health`)).status !== 200) {
+          if (worker.child.exitCode !== null) throw new Error(`Worker ${id} exited: ${(await worker.exited).stderr}`)
+          await sleep(25)
+        }
+      })
+    ))
   /** Stops workers gracefully; their peak RSS in bytes. */
   const stop = (workers: ReadonlyArray<Running>) =>
     Effect.promise(() =>
