@@ -464,6 +464,19 @@ const make = Effect.gen(function*() {
       Effect.flatMap(sql.reserve, (connection) => Effect.provideService(effect, sql.transactionService, [connection, 0]))
     )
 
+  /** The pending runs the group's claims are about, with their versions' flow policies put in the ledger. */
+  const claimedPending = (ledger: Ledger, changes: ReadonlyArray<RunChange>) =>
+    Effect.gen(function*() {
+      const claimed = changes.flatMap((c) => {
+        const run = c._tag === "Claim" ? ledger.runs.get(c.runId) : undefined
+        return run?.state === "pending" ? [run] : []
+      })
+      if (claimed.length > 0) {
+        ledger.flow.policies = yield* flowControl.policies(claimed.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
+      }
+      return claimed
+    })
+
   /**
    * Optimistic writes: a group of claims and worker writes that read nothing but their runs and journal entries (a
    * burst's claims, a running workflow's tasks and its end) is decided on rows read without a lock (runs and entries
@@ -478,21 +491,15 @@ const make = Effect.gen(function*() {
       const ledger = new Ledger()
       const context = yield* contextOf(ledger)
       yield* readRuns(sql, ledger, [...new Set(changes.map(runOf))].sort(), changes.flatMap(entriesOf))
-      const claims = changes.filter((c): c is Claim => c._tag === "Claim")
-      const pending = claims.flatMap((c) => {
-        const run = ledger.runs.get(c.runId)
-        return run?.state === "pending" ? [run] : []
-      })
-      if (pending.length > 0) {
-        ledger.flow.policies = yield* flowControl.policies(pending.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
-        if (underFlowControl(ledger, pending)) return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
+      if (underFlowControl(ledger, yield* claimedPending(ledger, changes))) {
+        return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
       }
       for (const change of changes) decide(context, change)
       // A grant that changed a run's wait or its rate-limit bucket writes flow state too: the locked path does that.
       if (ledger.flow.patches.size > 0) return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
       const written = yield* write(sql, ledger, streamOf, { guarded: true })
       if (!written.applied) return yield* Effect.as(Metrics.recordFallback("moved"), undefined)
-      yield* readLeases(ledger, claims)
+      yield* readLeases(ledger, changes.filter((c): c is Claim => c._tag === "Claim"))
       return { ledger, outbox: written.outbox }
     }).pipe(onOwnConnection)
 
@@ -536,14 +543,8 @@ const make = Effect.gen(function*() {
           sends.forEach((send, i) => (send.eventId = ids[i]!.id))
         }
         yield* lockRuns(sql, ledger, [...new Set(changes.map(runOf))].sort())
-        const claimed = changes.flatMap((c) => {
-          const run = c._tag === "Claim" ? ledger.runs.get(c.runId) : undefined
-          return run?.state === "pending" ? [run] : []
-        })
-        if (claimed.length > 0) {
-          ledger.flow.policies = yield* flowControl.policies(claimed.map((r) => ({ name: r.workflowName, version: r.workflowVersion })))
-          yield* loadFlow(sql, ledger, claimed)
-        }
+        const claimed = yield* claimedPending(ledger, changes)
+        if (claimed.length > 0) yield* loadFlow(sql, ledger, claimed)
         yield* loadEntries(sql, ledger, changes.flatMap(entriesOf))
         yield* loadJournalHeads(sql, ledger, changes.flatMap((c) => c._tag === "Reopen" && c.target !== undefined ? [c.runId] : []))
         yield* loadChildren(sql, ledger, [...new Set(changes.flatMap(childrenOf))])
