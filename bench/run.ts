@@ -1,6 +1,7 @@
 /**
  * `pnpm bench`: the Aiki server and worker processes (concurrency 50 each) on the local Postgres and Redis, all
  * on this machine. In one run it measures, and prints (never asserts):
+ * - the server's two hottest paths alone, one request at a time with no worker: one claim, one task's write;
  * - a burst of 2,000 runs of a 3-task no-op workflow with one worker process: runs/s, start→completed latency, and
  *   the CPU time per run of the server, the worker, Postgres and the machine (from `/proc`: steadier across noisy
  *   machines than runs/s, and what a change to either side's work shows in first);
@@ -15,11 +16,11 @@
  * Every task result is committed to Postgres before the workflow goes on, as always.
  *
  * Environment: `DATABASE_URL` (a server it may create databases on; default local), `REDIS_URL` (default local),
- * `BENCH_RUNS` (2000), `BENCH_SEQUENTIAL_RUNS` (200), `BENCH_LONG_TASKS` (1000), `BENCH_TAKEOVER=0` skips the
+ * `BENCH_RUNS` (2000), `BENCH_PROBES` (300), `BENCH_SEQUENTIAL_RUNS` (200), `BENCH_LONG_TASKS` (1000), `BENCH_TAKEOVER=0` skips the
  * takeover (it takes ~90 s with the default lease), `BENCH_REPEAT=3` runs everything three times and prints the
  * median of each figure, `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the workers there.
  */
-import type { RunId } from "@aiki/contract/Ids"
+import type { LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { client, type Client } from "@aiki/sdk"
 import { AikiClient } from "@aiki/sdk/AikiClient"
 import { freePort } from "@aiki/testing/freePort"
@@ -37,6 +38,7 @@ const SEQUENTIAL = Number(process.env["BENCH_SEQUENTIAL_RUNS"] ?? 200)
 const LONG = Number(process.env["BENCH_LONG_TASKS"] ?? 1_000)
 const REPEAT = Number(process.env["BENCH_REPEAT"] ?? 1)
 const TAKEOVER = process.env["BENCH_TAKEOVER"] !== "0"
+const PROBES = Number(process.env["BENCH_PROBES"] ?? 300)
 const CONCURRENCY = 50
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 const profile: Record<string, string> = process.env["BENCH_PROFILE"] !== undefined
@@ -101,6 +103,50 @@ const warmUp = (aiki: Client) =>
   Promise.all(Array.from({ length: 50 }, (_, i) => threeNoops.start(aiki, { payload: i }))).then((handles) =>
     Promise.all(handles.map((h) => h.waitForCompletion({ timeoutMs: 60_000 })))
   )
+
+/**
+ * The server's two hottest paths alone, one request at a time and no worker running: a claim of one fresh run,
+ * then one task's start and result in one write request (the client's clock, median of `PROBES` after 30 to warm
+ * up). Each run is of a workflow nobody serves, claimed by a worker id of the probe's own, and completed after.
+ */
+const serverPaths = async (aiki: Client): Promise<Figures> => {
+  const api = await aiki.runtime.runPromise(Effect.map(AikiClient, (c) => c.api))
+  const workerId = "bench-probe" as WorkerId
+  const claims: Array<number> = []
+  const writes: Array<number> = []
+  for (let i = 0; i < PROBES + 30; i++) {
+    const { id } = await aiki.runtime.runPromise(api.workflows.start({
+      params: { name: "bench-probe" as WorkflowName, version: "1.0.0" as WorkflowVersion },
+      payload: { payload: i }
+    }))
+    const claimedAt = performance.now()
+    const { leases } = await aiki.runtime.runPromise(
+      api.execution.claim({ params: { id: workerId }, payload: { runIds: [id], replayVersion: 2 } })
+    )
+    const wroteAt = performance.now()
+    const leaseEpoch = leases[0]!.leaseEpoch as LeaseEpoch
+    const address = "probe:1:0" as TaskAddress
+    await aiki.runtime.runPromise(api.execution.write({
+      params: { id: workerId },
+      payload: {
+        writes: [
+          { _tag: "StartTask", runId: id, leaseEpoch, address, sequence: 0, name: "probe" as TaskName, payload: i, attempt: 1 },
+          { _tag: "FinishTask", runId: id, leaseEpoch, address, attempt: 1, elapsedMs: 0, outcome: { _tag: "Completed", result: i }, outcomeOrder: 0 }
+        ]
+      }
+    }))
+    if (i >= 30) {
+      claims.push(wroteAt - claimedAt)
+      writes.push(performance.now() - wroteAt)
+    }
+    // Not timed: the run ends, so that no lease of the probe's lapses while the later phases run.
+    await aiki.runtime.runPromise(api.execution.write({
+      params: { id: workerId },
+      payload: { writes: [{ _tag: "CompleteRun", runId: id, leaseEpoch, result: i }] }
+    }))
+  }
+  return { probeClaimMs: median(claims), probeWriteMs: median(writes) }
+}
 
 /**
  * `BATCH` runs started as fast as the client can (64 in flight); throughput, start→completed latency, and the CPU
@@ -242,6 +288,8 @@ const measure = Effect.gen(function*() {
     )
   const aiki = yield* Effect.acquireRelease(Effect.promise(() => client({ baseUrl })), (c) => Effect.promise(c.close))
 
+  Object.assign(figures, yield* Effect.promise(() => serverPaths(aiki)))
+
   // One worker process.
   const single = yield* startWorker("bench-worker-1")
   yield* Effect.promise(() => warmUp(aiki))
@@ -300,6 +348,9 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
     (all.length > 1 ? `; medians of ${all.length} repetitions` : ""),
     `Server + worker processes (concurrency ${CONCURRENCY} each), Postgres and Redis on localhost; 3 no-op tasks per run`,
     `Load average (1/5/15 min): before ${load.before.map((l) => l.toFixed(2)).join(" ")}, after ${load.after.map((l) => l.toFixed(2)).join(" ")}`,
+    ``,
+    `The server alone, one request at a time (client clock, medians of ${PROBES})`,
+    `  claim of one run ${ms("probeClaimMs")}; one task's start and result in one write ${ms("probeWriteMs")}`,
     ``,
     `Burst of ${BATCH} runs, 1 worker process`,
     `  runs/s (start of first → completion of last) ${n("burstRunsPerSecond")}`,
