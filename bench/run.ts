@@ -18,7 +18,8 @@
  * Environment: `DATABASE_URL` (a server it may create databases on; default local), `REDIS_URL` (default local),
  * `BENCH_RUNS` (2000), `BENCH_PROBES` (300), `BENCH_SEQUENTIAL_RUNS` (200), `BENCH_LONG_TASKS` (1000), `BENCH_TAKEOVER=0` skips the
  * takeover (it takes ~90 s with the default lease), `BENCH_REPEAT=3` runs everything three times and prints the
- * median of each figure, `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the workers there.
+ * median of each figure, `BENCH_PROFILE=dir` writes V8 CPU profiles of the server and the workers there,
+ * `BENCH_BUILT=1` runs the workers from the JavaScript `tsc -b` emits (as an installed SDK runs; see `workerScript`).
  */
 import type { LeaseEpoch, RunId, TaskAddress, TaskName, WorkerId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import { client, type Client } from "@aiki/sdk"
@@ -27,6 +28,7 @@ import { freePort } from "@aiki/testing/freePort"
 import { type Running, spawnNode, waitForHealth } from "@aiki/testing/NodeProcess"
 import * as TestDatabase from "@aiki/testing/TestDatabase"
 import { Effect } from "effect"
+import { execFileSync } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
 import { cpus, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
@@ -41,9 +43,25 @@ const TAKEOVER = process.env["BENCH_TAKEOVER"] !== "0"
 const PROBES = Number(process.env["BENCH_PROBES"] ?? 300)
 const CONCURRENCY = 50
 const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+const BUILT = process.env["BENCH_BUILT"] === "1"
 const profile: Record<string, string> = process.env["BENCH_PROFILE"] !== undefined
   ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env["BENCH_PROFILE"]}` }
   : {}
+/**
+ * How a worker process runs: from the TypeScript sources by default, or (`BENCH_BUILT=1`) from the JavaScript
+ * `tsc -b` emits, the packages resolved to it through their `aiki-built` export condition, as an installed SDK runs.
+ */
+const workerScript = fileURLToPath(new URL(BUILT ? "./dist/worker.js" : "./worker.ts", import.meta.url))
+const workerEnv: Record<string, string> = BUILT
+  ? { NODE_OPTIONS: [profile["NODE_OPTIONS"], "--conditions=aiki-built"].filter(Boolean).join(" ") }
+  : profile
+if (BUILT) {
+  // The emitted JavaScript of this very tree: `tsc -b` does only what changed since it last ran.
+  execFileSync(process.execPath, [fileURLToPath(new URL("../node_modules/typescript/bin/tsc", import.meta.url)), "-b"], {
+    cwd: fileURLToPath(new URL("..", import.meta.url)),
+    stdio: "inherit"
+  })
+}
 
 /** What one repetition measured, by name (see `report` for names and units). */
 type Figures = Record<string, number>
@@ -263,12 +281,12 @@ const measure = Effect.gen(function*() {
   yield* waitForHealth(`${baseUrl}/health`, server)
   /** A worker process serving `workflow` only, once it registered (runs started before would be flagged). */
   const startWorker = (id: string, workflow: { readonly name: string } = threeNoops) =>
-    spawnNode(fileURLToPath(new URL("./worker.ts", import.meta.url)), {
+    spawnNode(workerScript, {
       AIKI_URL: baseUrl,
       REDIS_URL: redisUrl,
       WORKER_ID: id,
       WORKFLOW: workflow.name,
-      ...profile
+      ...workerEnv
     }).pipe(Effect.tap((worker) =>
       Effect.promise(async () => {
         while ((await fetch(`${baseUrl}/workers/${id}/health`)).status !== 200) {
@@ -346,7 +364,8 @@ const report = (all: ReadonlyArray<Figures>, load: { readonly before: ReadonlyAr
   const lines = [
     `Aiki benchmark — ${cpu.length} cores (${cpu[0]?.model.trim()}), Node ${process.version}` +
     (all.length > 1 ? `; medians of ${all.length} repetitions` : ""),
-    `Server + worker processes (concurrency ${CONCURRENCY} each), Postgres and Redis on localhost; 3 no-op tasks per run`,
+    `Server + worker processes (concurrency ${CONCURRENCY} each, run from ${BUILT ? "the built JavaScript" : "the TypeScript sources"}), ` +
+    `Postgres and Redis on localhost; 3 no-op tasks per run`,
     `Load average (1/5/15 min): before ${load.before.map((l) => l.toFixed(2)).join(" ")}, after ${load.after.map((l) => l.toFixed(2)).join(" ")}`,
     ``,
     `The server alone, one request at a time (client clock, medians of ${PROBES})`,
