@@ -503,7 +503,6 @@ const make = Effect.gen(function*() {
       return { ledger, outbox: written.outbox }
     }).pipe(onOwnConnection)
 
-
   /** Decides and writes one group of units in one transaction; returns what the post-commit hook needs. */
   const commitGroup = (group: ReadonlyArray<Unit>) =>
     Effect.gen(function*() {

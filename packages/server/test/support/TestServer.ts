@@ -26,7 +26,8 @@ export class TestServer extends Context.Service<TestServer, {
 export const metric = (server: TestServer["Service"], name: string, labels: Readonly<Record<string, string>> = {}) =>
   Effect.promise(() => fetch(`${server.baseUrl}/metrics`).then((r) => r.text())).pipe(Effect.map((text) => {
     const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`)
-    const line = text.split("\n").find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `) ? wanted.every((w) => l.includes(w)) : false)
+    const ofName = (l: string) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)
+    const line = text.split("\n").find((l) => ofName(l) && wanted.every((w) => l.includes(w)))
     return line === undefined ? 0 : Number(line.split(" ").pop())
   }))
 
