@@ -17,12 +17,13 @@
  */
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease, WorkerSignal } from "@aiki/contract/Models"
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream, Tracer } from "effect"
 import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
 import { policyOf, scheduleOf } from "./FlowControl.ts"
 import { AttemptTimeouts } from "./internal/AttemptTimeouts.ts"
+import * as JsonCodec from "./internal/json.ts"
 import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
 import { execute, type StopReason } from "./internal/RunExecution.ts"
@@ -104,7 +105,7 @@ interface Actor {
  * the schema has no JSON Schema form (or is the promise API's untyped JSON).
  */
 const optionalSchema = (key: "payloadSchema" | "resultSchema", schema: Schema.Top) => {
-  if (schema === Schema.Json) return {}
+  if (schema === Schema.Json || schema === JsonCodec.PlainJson) return {}
   try {
     const document = Schema.toJsonSchemaDocument(schema)
     const definitions = Object.keys(document.definitions).length > 0 ? { $defs: document.definitions } : {}
@@ -150,6 +151,8 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
   const livenessMs = Math.max(1_000, options.livenessTimeoutMs ?? 10_000)
   const gracefulShutdownTimeoutMs = options.gracefulShutdownTimeoutMs ?? 5_000
   const suspendAfterMs = options.workflowRun?.suspendAfterMs ?? 5_000
+  // Spans only for a tracer that exports them (Effect's native tracer keeps them in memory, at a cost per run).
+  const traced = (yield* Effect.tracer) !== Tracer.nativeTracer
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
   const link = yield* ServerLink.make(client.options.baseUrl)
 
@@ -216,7 +219,7 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
       }
       actors.set(runId, actor)
       // The run's execution continues the trace of the request that started it, whichever worker runs it.
-      const startedIn = lease.run.traceParent === undefined
+      const startedIn = !traced || lease.run.traceParent === undefined
         ? Option.none()
         : HttpTraceContext.fromHeaders(Headers.fromInput({ traceparent: lease.run.traceParent }))
       const fiber = yield* execute(workflow, lease, writes, {
@@ -225,11 +228,18 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
         leaseHolds: leaseHolds(actor),
         attemptTimeouts: actor.timeouts
       }).pipe(
-        Effect.flatMap((end) => Effect.andThen(Effect.annotateCurrentSpan("run.end", end), Effect.logDebug(`Run ${end}`))),
-        Effect.withSpan("Worker.executeRun", {
-          attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch }
-        }),
-        (effect) => Option.isSome(startedIn) ? Effect.withParentSpan(effect, startedIn.value) : effect,
+        (execution) =>
+          traced
+            ? execution.pipe(
+              Effect.flatMap((end) => Effect.andThen(Effect.annotateCurrentSpan("run.end", end), Effect.logDebug(`Run ${end}`))),
+              Effect.withSpan(
+                "Worker.executeRun",
+                { attributes: { runId, workflow: Workflow.key(workflow), leaseEpoch: lease.leaseEpoch } },
+                { captureStackTrace: false }
+              ),
+              (effect) => Option.isSome(startedIn) ? Effect.withParentSpan(effect, startedIn.value) : effect
+            )
+            : Effect.flatMap(execution, (end) => Effect.logDebug(`Run ${end}`)),
         // Interrupted for a shutdown: hand the run back now rather than when its lease runs out (best effort: if
         // the server does not answer in time, the worker's liveness lapses and the reaper requeues the run).
         Effect.onInterrupt(() =>

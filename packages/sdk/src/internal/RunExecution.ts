@@ -20,7 +20,7 @@
 import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/contract/Ids"
 import type { ErrorDetails, Json, Lease, ParkRun, StartTask, Write, WriteResult } from "@aiki/contract/Models"
 import type { ParkedState } from "@aiki/contract/RunState"
-import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler } from "effect"
+import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler, Tracer } from "effect"
 import { NonDeterminismError, TaskError, TaskTimedOut, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
@@ -207,6 +207,9 @@ export const execute = Effect.fnUntraced(function*(
   const writeStart = (w: StartTask) => writes.submit(w, watch(w), { lazy: true })
 
   const held = { runId, leaseEpoch }
+  // Spans only for a tracer that exports them: Effect's native tracer keeps them in memory, and a span per attempt
+  // cost a fifth of a no-op task's CPU time.
+  const traced = (yield* Effect.tracer) !== Tracer.nativeTracer
   const timeouts = options.attemptTimeouts ?? new AttemptTimeouts()
 
   /**
@@ -329,6 +332,35 @@ export const execute = Effect.fnUntraced(function*(
       if (options.leaseHolds !== undefined) yield* options.leaseHolds
     })
 
+  /**
+   * An attempt of a task with timeouts, raced against the server's word that it timed out. The server decides
+   * timeouts: told that it failed the attempt, the attempt is interrupted (a promise task's signal aborts) and
+   * fails with `TaskTimedOut`, which the retry policy sees like any failure.
+   */
+  const limitedByTimeouts = <P, A, E, R>(
+    definition: TaskDefinition<P, A, E, R>,
+    address: TaskAddress,
+    attempt: number,
+    running: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E, R> => {
+    const limits = [definition.timeoutMs, definition.heartbeatTimeoutMs].filter((ms) => ms !== undefined)
+    if (limits.length === 0) return running
+    const timedOut = Effect.flatMap(timeouts.timedOut(address, attempt), (kind) =>
+      Effect.die(
+        new TaskTimedOut({
+          taskName: definition.name,
+          attempt,
+          kind,
+          message: kind === "start_to_close"
+            ? `Attempt ${attempt} of task ${definition.name} did not finish within its timeout (${definition.timeoutMs} ms)`
+            : `Attempt ${attempt} of task ${definition.name} did not heartbeat within ${definition.heartbeatTimeoutMs} ms`
+        })
+      ))
+    return Effect.raceFirst(running, Effect.raceFirst(timedOut, probe(address, attempt, Math.min(...limits)))).pipe(
+      Effect.ensuring(Effect.sync(() => timeouts.forget(address, attempt)))
+    )
+  }
+
   const runTask = <P, A, E, R>(definition: TaskDefinition<P, A, E, R>, payload: P, encoded: Json) => (call: Call) =>
     Effect.gen(function*() {
       yield* Deferred.await(caughtUp)
@@ -364,31 +396,17 @@ export const execute = Effect.fnUntraced(function*(
           workflowPayload: run.payload,
           heartbeat: heartbeatOf(call.address, attempt, definition.heartbeatTimeoutMs)
         })
-        // The server decides timeouts: told that it failed the attempt, the attempt is interrupted (a promise
-        // task's signal aborts) and fails with `TaskTimedOut`, which the retry policy sees like any failure.
-        const timedOut = timeouts.timedOut(call.address, attempt).pipe(
-          Effect.flatMap((kind) =>
-            Effect.die(
-              new TaskTimedOut({
-                taskName: definition.name,
-                attempt,
-                kind,
-                message: kind === "start_to_close"
-                  ? `Attempt ${attempt} of task ${definition.name} did not finish within its timeout (${definition.timeoutMs} ms)`
-                  : `Attempt ${attempt} of task ${definition.name} did not heartbeat within ${definition.heartbeatTimeoutMs} ms`
+        const exit = yield* limitedByTimeouts(definition, call.address, attempt, running).pipe(
+          (attemptOf) =>
+            traced
+              // One span per attempt, under the run's (its parent is the workflow code's span, the run's
+              // execution). No stack trace: it would point into the engine, never at the user's code.
+              ? Effect.withSpan(attemptOf, `Task ${definition.name}`, {
+                attributes: { runId, task: definition.name, attempt },
+                captureStackTrace: false
               })
-            )
-          )
-        )
-        const limits = [definition.timeoutMs, definition.heartbeatTimeoutMs].filter((ms) => ms !== undefined)
-        const limited = limits.length === 0
-          ? running
-          : Effect.raceFirst(running, Effect.raceFirst(timedOut, probe(call.address, attempt, Math.min(...limits))))
-        const exit = yield* limited.pipe(
-          // One span per attempt, under the run's (its parent is the workflow code's span, the run's execution).
-          Effect.withSpan(`Task ${definition.name}`, { attributes: { runId, task: definition.name, attempt } }),
-          Effect.exit,
-          Effect.ensuring(Effect.sync(() => timeouts.forget(call.address, attempt)))
+              : attemptOf,
+          Effect.exit
         ) as Effect.Effect<Exit.Exit<A, E>>
         const elapsedMs = (yield* Clock.currentTimeMillis) - started
         if (Exit.isSuccess(exit)) {
