@@ -45,6 +45,7 @@ import {
 } from "./AikiClient.ts"
 import { InvalidOptions } from "./Errors.ts"
 import type { FlowControlOptions, ScheduleOptions, StartFlowOptions } from "./FlowControl.ts"
+import * as JsonCodec from "./internal/json.ts"
 import * as Options from "./internal/options.ts"
 import type { RetryPolicy } from "./Retry.ts"
 import * as Tracing from "./Tracing.ts"
@@ -212,8 +213,8 @@ export const task = <Payload = unknown, Result = unknown>(options: TaskOptions<P
   Options.requireKind("task()", "name", options.name, "string")
   Options.requireKind("task()", "run", options.run, "function")
   const effect = EffectTask.make(options.name, {
-    payload: Schema.Json,
-    success: Schema.Json,
+    payload: JsonCodec.PlainJson,
+    success: JsonCodec.PlainJson,
     ...(options.retry !== undefined ? { retry: options.retry } : {}),
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: options.heartbeatTimeoutMs } : {}),
@@ -477,8 +478,8 @@ export const workflow = ((
     Options.requireKind(where, "run", definition.run, "function")
     const { concurrency, executionTimeoutMs, ordering, priority, rateLimit, retry, trigger } = definition
     const effect = EffectWorkflow.make(options.name, version, {
-      payload: Schema.Json,
-      success: Schema.Json,
+      payload: JsonCodec.PlainJson,
+      success: JsonCodec.PlainJson,
       ...(retry !== undefined ? { retry } : {}),
       ...(executionTimeoutMs !== undefined ? { executionTimeoutMs } : {}),
       // Payloads are JSON: the key functions see the payload as stored.
