@@ -91,8 +91,8 @@ interface RunServices {
 
 /**
  * The bridge from a run's promises to its effects: each call is a fiber of its own with the run's services, and
- * every fiber still running is interrupted when the run's signal aborts. One listener serves the whole run: a
- * listener per call (`runPromise`'s `signal` option) cost about a fifth of a no-op task's CPU time.
+ * every fiber still running is interrupted when the run's signal aborts. One listener serves the whole run rather
+ * than one added and removed per call (`runPromise`'s `signal` option).
  */
 const runServices = (context: Context.Context<WorkflowRun>, signal: AbortSignal): RunServices => {
   const fork = Effect.runForkWith(context)
