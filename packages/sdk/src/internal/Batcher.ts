@@ -37,8 +37,16 @@ interface Pending<I, O> {
 /** Put in the queue when a request returned: what waited for its keys, or for a free slot, may go now. */
 const returned = Symbol("Batcher/returned")
 
-const settle = <I, O>(pending: Pending<I, O>, exit: Exit.Exit<O>) =>
-  Effect.andThen(Deferred.done(pending.answer, exit), Effect.sync(() => pending.observe?.(exit)))
+/** Answers each item of a request (a loop, not an effect per item: a request may carry a thousand). */
+const settleAll = <I, O>(batch: ReadonlyArray<Pending<I, O>>, exitOf: (index: number) => Exit.Exit<O>) =>
+  Effect.sync(() => {
+    for (let i = 0; i < batch.length; i++) {
+      const pending = batch[i]!
+      const exit = exitOf(i)
+      Deferred.doneUnsafe(pending.answer, exit)
+      pending.observe?.(exit)
+    }
+  })
 
 /** Starts a batcher for the current scope; `send` answers a request's items in order. */
 export const make = Effect.fnUntraced(function*<I, O, E>(options: {
@@ -63,9 +71,12 @@ export const make = Effect.fnUntraced(function*<I, O, E>(options: {
   const sendOne = (batch: ReadonlyArray<Pending<I, O>>) =>
     options.send(batch.map((p) => p.item)).pipe(
       Effect.matchCauseEffect({
-        onSuccess: (answers) => Effect.forEach(batch, (p, i) => settle(p, Exit.succeed(answers[i]!)), { discard: true }),
+        onSuccess: (answers) => settleAll(batch, (i) => Exit.succeed(answers[i]!)),
         // The request failed as a whole (not retried by `send`): every item in it fails with it, as a defect.
-        onFailure: (cause) => Effect.forEach(batch, (p) => settle(p, Exit.die(Cause.squash(cause))), { discard: true })
+        onFailure: (cause) => {
+          const failed = Exit.die(Cause.squash(cause))
+          return settleAll(batch, () => failed)
+        }
       })
     )
   const sendAll = (batch: ReadonlyArray<Pending<I, O>>): Effect.Effect<void> => {
@@ -145,9 +156,10 @@ export const make = Effect.fnUntraced(function*<I, O, E>(options: {
 
   return {
     submit: (item: I, observe?: (answer: Exit.Exit<O>) => void, submitOptions?: { readonly lazy?: boolean }) =>
-      Effect.gen(function*() {
-        const answer = yield* Deferred.make<O>()
-        yield* Queue.offer(queue, { item, answer, observe, lazy: submitOptions?.lazy === true })
+      Effect.sync(() => {
+        const answer = Deferred.makeUnsafe<O>()
+        // The queue is unbounded: an offer never waits.
+        Queue.offerUnsafe(queue, { item, answer, observe, lazy: submitOptions?.lazy === true })
         return answer
       })
   } satisfies Batcher<I, O>
