@@ -155,6 +155,10 @@ export const make = Effect.fnUntraced(function*(options: DeploymentOptions) {
     HOST: "127.0.0.1",
     REAPER_INTERVAL_MS: String(options.reaperIntervalMs),
     REPUBLISH_AFTER_MS: String(options.republishAfterMs),
+    // The chaos kills a random worker every ~2 s, so a run can lose three holders in a row before any of them made
+    // progress without being the cause (seen on a slow machine: runs failed as poisoned with the default of 3).
+    // Poison detection has its own test (`Timeouts.test.ts`); here it would only turn bad luck into failed runs.
+    POISON_AFTER_LAPSES: "20",
     // Private processes on 127.0.0.1: no keys, and the server must be told that is deliberate.
     AUTH: "off"
   })
