@@ -17,12 +17,13 @@
  */
 import type { LeaseEpoch, RunId, WorkerId } from "@aiki/contract/Ids"
 import type { Json, Lease, WorkerSignal } from "@aiki/contract/Models"
-import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream, Tracer } from "effect"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Schedule, Schema, Scope, Semaphore, Stream } from "effect"
 import { Headers, HttpClient, HttpTraceContext } from "effect/http"
 import { hostname } from "node:os"
 import { AikiClient } from "./AikiClient.ts"
 import { policyOf, scheduleOf } from "./FlowControl.ts"
 import { AttemptTimeouts } from "./internal/AttemptTimeouts.ts"
+import { exportsSpans } from "./internal/exportsSpans.ts"
 import * as JsonCodec from "./internal/json.ts"
 import { replayVersion } from "./internal/Journal.ts"
 import * as RedisSubscriber from "./internal/RedisSubscriber.ts"
@@ -151,8 +152,7 @@ const runWith = Effect.fnUntraced(function*(options: WorkerOptions) {
   const livenessMs = Math.max(1_000, options.livenessTimeoutMs ?? 10_000)
   const gracefulShutdownTimeoutMs = options.gracefulShutdownTimeoutMs ?? 5_000
   const suspendAfterMs = options.workflowRun?.suspendAfterMs ?? 5_000
-  // Spans only for a tracer that exports them (Effect's native tracer keeps them in memory, at a cost per run).
-  const traced = (yield* Effect.tracer) !== Tracer.nativeTracer
+  const traced = yield* exportsSpans
   const registry = new Map(options.workflows.map((workflow) => [Workflow.key(workflow), workflow]))
   const link = yield* ServerLink.make(client.options.baseUrl)
 

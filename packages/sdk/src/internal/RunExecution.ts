@@ -20,12 +20,13 @@
 import type { EventName, LeaseEpoch, RunId, TaskAddress, TaskName } from "@aiki/contract/Ids"
 import type { ErrorDetails, Json, Lease, ParkRun, StartTask, Write, WriteResult } from "@aiki/contract/Models"
 import type { ParkedState } from "@aiki/contract/RunState"
-import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler, Tracer } from "effect"
+import { Cause, Clock, DateTime, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Option, Queue, Scheduler } from "effect"
 import { NonDeterminismError, TaskError, TaskTimedOut, WriteRefused } from "../Errors.ts"
 import * as Retry from "../Retry.ts"
 import type * as Workflow from "../Workflow.ts"
 import { type ChildOutcome, type ChildStart, type TaskDefinition, WorkflowRun } from "../WorkflowRun.ts"
 import { AttemptTimeouts } from "./AttemptTimeouts.ts"
+import { exportsSpans } from "./exportsSpans.ts"
 import { type Entry, Journal, type Outcome, patchMarker, replayVersion } from "./Journal.ts"
 import * as JsonCodec from "./json.ts"
 import { RunScheduler } from "./RunScheduler.ts"
@@ -207,9 +208,7 @@ export const execute = Effect.fnUntraced(function*(
   const writeStart = (w: StartTask) => writes.submit(w, watch(w), { lazy: true })
 
   const held = { runId, leaseEpoch }
-  // Spans only for a tracer that exports them: Effect's native tracer keeps them in memory, and a span per attempt
-  // cost a fifth of a no-op task's CPU time.
-  const traced = (yield* Effect.tracer) !== Tracer.nativeTracer
+  const traced = yield* exportsSpans
   const timeouts = options.attemptTimeouts ?? new AttemptTimeouts()
 
   /**
