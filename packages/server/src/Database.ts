@@ -48,14 +48,23 @@ export const migrate = PgMigrator.run({ loader: migrations, table: "aiki_migrati
   Effect.provide(NodeServices.layer)
 )
 
-/** A pool over `DATABASE_URL` of `DATABASE_POOL_SIZE` connections. */
+/**
+ * A pool over `DATABASE_URL` of `DATABASE_POOL_SIZE` connections.
+ *
+ * Its sessions plan each prepared statement once (`plan_cache_mode = force_generic_plan`). Left to choose, Postgres
+ * kept re-planning the engine's reads for every execution (their generic plan's estimate, a JSON recordset of
+ * unknown length, looks dearer than each custom one): ~0.4–0.6 ms of planning at every bind against ~0.05–0.1 ms of
+ * execution, on the path of every claim and write. Every statement the server sends finds its rows by key or index
+ * (`= ANY(array)`, a run id, a cursor), which a generic plan serves as well.
+ */
 export const layerPool = Layer.unwrap(Effect.gen(function*() {
   const config = yield* ServerConfig
   return PgClient.layer({
     url: config.databaseUrl,
     maxConnections: config.databasePoolSize,
     multiplex: true,
-    applicationName: "aiki-server"
+    applicationName: "aiki-server",
+    startupParameters: { plan_cache_mode: "force_generic_plan" }
   })
 }))
 
