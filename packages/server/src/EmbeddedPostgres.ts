@@ -104,6 +104,9 @@ export const layer = (options: EmbeddedPostgresOptions) =>
     )
     // The session listens, so its own announcements come back to it (and through `connect`'s tap).
     yield* Effect.promise(() => db.exec(`LISTEN ${channel}`))
+    // Planned once per prepared statement, as the production pool's sessions are (see `Database.layerPool`); PGlite
+    // ignores the settings of a startup packet, so the one session is told here.
+    yield* Effect.promise(() => db.exec("SET plan_cache_mode = force_generic_plan"))
     const changes = yield* Effect.acquireRelease(PubSub.sliding<RunChange>(16_384), PubSub.shutdown)
     const publish = (change: RunChange) => PubSub.publishUnsafe(changes, change)
     const notifications = Layer.succeed(RunNotifications, RunNotifications.of({ subscribe: PubSub.subscribe(changes) }))

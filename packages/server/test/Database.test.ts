@@ -6,16 +6,29 @@ import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import * as TestServer from "./support/TestServer.ts"
 
-layer(TestServer.layer({ redisUrl: null }), { excludeTestServices: true })("database sessions", (it) => {
+/** The plan cache mode of `connections` sessions at once (each in a transaction, so each holds its own). */
+const planCacheModes = (connections: number) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const modes = yield* Effect.all(
+      Array.from({ length: connections }, () =>
+        sql.withTransaction(sql<{ readonly plan_cache_mode: string }>`SHOW plan_cache_mode`)),
+      { concurrency: "unbounded" }
+    )
+    return modes.map(([row]) => row?.plan_cache_mode)
+  }).pipe(Effect.orDie)
+
+layer(TestServer.layer({ redisUrl: null }), { excludeTestServices: true })("database sessions (postgres)", (it) => {
   it.effect("plan each prepared statement once, on every connection of the pool", () =>
     Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      // As many at once as the pool has connections, so that each of them answers.
-      const modes = yield* Effect.all(
-        Array.from({ length: 5 }, () =>
-          sql.withTransaction(sql<{ readonly plan_cache_mode: string }>`SHOW plan_cache_mode`)),
-        { concurrency: "unbounded" }
-      )
-      assert.deepStrictEqual(modes.map(([row]) => row?.plan_cache_mode), Array(5).fill("force_generic_plan"))
-    }).pipe(Effect.orDie))
+      // As many at once as the test server's pool has connections, so that each of them answers.
+      assert.deepStrictEqual(yield* planCacheModes(5), Array(5).fill("force_generic_plan"))
+    }))
+})
+
+layer(TestServer.layer({ redisUrl: null, database: "embedded" }), { excludeTestServices: true })("database sessions (embedded)", (it) => {
+  it.effect("plan each prepared statement once", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(yield* planCacheModes(1), ["force_generic_plan"])
+    }))
 })
