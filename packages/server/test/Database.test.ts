@@ -21,8 +21,9 @@ const planCacheModes = (connections: number) =>
 layer(TestServer.layer({ redisUrl: null }), { excludeTestServices: true })("database sessions (postgres)", (it) => {
   it.effect("plan each prepared statement once, on every connection of the pool", () =>
     Effect.gen(function*() {
-      // As many at once as the test server's pool has connections, so that each of them answers.
-      assert.deepStrictEqual(yield* planCacheModes(5), Array(5).fill("force_generic_plan"))
+      // As many at once as the pool has connections, so that each of them answers.
+      const { databasePoolSize } = (yield* TestServer.TestServer).config
+      assert.deepStrictEqual(yield* planCacheModes(databasePoolSize), Array(databasePoolSize).fill("force_generic_plan"))
     }))
 })
 
