@@ -24,6 +24,7 @@ import timeoutsAndPoisonRuns from "./migrations/0011_timeouts_and_poison_runs.ts
 import retryAndReset from "./migrations/0012_retry_and_reset.ts"
 import childWorkflows from "./migrations/0013_child_workflows.ts"
 import runRevision from "./migrations/0014_run_revision.ts"
+import runFillfactor from "./migrations/0015_run_fillfactor.ts"
 
 /** Migrations in order; ids are never reused or edited once released. */
 export const migrations = PgMigrator.fromRecord({
@@ -40,7 +41,8 @@ export const migrations = PgMigrator.fromRecord({
   "0011_timeouts_and_poison_runs": timeoutsAndPoisonRuns,
   "0012_retry_and_reset": retryAndReset,
   "0013_child_workflows": childWorkflows,
-  "0014_run_revision": runRevision
+  "0014_run_revision": runRevision,
+  "0015_run_fillfactor": runFillfactor
 })
 
 /** Runs pending migrations (also the `aiki migrate` command). */

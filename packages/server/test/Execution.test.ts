@@ -518,3 +518,44 @@ layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })
       assert.strictEqual(yield* movedFallbacks(server), before + 1)
     }))
 })
+
+// Postgres only: the test holds a snapshot open on a connection of its own while the server writes.
+layer(TestServer.layer({ database: "postgres" }), { excludeTestServices: true })("run rows", (it) => {
+  it.effect("updates a running run's row on its own page when its worker writes, while older snapshots are open", () =>
+    Effect.gen(function*() {
+      const server = yield* TestServer.TestServer
+      const api = yield* server.client()
+      const id = yield* startRun(api)
+      const { leaseEpoch } = yield* granted(api, id, workerA)
+      // Runs started after the claim fill the page the claimed run's row now lives on, as a burst does.
+      yield* api.workflows.startMany({
+        payload: { runs: Array.from({ length: 200 }, (_, i) => ({ workflowName: name, workflowVersion: version, payload: { i } })) }
+      })
+      const written = Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        const pageOf = sql<{ readonly page: number }>`
+          SELECT (ctid::text::point)[0]::int AS page FROM workflow_runs WHERE id = ${id}`.pipe(Effect.map(([row]) => row!.page))
+        const page = yield* pageOf
+        // A snapshot older than the writes (in a burst, other runs' statements in flight) keeps each replaced
+        // version of the row on its page: only the room left free there lets the new one stay beside it.
+        const opened = yield* Deferred.make<void>()
+        const release = yield* Deferred.make<void>()
+        const snapshot = yield* sql.withTransaction(Effect.gen(function*() {
+          yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`
+          yield* sql`SELECT count(*) FROM workflow_runs`
+          yield* Deferred.succeed(opened, undefined)
+          yield* Deferred.await(release)
+        })).pipe(Effect.forkChild)
+        yield* Deferred.await(opened)
+        for (let i = 1; i <= 3; i++) {
+          yield* writeOne(api, startTask(id, leaseEpoch, `a:${i}:0`, 1, i - 1))
+          yield* writeOne(api, completeTask(id, leaseEpoch, `a:${i}:0`, i, 1, i - 1))
+        }
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(snapshot)
+        return { page, after: yield* pageOf }
+      }).pipe(Effect.provide(PgClient.layer({ url: Redacted.make(server.databaseUrl), maxConnections: 2 })))
+      const { page, after } = yield* written
+      assert.strictEqual(after, page, "the run's row moved to another page: its page had no room for its next versions")
+    }))
+})
