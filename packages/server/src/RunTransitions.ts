@@ -399,22 +399,29 @@ const make = Effect.gen(function*() {
 
   /**
    * Granted claims need their run as it now is, and its journal: read in the claims' transaction, or right after an
-   * optimistic group's statement. Only a lease holder writes a run's journal, so a journal read before the run shows
+   * optimistic group's statement (`written`: the rows that statement returned, for runs with no journal to read). Only a lease holder writes a run's journal, so a journal read before the run shows
    * the claim's lease still in place is the one the new holder continues; a run whose lease moved on in between (it
    * was cancelled, retried and claimed again) is refused rather than handed out with another holder's epoch.
    */
-  const readLeases = (ledger: Ledger, claims: ReadonlyArray<Claim>) =>
+  const readLeases = (
+    ledger: Ledger,
+    claims: ReadonlyArray<Claim>,
+    written: ReadonlyArray<RunRow & { readonly server_time: Date }> = []
+  ) =>
     Effect.gen(function*() {
       const granted = claims.filter((c) => c.outcome?.granted === true)
       if (granted.length === 0) return
-      const ids = granted.map((c) => c.runId)
+      const byId = new Map(written.map((row) => [row.id, row]))
+      const ids = granted.map((c) => c.runId).filter((id) => !byId.has(id))
       // The first claim is what starts a run: a run that had not started when it was read has no journal to read (a
       // burst's claims are all such, one round trip less each).
       const journals = yield* selectJournals(sql, ids.filter((id) => ledger.runs.get(id)?.flow.started === true))
-      const rows = yield* sql<RunRow & { readonly server_time: Date }>`
-        SELECT *, now() AS server_time FROM workflow_runs
-        WHERE id = ANY(${pgArray(ids)}::uuid[])`
-      const byId = new Map(rows.map((row) => [row.id, row]))
+      if (ids.length > 0) {
+        const rows = yield* sql<RunRow & { readonly server_time: Date }>`
+          SELECT *, now() AS server_time FROM workflow_runs
+          WHERE id = ANY(${pgArray(ids)}::uuid[])`
+        for (const row of rows) byId.set(row.id, row)
+      }
       for (const claim of granted) {
         const row = byId.get(claim.runId)!
         if (row.lease_epoch !== ledger.runs.get(claim.runId)!.leaseEpoch) {
@@ -497,9 +504,13 @@ const make = Effect.gen(function*() {
       for (const change of changes) decide(context, change)
       // A grant that changed a run's wait or its rate-limit bucket writes flow state too: the locked path does that.
       if (ledger.flow.patches.size > 0) return yield* Effect.as(Metrics.recordFallback("flow_control"), undefined)
-      const written = yield* write(sql, ledger, streamOf, { guarded: true })
+      const claims = changes.filter((c): c is Claim => c._tag === "Claim")
+      // A granted claim of a run that had not started (no journal) takes its lease from the statement's own rows: the
+      // lease as it was granted, one read fewer. A run with a journal is read after, journal first (`readLeases`).
+      const fresh = claims.filter((c) => c.outcome?.granted === true && ledger.runs.get(c.runId)?.flow.started !== true)
+      const written = yield* write(sql, ledger, streamOf, { guarded: true, returning: fresh.map((c) => c.runId) })
       if (!written.applied) return yield* Effect.as(Metrics.recordFallback("moved"), undefined)
-      yield* readLeases(ledger, changes.filter((c): c is Claim => c._tag === "Claim"))
+      yield* readLeases(ledger, claims, written.returned)
       return { ledger, outbox: written.outbox }
     }).pipe(onOwnConnection)
 

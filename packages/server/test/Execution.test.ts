@@ -132,6 +132,10 @@ layer(TestServer.layer({ database }), { excludeTestServices: true })(`execution 
       assert.deepStrictEqual(lease.journal, [])
       // The server's clock at the grant, against which the worker places the due times it sends.
       assert.isBelow(Math.abs(Number(lease.serverTime.epochMilliseconds) - Date.now()), 5_000)
+      // The lease as granted: its expiry is the grant's (the row the claim's own statement wrote).
+      const leaseLeftMs = Number(lease.leaseExpiresAt.epochMilliseconds) - Number(lease.serverTime.epochMilliseconds)
+      assert.isTrue(leaseLeftMs > 25_000 && leaseLeftMs <= 30_000, `lease left ${leaseLeftMs} ms`)
+      assert.isDefined(lease.run.startedAt)
       const again = yield* claim(api, id, workerB)
       assert.strictEqual(again.refused?.reason, "held")
 

@@ -13,6 +13,7 @@ import { Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import type { Fragment } from "effect/sql/Statement"
 import { FlowLedger, flowOf, type RunFlow, type RunFlowRow } from "./flowControl.ts"
+import type { RunRow } from "./rows.ts"
 import { attemptsJson, pgArray } from "./sql.ts"
 
 /** A run as its group sees it: the columns decisions read and change. */
@@ -522,9 +523,11 @@ export interface Written {
   readonly applied: boolean
   readonly outbox: ReadonlyArray<OutboxRow>
   readonly beaten: ReadonlyArray<string>
+  /** The rows of the runs `options.returning` named, as the statement left them, read on the database's clock. */
+  readonly returned: ReadonlyArray<RunRow & { readonly server_time: Date }>
 }
 
-const nothingWritten: Written = { applied: true, outbox: [], beaten: [] }
+const nothingWritten: Written = { applied: true, outbox: [], beaten: [], returned: [] }
 
 /**
  * Writes everything the ledger changed in one statement (its data-modifying parts all run, and commit, together).
@@ -537,7 +540,11 @@ export const write = (
   sql: SqlClient.SqlClient,
   ledger: Ledger,
   streamOf: (run: LedgerRun) => string | null,
-  options: { readonly guarded: boolean } = { guarded: false }
+  options: {
+    readonly guarded: boolean
+    /** Runs whose rows the statement returns as it wrote them (a claim's lease, without a read after it). */
+    readonly returning?: ReadonlyArray<string>
+  } = { guarded: false }
 ) => {
   const entries = [...ledger.entries.values()].filter((entry) => entry.changed)
   const attempts = [...ledger.attempts.values()]
@@ -684,7 +691,7 @@ export const write = (
       WHERE r.id = u.id AND r.id = ANY(${runIds}::uuid[])
         AND (u.revision IS NULL OR r.revision = u.revision)
         ${lockedFirst}
-      RETURNING r.id
+      RETURNING r.*
     )`)
   }
   if (newEntries.length > 0) {
@@ -862,15 +869,27 @@ export const write = (
     ledger.beats.size > 0 ? sql`(SELECT jsonb_agg(id) FROM beats) AS beaten` : sql`NULL::jsonb AS beaten`,
     runRows.length > 0 ? sql`(SELECT count(*) FROM run_updates)::int AS updated` : sql`0 AS updated`
   ]
+  // One row per returned run (the aggregates repeated on each), or one row with none.
+  const returning = runRows.length > 0 && options.returning !== undefined && options.returning.length > 0
+    ? options.returning
+    : undefined
+  const from = returning === undefined
+    ? sql``
+    : sql`, now() AS server_time, r.* FROM (SELECT 1) AS one
+      LEFT JOIN run_updates r ON r.id = ANY(${pgArray(returning)}::uuid[])`
   return sql<{
     readonly outbox: ReadonlyArray<{ readonly id: string; readonly run_id: string; readonly stream: string }> | null
     readonly beaten: ReadonlyArray<string> | null
     readonly updated: number
-  }>`WITH ${sql.csv(parts)} SELECT ${sql.csv(results)}`.pipe(
-    Effect.map(([row]): Written => ({
-      applied: !options.guarded || row?.updated === runRows.length,
-      outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),
-      beaten: row?.beaten ?? []
-    }))
+  } & Partial<RunRow & { readonly server_time: Date }>>`WITH ${sql.csv(parts)} SELECT ${sql.csv(results)}${from}`.pipe(
+    Effect.map((rows): Written => {
+      const row = rows[0]
+      return {
+        applied: !options.guarded || row?.updated === runRows.length,
+        outbox: (row?.outbox ?? []).map((o): OutboxRow => ({ id: o.id, runId: o.run_id, stream: o.stream })),
+        beaten: row?.beaten ?? [],
+        returned: returning === undefined ? [] : rows.filter((r) => r.id != null) as Array<RunRow & { readonly server_time: Date }>
+      }
+    })
   )
 }
