@@ -399,9 +399,10 @@ const make = Effect.gen(function*() {
 
   /**
    * Granted claims need their run as it now is, and its journal: read in the claims' transaction, or right after an
-   * optimistic group's statement (`written`: the rows that statement returned, for runs with no journal to read). Only a lease holder writes a run's journal, so a journal read before the run shows
-   * the claim's lease still in place is the one the new holder continues; a run whose lease moved on in between (it
-   * was cancelled, retried and claimed again) is refused rather than handed out with another holder's epoch.
+   * optimistic group's statement (`written`: the rows that statement returned, for runs with no journal to read).
+   * Only a lease holder writes a run's journal, so a journal read before the run shows the claim's lease still in
+   * place is the one the new holder continues; a run whose lease moved on in between (it was cancelled, retried and
+   * claimed again) is refused rather than handed out with another holder's epoch.
    */
   const readLeases = (
     ledger: Ledger,

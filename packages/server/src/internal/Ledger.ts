@@ -649,6 +649,9 @@ export const write = (
   // Only the parts with rows to write are in the statement: Postgres runs every data-modifying part of a statement,
   // rows or not. Each part finds its rows by index (`= ANY(array)`), never by a scan of the table.
   const parts: Array<Fragment> = []
+  const returning = runRows.length > 0 && options.returning !== undefined && options.returning.length > 0
+    ? options.returning
+    : undefined
   const runIds = pgArray(runs.map((run) => run.id))
   if (options.guarded && runRows.length > 0) {
     // In id order, as every group locks runs, so this statement and a locked group never wait for each other in a
@@ -691,7 +694,8 @@ export const write = (
       WHERE r.id = u.id AND r.id = ANY(${runIds}::uuid[])
         AND (u.revision IS NULL OR r.revision = u.revision)
         ${lockedFirst}
-      RETURNING r.*
+      -- Whole rows only when some are returned: a write's run update need not carry its payload and result along.
+      RETURNING ${returning === undefined ? sql`r.id` : sql`r.*`}
     )`)
   }
   if (newEntries.length > 0) {
@@ -870,9 +874,6 @@ export const write = (
     runRows.length > 0 ? sql`(SELECT count(*) FROM run_updates)::int AS updated` : sql`0 AS updated`
   ]
   // One row per returned run (the aggregates repeated on each), or one row with none.
-  const returning = runRows.length > 0 && options.returning !== undefined && options.returning.length > 0
-    ? options.returning
-    : undefined
   const from = returning === undefined
     ? sql``
     : sql`, now() AS server_time, r.* FROM (SELECT 1) AS one
