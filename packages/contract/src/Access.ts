@@ -4,8 +4,10 @@
  * client decodes as typed errors. Their server implementations live in `@aiki/server`; clients supply the key
  * through `layerClient`, browsers send the cookie by themselves.
  */
-import { Context, Schema } from "effect"
-import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
+import * as Context from "effect/Context"
+import * as Schema from "effect/Schema"
+import * as HttpApiMiddleware from "effect/http-api/HttpApiMiddleware"
+import * as HttpApiSecurity from "effect/http-api/HttpApiSecurity"
 import { Forbidden, InvalidRequest, PayloadTooLarge, Unauthorized } from "./Errors.ts"
 
 /** What a key may do: `client` starts and reads runs, `worker` claims and reports them, `admin` does everything. */

@@ -2,8 +2,12 @@
  * The Aiki HTTP API, declared once. The server implements it with `HttpApiBuilder`, the SDK derives its client
  * from it with `HttpApiClient`, and `/openapi.json` is generated from it.
  */
-import { Schema } from "effect"
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
+import * as Schema from "effect/Schema"
+import * as HttpApi from "effect/http-api/HttpApi"
+import * as HttpApiEndpoint from "effect/http-api/HttpApiEndpoint"
+import * as HttpApiGroup from "effect/http-api/HttpApiGroup"
+import * as HttpApiSchema from "effect/http-api/HttpApiSchema"
+import * as OpenApi from "effect/http-api/OpenApi"
 import { AdminAccess, ClientAccess, RequestValidation, WorkerAccess } from "./Access.ts"
 import {
   DependencyUnavailable,

@@ -2,9 +2,12 @@
  * The typed client of the Aiki API, derived from its declaration: every endpoint is a method, every declared error
  * comes back as its class. The SDK, the CLI and the tests all talk to the server through it.
  */
-import { Effect, Layer } from "effect"
-import { type HttpClient, HttpClientRequest } from "effect/http"
-import { HttpApiClient, HttpApiMiddleware } from "effect/http-api"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as HttpApiClient from "effect/http-api/HttpApiClient"
+import * as HttpApiMiddleware from "effect/http-api/HttpApiMiddleware"
 import { AdminAccess, ClientAccess, WorkerAccess } from "./Access.ts"
 import { AikiApi } from "./Api.ts"
 

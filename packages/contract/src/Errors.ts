@@ -2,7 +2,7 @@
  * Every error that crosses HTTP. Each carries its status, so the server answers with it and the client derived
  * from the API decodes it back into the same class.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { RunId, TaskAddress } from "./Ids.ts"
 import { RunState } from "./RunState.ts"
 

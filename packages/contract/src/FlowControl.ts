@@ -8,7 +8,7 @@
  * Everything is decided by the server when a worker claims a run: a run that must wait stays `pending`, holding no
  * worker, and says what it waits for (`WaitingFor`) until it is offered again.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /**
  * How urgent a run is, 1 (lowest) to 10 (highest). Among the runs a worker could take, higher priorities go first,

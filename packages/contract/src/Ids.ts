@@ -3,7 +3,7 @@
  * passed where a worker id is expected, and each one carries the checks that make it safe to use as a database key,
  * a Redis stream name segment and a URL path segment.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** A workflow run id: a UUIDv7, so ids sort by creation time (cursor pagination relies on it). */
 export const RunId = Schema.String.check(Schema.isUUID(undefined, { message: "a run id is a UUID" })).pipe(

@@ -2,7 +2,7 @@
  * The records the API returns and accepts: runs, tasks and their attempts, state transitions, workers and
  * workflow definitions. Payloads and results are JSON values; timestamps are UTC instants (ISO strings on the wire).
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 import { Role } from "./Access.ts"
 import {
   EventName,

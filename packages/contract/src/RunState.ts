@@ -12,7 +12,7 @@
  * The server derives every guard of its writes from `sourcesOf`, so this table is the only place the machine is
  * written down.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 export const RunState = Schema.Literals([
   "pending",

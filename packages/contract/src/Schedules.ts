@@ -8,7 +8,11 @@
  * default). After the server was down, fire times older than the catch-up window are skipped and counted; a
  * schedule never bursts into hundreds of runs.
  */
-import { Cron, DateTime, Option, Result, Schema } from "effect"
+import * as Cron from "effect/Cron"
+import * as DateTime from "effect/DateTime"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Schema from "effect/Schema"
 import { StartFlow } from "./FlowControl.ts"
 import { RunId, ScheduleId, WorkflowName, WorkflowVersion } from "./Ids.ts"
 import { RunState } from "./RunState.ts"

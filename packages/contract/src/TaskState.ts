@@ -3,7 +3,7 @@
  * machine: `pending → running → completed | failed`, and `failed → retrying → running` while attempts remain.
  * `running → running` opens a new attempt in place of one that a lost lease cut off.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 export const TaskState = Schema.Literals(["pending", "running", "completed", "failed", "retrying"])
 export type TaskState = typeof TaskState.Type

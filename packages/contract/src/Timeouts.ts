@@ -8,7 +8,7 @@
  * being handed to yet another worker. Each ends in a distinct, visible way: the attempt's error is `TaskTimedOut`
  * (with its kind), the run is `failed` with a `FailureReason`.
  */
-import { Schema } from "effect"
+import * as Schema from "effect/Schema"
 
 /** A timeout in milliseconds: at least 1 ms, at most 31 days. */
 export const TimeoutMs = Schema.Int.check(

@@ -4,7 +4,8 @@
  */
 import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
 import type { ErrorDetails, Json } from "@aiki/contract/Models"
-import { Data, Schema } from "effect"
+import * as Data from "effect/Data"
+import * as Schema from "effect/Schema"
 
 /**
  * A replay met a recorded journal it cannot match: the workflow's code asked for a different task (or different

@@ -13,7 +13,7 @@
  * yield* run.sendEvent(Approval, { approved: true, by: "ann" }, { eventId: webhook.deliveryId })
  * ```
  */
-import type { Schema } from "effect"
+import type * as Schema from "effect/Schema"
 
 const TypeId = "~@aiki/sdk/Event"
 

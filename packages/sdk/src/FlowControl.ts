@@ -25,7 +25,9 @@
  */
 import type { FlowPolicy } from "@aiki/contract/FlowControl"
 import type { ScheduleSpec, OverlapPolicy } from "@aiki/contract/Schedules"
-import { Duration, Effect, type Schema } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Schema from "effect/Schema"
 import * as JsonCodec from "./internal/json.ts"
 
 export type { OverlapPolicy }

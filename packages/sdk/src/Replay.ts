@@ -14,7 +14,9 @@
  */
 import type { LeaseEpoch } from "@aiki/contract/Ids"
 import { type ErrorDetails, type Json, Lease, type Task, type WorkflowRun, type Write, type WriteResult } from "@aiki/contract/Models"
-import { DateTime, Deferred, Effect } from "effect"
+import * as DateTime from "effect/DateTime"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
 import { execute } from "./internal/RunExecution.ts"
 import type { WriteBatcher } from "./internal/WriteBatcher.ts"
 import type * as Workflow from "./Workflow.ts"

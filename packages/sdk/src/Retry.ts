@@ -3,7 +3,10 @@
  * attempt comes next and how long to wait for it. An Effect `Schedule` is accepted as well (its state lives in
  * the worker, so after a takeover it starts over; the attempt count shown is still the durable one).
  */
-import { Duration, Effect, Option, Schedule } from "effect"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 
 export type RetryPolicy =
   | {

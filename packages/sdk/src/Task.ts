@@ -9,7 +9,8 @@
  * @example
  * ```ts
  * import { TimeoutMs } from "@aiki/contract/Timeouts"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
  * import { Task } from "@aiki/sdk/effect"
  *
  * const ChargeCard = Task.make("charge-card", {
@@ -23,7 +24,8 @@ import { Effect, Schema } from "effect"
  * ```
  */
 import { TimeoutMs } from "@aiki/contract/Timeouts"
-import { Effect, Schema } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type { Retry } from "./Retry.ts"
 import { type TaskContext, type TaskDefinition, WorkflowRun } from "./WorkflowRun.ts"
 

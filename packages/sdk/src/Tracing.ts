@@ -13,9 +13,11 @@
  * ```
  */
 import { version } from "@aiki/contract/Version"
-import { Layer, Tracer } from "effect"
-import { FetchHttpClient } from "effect/http"
-import { OtlpSerialization, OtlpTracer } from "effect/observability"
+import * as Layer from "effect/Layer"
+import * as Tracer from "effect/Tracer"
+import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import * as OtlpSerialization from "effect/observability/OtlpSerialization"
+import * as OtlpTracer from "effect/observability/OtlpTracer"
 
 export type TracingOptions =
   | {

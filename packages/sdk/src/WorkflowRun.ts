@@ -4,7 +4,10 @@
  */
 import type { IdempotencyKey, RunId, WorkflowName, WorkflowVersion } from "@aiki/contract/Ids"
 import type { ErrorDetails, Json, ParentClosePolicy } from "@aiki/contract/Models"
-import { Context, type Effect, type Option, type Schema } from "effect"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
+import type * as Schema from "effect/Schema"
 import type { Retry } from "./Retry.ts"
 
 /** What the engine needs to know of a task to run it durably. */

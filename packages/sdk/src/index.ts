@@ -33,7 +33,15 @@
 import type { RunId } from "@aiki/contract/Ids"
 import type { WorkflowRun as RunRecord, StartedRun } from "@aiki/contract/Models"
 import type { BackfillResult, Schedule } from "@aiki/contract/Schedules"
-import { Cause, Context, Effect, Exit, Fiber, Layer, ManagedRuntime, Option, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import {
   AikiClient,
   type ClientOptions,

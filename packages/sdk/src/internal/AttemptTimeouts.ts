@@ -4,7 +4,9 @@
  * before its attempt looks is kept for it.
  */
 import type { TaskTimeoutKind } from "@aiki/contract/Timeouts"
-import { Deferred, Effect, Exit } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 
 export class AttemptTimeouts {
   private readonly pending = new Map<string, Deferred.Deferred<TaskTimeoutKind>>()

@@ -13,7 +13,14 @@
  * for lazy items alone until `lingerMs` passed, so a lazy item usually travels with the next one (a task's start
  * with its own outcome, when the task is quick): one request instead of two.
  */
-import { Cause, Clock, Deferred, Duration, Effect, Exit, Option, Queue } from "effect"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 
 export interface Batcher<I, O> {
   /**

@@ -7,7 +7,8 @@
  * Runs travel in priority bands (a stream per version and band): entries waiting in a higher band are read first
  * (non-blocking reads, highest band first), and only when every band is empty does the worker block on them all.
  */
-import { Effect, Schedule } from "effect"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
 import { Cluster, Redis, type RedisCommander } from "ioredis"
 import type { RedisOptions } from "../AikiClient.ts"
 import * as Batcher from "./Batcher.ts"

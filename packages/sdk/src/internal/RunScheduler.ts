@@ -10,7 +10,9 @@
  *
  * Task bodies do not run here: they are the run's side effects and run on the default scheduler.
  */
-import { Effect, type Fiber, Scheduler } from "effect"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as Scheduler from "effect/Scheduler"
 
 /** Fibers waiting for the next macrotask turn; one `setImmediate` serves every run of the worker. */
 let waiting: Array<() => void> = []

@@ -3,8 +3,12 @@
  * restarting, the network down) are retried with backoff, and the outage is logged once at warn when it starts and
  * once when it ends, instead of every retry silently (or not at all).
  */
-import { Clock, Duration, Effect, Ref, Schedule } from "effect"
-import { HttpClientError } from "effect/http"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as HttpClientError from "effect/http/HttpClientError"
 
 /** Retries effects whose failures are transport failures; others are the caller's. */
 export interface ServerLink {

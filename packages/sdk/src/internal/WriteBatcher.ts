@@ -8,7 +8,7 @@
 import type { AikiClient as ApiClient } from "@aiki/contract/Client"
 import type { WorkerId } from "@aiki/contract/Ids"
 import type { Write, WriteResult } from "@aiki/contract/Models"
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 import * as Batcher from "./Batcher.ts"
 import type { ServerLink } from "./ServerLink.ts"
 

@@ -3,7 +3,11 @@
  * payload that addresses a task in the journal.
  */
 import type { ErrorDetails, Json } from "@aiki/contract/Models"
-import { Cause, Effect, Option, Predicate, Schema } from "effect"
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
 import { hash as digest } from "node:crypto"
 import { SerializationError } from "../Errors.ts"
 
